@@ -1,0 +1,127 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import websocket from '@fastify/websocket';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.js';
+import { AmeboError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Registry } from '../registry.js';
+import type { PublishPipeline } from '../publish.js';
+import type { Pool } from '../store/db.js';
+import type { Broker } from '../broker/connection.js';
+import type { Topology } from '../broker/topology.js';
+import type { ConfirmPublisher } from '../broker/publisher.js';
+import { Authenticator } from './auth.js';
+import { registryRoutes } from './registry-routes.js';
+import { eventRoutes } from './event-routes.js';
+import { subscriptionRoutes } from './subscription-routes.js';
+import { opsRoutes } from './ops-routes.js';
+import { metrics } from '../metrics.js';
+
+/** What routes need. Optional parts belong to roles this process may not run. */
+export interface ApiContext {
+  cfg: Config;
+  log: Logger;
+  pool: Pool;
+  redis: Redis;
+  registry: Registry;
+  broker: Broker;
+  topology: Topology;
+  publisher: ConfirmPublisher;
+  pipeline: PublishPipeline;
+  auth: Authenticator;
+  /** Extra route plugins (bridge deliveries, fabric gateway, services, stream, dashboard). */
+  plugins?: ((app: FastifyInstance, ctx: ApiContext) => Promise<void>)[];
+  /** Set by the subscription routes: loads a subscription the caller may manage. */
+  ownedSubscription?: (
+    req: import('fastify').FastifyRequest,
+    opts?: { bodySecret?: boolean },
+  ) => Promise<{ row: import('../store/registry.js').SubscriptionRow; who: import('./auth.js').Principal }>;
+}
+
+const PG_DOWN = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', '57P01', '57P03', '08006', '08001', '08003']);
+
+/** Maps any error to the `{ error: { code, message, details } }` contract; bad input is never a 5xx. */
+export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboError {
+  if (err instanceof AmeboError) return err;
+  const e = err as FastifyError & { validation?: unknown[]; code?: string };
+  if (e.validation)
+    return new AmeboError(
+      'VALIDATION',
+      `${e.validationContext ?? 'request'} ${e.message.replace(/^(body|querystring|params)\/?\S* ?/, '')}`.trim(),
+      (e.validation as { instancePath: string; message?: string; keyword: string; params: unknown }[]).map((v) => ({
+        instancePath: v.instancePath,
+        message: v.message,
+        keyword: v.keyword,
+        params: v.params,
+      })),
+    );
+  switch (e.code) {
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new AmeboError('UNSUPPORTED_MEDIA_TYPE', `content type ${JSON.stringify(e.message.split(': ')[1] ?? '')} is not application/json`);
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new AmeboError('BODY_TOO_LARGE');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new AmeboError('MALFORMED_JSON', 'the body is empty but the content type is application/json');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new AmeboError('MALFORMED_JSON', e.message);
+  }
+  if (e instanceof SyntaxError || e.code === 'FST_ERR_CTP_INVALID_JSON') return new AmeboError('MALFORMED_JSON', e.message);
+  if (e.code && PG_DOWN.has(e.code)) return new AmeboError('UNAVAILABLE', 'PostgreSQL is unreachable');
+  if (/timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED/i.test(e.message))
+    return new AmeboError('UNAVAILABLE', 'PostgreSQL is unreachable');
+  if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500)
+    return new AmeboError(e.statusCode === 404 ? 'NOT_FOUND' : e.statusCode === 405 ? 'METHOD_NOT_ALLOWED' : 'BAD_REQUEST', e.message);
+  log?.error({ err }, 'unhandled error');
+  return new AmeboError('INTERNAL', 'internal error; see the server log');
+}
+
+export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: ctx.log.child({ role: 'api' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: ctx.cfg.bodyLimit,
+    trustProxy: true,
+    return503OnClosing: true,
+    ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: 'array', strict: false } },
+  });
+
+  // Only JSON bodies: text/plain would otherwise parse to a string and fail later as a 400.
+  app.removeContentTypeParser('text/plain');
+  app.setErrorHandler((err, req, reply) => {
+    const ae = toAmeboError(err as Error, req.log as Logger);
+    return reply.status(ae.status).send(ae.toJSON());
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply.status(404).send(new AmeboError('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`).toJSON()),
+  );
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.httpRequests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'Amebo', version: '1', description: 'HTTP-first event notification server in front of RabbitMQ' },
+      components: {
+        securitySchemes: {
+          admin: { type: 'http', scheme: 'bearer' },
+          application: { type: 'http', scheme: 'basic' },
+        },
+      },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  await app.register(async (scope) => {
+    await opsRoutes(scope, ctx);
+    await registryRoutes(scope, ctx);
+    await eventRoutes(scope, ctx);
+    await subscriptionRoutes(scope, ctx);
+    for (const p of ctx.plugins ?? []) await p(scope, ctx);
+  });
+  return app;
+}

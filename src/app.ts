@@ -1,0 +1,222 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
+import type { Config } from './config.js';
+import { parseAddress } from './config.js';
+import type { Logger } from './log.js';
+import { Broker, BrokerUnreachableError, redactUrl } from './broker/connection.js';
+import { Topology } from './broker/topology.js';
+import { ConfirmPublisher } from './broker/publisher.js';
+import { createPool, ensureDatabase, migrate, type Pool } from './store/db.js';
+import { initSetting, listSubscriptions } from './store/registry.js';
+import { Registry } from './registry.js';
+import { SecretBox, sha256 } from './secrets.js';
+import { PublishPipeline } from './publish.js';
+import { Relay } from './relay.js';
+import { Authenticator } from './api/auth.js';
+import { buildApi, type ApiContext } from './api/server.js';
+
+/** A store Amebo cannot reach: says which, where, and how to start it. */
+export class ServiceUnreachableError extends Error {
+  override name = 'ServiceUnreachableError';
+  readonly service: string;
+  constructor(service: string, url: string, cause: string, hint: string) {
+    super(`${service} is unreachable at ${redactUrl(url)} (${cause}).\n  Start it with: ${hint}\n  Or run: bash scripts/services.sh`);
+    this.service = service;
+  }
+}
+
+const HINTS = {
+  postgresql: 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start   (or: apt-get install postgresql)',
+  redis: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ""   (or: apt-get install redis-server)',
+  rabbitmq: 'rabbitmq-server -detached   (or: apt-get install rabbitmq-server)',
+};
+
+/** Creates the database if needed and applies migrations (`amebo migrate`, and `serve` at start). */
+export async function prepareDatabase(cfg: Config, log: Logger): Promise<void> {
+  try {
+    if (await ensureDatabase(cfg.databaseUrl)) log.info('database created');
+  } catch (err) {
+    throw new ServiceUnreachableError('PostgreSQL', cfg.databaseUrl, (err as Error).message, HINTS.postgresql);
+  }
+  const pool = createPool({ url: cfg.databaseUrl, max: 1, logger: log, applicationName: 'amebo-migrate' });
+  try {
+    await migrate(pool, log);
+  } finally {
+    await pool.end();
+  }
+}
+
+export interface Amebo {
+  cfg: Config;
+  pool: Pool;
+  redis: Redis;
+  broker: Broker;
+  topology: Topology;
+  registry: Registry;
+  publisher: ConfirmPublisher;
+  pipeline: PublishPipeline;
+  relay: Relay | null;
+  api: FastifyInstance | null;
+  ctx: ApiContext;
+  /** The admin token when this process generated it (first start), else null. */
+  generatedAdminToken: string | null;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Listen on cfg.address. Tests pass false and use `api.inject` or listen themselves. @default true */
+  listen?: boolean;
+  /** Extra API plugins (bridge, fabric, dashboard). */
+  plugins?: ApiContext['plugins'];
+  /** Skip migrations (the cluster primary ran them). */
+  skipMigrate?: boolean;
+}
+
+async function adminTokenHash(cfg: Config, pool: Pool, log: Logger): Promise<{ hash: string; generated: string | null }> {
+  if (cfg.adminToken) return { hash: sha256(cfg.adminToken), generated: null };
+  const token = `amebo_admin_${randomBytes(24).toString('base64url')}`;
+  const hash = await initSetting(pool, 'admin_token_sha256', sha256(token));
+  if (hash !== sha256(token)) return { hash, generated: null };
+  const file = path.resolve(cfg.stateDir, 'admin-token');
+  try {
+    await mkdir(path.dirname(file), { recursive: true });
+    await writeFile(file, token + '\n', { mode: 0o600 });
+  } catch (err) {
+    log.warn({ err: (err as Error).message }, 'could not save the generated admin token');
+  }
+  return { hash, generated: token };
+}
+
+/** Starts the roles in `cfg.roleSet` against PostgreSQL, Redis and RabbitMQ. */
+export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = {}): Promise<Amebo> {
+  if (!opts.skipMigrate) await prepareDatabase(cfg, log);
+  const pool = createPool({
+    url: cfg.databaseUrl,
+    max: cfg.dbPoolSize,
+    statementTimeoutMs: cfg.statementTimeoutMs,
+    logger: log,
+    applicationName: `amebo-${[...cfg.roleSet].join('+')}`,
+  });
+  const cleanup: (() => Promise<unknown>)[] = [() => pool.end()];
+  const fail = async (err: unknown): Promise<never> => {
+    for (const c of cleanup.reverse()) await c().catch(() => undefined);
+    throw err;
+  };
+
+  const redis = new Redis(cfg.redisUrl, {
+    connectTimeout: 3000,
+    commandTimeout: 3000,
+    maxRetriesPerRequest: 2,
+    lazyConnect: true,
+    retryStrategy: (n) => Math.min(100 * 2 ** n, 3000),
+  });
+  redis.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'));
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (err) {
+    redis.disconnect();
+    return fail(new ServiceUnreachableError('Redis', cfg.redisUrl, (err as Error).message, HINTS.redis));
+  }
+  cleanup.push(async () => redis.disconnect());
+
+  let secretKey = cfg.secretKey;
+  const { hash, generated } = await adminTokenHash(cfg, pool, log).catch(fail);
+  if (!secretKey) {
+    secretKey = await initSetting(pool, 'secret_key', randomBytes(32).toString('base64url')).catch(fail);
+    log.debug('AMEBO_SECRET_KEY is not set: signing secrets are sealed with a key kept in PostgreSQL (set it in production)');
+  }
+  const box = new SecretBox(secretKey);
+  const registry = new Registry(pool, box, cfg, log);
+  await registry.attachRedis(redis);
+  cleanup.push(() => registry.close());
+
+  const topology = new Topology(cfg);
+  const broker = new Broker({ url: cfg.amqpUrl, logger: log.child({ component: 'broker' }), name: `amebo ${process.pid}` });
+  const defaultDelays = cfg.retrySchedule.map((s) => s * 1000);
+  // First hook: the registry is the source of truth for the topology, reconciled on every connect.
+  await broker.addHook(async (model) => {
+    const subs = await listSubscriptions(pool);
+    const drift = await topology.reconcile(model, defaultDelays, subs.map((s) => registry.topologyOf(s)), log);
+    if (drift) log.error({ drift }, 'topology drift: some subscription queues could not be declared');
+  });
+  try {
+    await broker.open(10_000);
+  } catch (err) {
+    const cause = err instanceof BrokerUnreachableError ? 'no connection within 10 s' : (err as Error).message;
+    return fail(new ServiceUnreachableError('RabbitMQ', cfg.amqpUrl, cause, HINTS.rabbitmq));
+  }
+  cleanup.push(() => broker.close());
+
+  const publisher = new ConfirmPublisher(broker, { window: cfg.confirmWindow, logger: log });
+  await publisher.start();
+  cleanup.push(() => publisher.close());
+  const pipeline = new PublishPipeline({
+    pool,
+    publisher,
+    exchange: topology.events,
+    logger: log,
+    maxBatch: cfg.groupCommitMax,
+    confirmWaitMs: cfg.confirmWaitMs,
+  });
+
+  let relay: Relay | null = null;
+  if (cfg.roleSet.has('relay')) {
+    relay = new Relay({ pool, publisher, exchange: topology.events, logger: log.child({ role: 'relay' }), intervalMs: cfg.relayIntervalMs, graceMs: cfg.relayGraceMs });
+    relay.start();
+  }
+
+  const ctx: ApiContext = {
+    cfg,
+    log,
+    pool,
+    redis,
+    registry,
+    broker,
+    topology,
+    publisher,
+    pipeline,
+    auth: new Authenticator(hash, registry),
+    plugins: opts.plugins ?? [],
+  };
+  let api: FastifyInstance | null = null;
+  if (cfg.roleSet.has('api')) {
+    api = await buildApi(ctx).catch(fail);
+    if (opts.listen !== false) {
+      const { host, port } = parseAddress(cfg.address);
+      await api.listen({ host, port }).catch(fail);
+    } else await api.ready();
+  }
+
+  let closed = false;
+  return {
+    cfg,
+    pool,
+    redis,
+    broker,
+    topology,
+    registry,
+    publisher,
+    pipeline,
+    relay,
+    api,
+    ctx,
+    generatedAdminToken: generated,
+    async close() {
+      if (closed) return;
+      closed = true;
+      // Drain order: stop taking requests, finish group commits and confirms, then close stores.
+      if (api) await api.close().catch(() => undefined);
+      await pipeline.close();
+      if (relay) await relay.stop();
+      await publisher.close();
+      await registry.close();
+      await broker.close();
+      redis.disconnect();
+      await pool.end().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,65 @@
+import { randomBytes } from 'node:crypto';
+import type { Options } from 'amqplib';
+
+/** What every event message carries on the broker (design §5). */
+export interface EventMessageInput {
+  id: string;
+  action: string;
+  application: string;
+  payloadJson: string;
+  deduper: string | null;
+  conversationId: string | null;
+  createdAt: Date;
+  schemaVersion: number;
+  traceparent?: string | undefined;
+}
+
+export const HEADER = {
+  action: 'x-amebo-action',
+  application: 'x-amebo-application',
+  attempt: 'x-amebo-attempt',
+  schemaVersion: 'x-amebo-schema-version',
+  conversation: 'conversation_id',
+  traceparent: 'traceparent',
+  reason: 'x-amebo-reason',
+  firstAttemptAt: 'x-amebo-first-attempt-at',
+} as const;
+
+/** A W3C traceparent with a fresh trace id, or a child span of the one given. */
+export function traceparent(parent?: string): string {
+  const m = parent ? /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/.exec(parent) : null;
+  const traceId = m?.[1] ?? randomBytes(16).toString('hex');
+  return `00-${traceId}-${randomBytes(8).toString('hex')}-${m?.[2] ?? '01'}`;
+}
+
+/**
+ * The event body on the broker: the webhook envelope without the per-subscription fields. Built
+ * by concatenation so the payload's JSON text, already produced once for PostgreSQL, is not
+ * serialised again.
+ */
+export function eventBody(e: EventMessageInput): Buffer {
+  return Buffer.from(
+    `{"id":"${e.id}","action":${JSON.stringify(e.action)},"application":${JSON.stringify(e.application)},` +
+      `"deduper":${JSON.stringify(e.deduper)},"timestamp":"${e.createdAt.toISOString()}",` +
+      `"conversation_id":${JSON.stringify(e.conversationId)},"schema_version":${e.schemaVersion},"payload":${e.payloadJson}}`,
+  );
+}
+
+export function eventProperties(e: EventMessageInput): Options.Publish {
+  return {
+    persistent: true,
+    contentType: 'application/json',
+    messageId: e.id,
+    appId: e.application,
+    type: e.action,
+    timestamp: Math.floor(e.createdAt.getTime() / 1000),
+    headers: {
+      [HEADER.action]: e.action,
+      [HEADER.application]: e.application,
+      [HEADER.attempt]: 1,
+      [HEADER.schemaVersion]: e.schemaVersion,
+      [HEADER.conversation]: e.conversationId ?? e.id,
+      [HEADER.traceparent]: e.traceparent ?? traceparent(),
+    },
+  };
+}

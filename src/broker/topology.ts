@@ -1,0 +1,123 @@
+import type { Channel, ChannelModel } from 'amqplib';
+import type { Logger } from '../log.js';
+
+/**
+ * Every exchange and queue name Amebo uses, and their declarations (design §5). All declarations
+ * are idempotent and re-run on every reconnect; the registry is the source of truth.
+ */
+export class Topology {
+  readonly prefix: string;
+  readonly queueType: 'quorum' | 'classic';
+  readonly deliveryLimit: number;
+
+  constructor(opts: { prefix: string; queueType: string; deliveryLimit: number }) {
+    this.prefix = opts.prefix;
+    this.queueType = opts.queueType === 'classic' ? 'classic' : 'quorum';
+    this.deliveryLimit = opts.deliveryLimit;
+  }
+
+  /** Topic exchange every event is published to, routing key = action name. */
+  get events(): string {
+    return `${this.prefix}.events`;
+  }
+  /** Direct exchange that returns retried messages to their subscription queue. */
+  get redeliver(): string {
+    return `${this.prefix}.redeliver`;
+  }
+  /** Direct exchange of dead letters, routing key = the subscription queue's name. */
+  get dead(): string {
+    return `${this.prefix}.dead`;
+  }
+  subscriptionQueue(application: string, subscription: string): string {
+    return `${this.prefix}.sub.${application}.${subscription}`;
+  }
+  deadQueue(application: string, subscription: string): string {
+    return `${this.prefix}.dead.${application}.${subscription}`;
+  }
+  /** Exchange and queue of one step of the retry ladder. */
+  retry(delayMs: number): string {
+    return `${this.prefix}.retry.${Math.round(delayMs)}`;
+  }
+
+  private queueArgs(extra: Record<string, unknown> = {}): Record<string, unknown> {
+    if (this.queueType === 'quorum')
+      return {
+        'x-queue-type': 'quorum',
+        'x-dead-letter-strategy': 'at-least-once',
+        'x-overflow': 'reject-publish',
+        ...extra,
+      };
+    return { 'x-queue-type': 'classic', ...extra };
+  }
+
+  async declareBase(ch: Channel, retryDelaysMs: number[]): Promise<void> {
+    await ch.assertExchange(this.events, 'topic', { durable: true });
+    await ch.assertExchange(this.redeliver, 'direct', { durable: true });
+    await ch.assertExchange(this.dead, 'direct', { durable: true });
+    for (const d of new Set(retryDelaysMs)) await this.declareRetry(ch, d);
+  }
+
+  async declareRetry(ch: Channel, delayMs: number): Promise<void> {
+    const name = this.retry(delayMs);
+    await ch.assertExchange(name, 'fanout', { durable: true });
+    await ch.assertQueue(name, {
+      durable: true,
+      arguments: this.queueArgs({ 'x-message-ttl': Math.round(delayMs), 'x-dead-letter-exchange': this.redeliver }),
+    });
+    await ch.bindQueue(name, name, '');
+  }
+
+  async declareSubscription(ch: Channel, sub: TopologySubscription): Promise<void> {
+    const q = this.subscriptionQueue(sub.application, sub.name);
+    const dq = this.deadQueue(sub.application, sub.name);
+    await ch.assertQueue(dq, { durable: true, arguments: this.queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {} });
+    await ch.bindQueue(dq, this.dead, q);
+    const extra: Record<string, unknown> = { 'x-dead-letter-exchange': this.dead, 'x-dead-letter-routing-key': q };
+    if (this.queueType === 'quorum') extra['x-delivery-limit'] = this.deliveryLimit;
+    if (sub.ordered) extra['x-single-active-consumer'] = true;
+    await ch.assertQueue(q, { durable: true, arguments: this.queueArgs(extra) });
+    await ch.bindQueue(q, this.redeliver, q);
+    for (const pattern of sub.patterns) await ch.bindQueue(q, this.events, pattern);
+    for (const d of sub.retryDelaysMs) await this.declareRetry(ch, d);
+  }
+
+  async deleteSubscription(ch: Channel, application: string, name: string): Promise<void> {
+    await ch.deleteQueue(this.subscriptionQueue(application, name));
+    await ch.deleteQueue(this.deadQueue(application, name));
+  }
+
+  /**
+   * Declares everything the registry describes. A queue whose arguments drifted (declared earlier
+   * with another type) closes the channel with 406: it is reported and the rest goes on.
+   */
+  async reconcile(model: ChannelModel, retryDelaysMs: number[], subs: TopologySubscription[], log: Logger): Promise<number> {
+    let ch = await model.createChannel();
+    ch.on('error', () => undefined);
+    let drift = 0;
+    try {
+      await this.declareBase(ch, retryDelaysMs);
+      for (const sub of subs) {
+        try {
+          await this.declareSubscription(ch, sub);
+        } catch (err) {
+          drift++;
+          log.error({ err: (err as Error).message, subscription: `${sub.application}/${sub.name}` }, 'topology drift: cannot declare subscription queue');
+          ch = await model.createChannel();
+          ch.on('error', () => undefined);
+        }
+      }
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+    return drift;
+  }
+}
+
+export interface TopologySubscription {
+  application: string;
+  name: string;
+  /** Action names or topic patterns bound to the events exchange. */
+  patterns: string[];
+  ordered: boolean;
+  retryDelaysMs: number[];
+}

@@ -1,0 +1,147 @@
+import cluster from 'node:cluster';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { styleText } from 'node:util';
+import { Command, Option } from 'commander';
+import { ConfigError, describeOptions, loadConfig, type Config } from './config.js';
+import { createLogger } from './log.js';
+import { prepareDatabase, ServiceUnreachableError, startAmebo, type Amebo } from './app.js';
+import { extraPlugins } from './plugins.js';
+
+const program = new Command();
+program
+  .name('amebo')
+  .description('HTTP-first event notification server in front of RabbitMQ, plus an AMQP service fabric')
+  .version('0.1.0')
+  .showHelpAfterError();
+
+type ServeFlags = { address?: string; workers?: string; role?: string; logLevel?: string; prefix?: string };
+
+function configFrom(flags: ServeFlags): Config {
+  return loadConfig({
+    address: flags.address,
+    workers: flags.workers !== undefined ? Number(flags.workers) : undefined,
+    roles: flags.role,
+    logLevel: flags.logLevel,
+    prefix: flags.prefix,
+  });
+}
+
+/** Prints a startup failure for people (no stack trace) and exits non-zero. */
+function die(err: unknown): never {
+  if (err instanceof ServiceUnreachableError || err instanceof ConfigError) {
+    process.stderr.write(`${styleText('red', 'amebo:')} ${err.message}\n`);
+    process.exit(err instanceof ConfigError ? 2 : 3);
+  }
+  process.stderr.write(`${styleText('red', 'amebo:')} ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+}
+
+async function runProcess(cfg: Config, skipMigrate: boolean): Promise<void> {
+  const log = createLogger(cfg.logLevel);
+  let amebo: Amebo;
+  try {
+    amebo = await startAmebo(cfg, log, { skipMigrate, plugins: await extraPlugins(cfg) });
+  } catch (err) {
+    die(err);
+  }
+  if (amebo.generatedAdminToken)
+    process.stderr.write(
+      `\n${styleText('bold', 'Admin token')} (shown once; saved to ${path.resolve(cfg.stateDir, 'admin-token')}):\n  ${amebo.generatedAdminToken}\n\n`,
+    );
+  log.info({ address: cfg.address, roles: [...cfg.roleSet], pid: process.pid }, 'amebo started');
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'draining, then closing');
+    const hard = setTimeout(() => process.exit(1), 20_000);
+    hard.unref();
+    void amebo.close().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function serve(flags: ServeFlags): Promise<void> {
+  let cfg: Config;
+  try {
+    cfg = configFrom(flags);
+  } catch (err) {
+    die(err);
+  }
+  if (cfg.workers <= 1 || cluster.isWorker) return runProcess(cfg, cluster.isWorker);
+  // Primary: migrate once, then fork workers that share the HTTP port; restart any that dies.
+  const log = createLogger(cfg.logLevel);
+  try {
+    await prepareDatabase(cfg, log);
+  } catch (err) {
+    die(err);
+  }
+  let stopping = false;
+  const fork = (): void => {
+    cluster.fork(process.env);
+  };
+  cluster.on('exit', (w, code, signal) => {
+    if (stopping) return;
+    log.warn({ pid: w.process.pid, code, signal }, 'worker exited; starting another');
+    setTimeout(fork, 1000);
+  });
+  for (let i = 0; i < cfg.workers; i++) fork();
+  const stop = (): void => {
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    setTimeout(() => process.exit(0), 25_000).unref();
+    cluster.on('exit', () => {
+      if (!Object.keys(cluster.workers ?? {}).length) process.exit(0);
+    });
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+const serveCmd = program
+  .command('serve', { isDefault: true })
+  .description('run Amebo: API, bridge, relay and presence (default command)')
+  .addOption(new Option('-a, --address <host:port>', 'listen address').env('AMEBO_ADDRESS'))
+  .addOption(new Option('-w, --workers <n>', 'processes sharing the HTTP port').env('AMEBO_WORKERS'))
+  .addOption(new Option('--role <roles>', 'comma-separated roles: api,bridge,relay,presence').env('AMEBO_ROLES'))
+  .addOption(new Option('--log-level <level>', 'log level').env('AMEBO_LOG_LEVEL'))
+  .addOption(new Option('--prefix <prefix>', 'RabbitMQ name prefix').env('AMEBO_PREFIX'))
+  .action((flags: ServeFlags) => serve(flags));
+void serveCmd;
+
+program
+  .command('migrate')
+  .description('create the database when missing and apply migrations')
+  .action(async () => {
+    try {
+      const cfg = loadConfig();
+      await prepareDatabase(cfg, createLogger(cfg.logLevel));
+      process.stdout.write('migrations applied\n');
+    } catch (err) {
+      die(err);
+    }
+  });
+
+program
+  .command('config')
+  .description('print every configuration option, its environment variable and default')
+  .action(() => {
+    process.stdout.write(describeOptions().join('\n') + '\n');
+  });
+
+/** The admin token for CLI commands: AMEBO_ADMIN_TOKEN, else the one `serve` generated and saved. */
+export function adminToken(cfg: Config): string | undefined {
+  if (cfg.adminToken) return cfg.adminToken;
+  try {
+    return readFileSync(path.resolve(cfg.stateDir, 'admin-token'), 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+const { registerTools } = await import('./cli/tools.js');
+registerTools(program, { adminToken, die });
+
+await program.parseAsync(process.argv);

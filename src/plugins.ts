@@ -1,0 +1,10 @@
+import type { Config } from './config.js';
+import type { ApiContext } from './api/server.js';
+
+/**
+ * API plugins of the parts that live outside the core (bridge deliveries, fabric gateway and
+ * services, stream, dashboard), mounted by `serve` when their role runs here.
+ */
+export async function extraPlugins(_cfg: Config): Promise<NonNullable<ApiContext['plugins']>> {
+  return [];
+}

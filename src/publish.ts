@@ -1,0 +1,234 @@
+import type { Logger } from './log.js';
+import type { Pool } from './store/db.js';
+import { findByDedupers, insertEvents, markPublished, type NewEvent } from './store/events.js';
+import { eventBody, eventProperties, type EventMessageInput } from './broker/message.js';
+import type { ConfirmPublisher } from './broker/publisher.js';
+import { uuidv7 } from './ids.js';
+import { metrics } from './metrics.js';
+
+export interface PublishRequest {
+  action: string;
+  application: string;
+  schemaVersion: number;
+  payloadJson: string;
+  deduper: string | null;
+  conversationId?: string | undefined;
+  deliverAt: Date | null;
+  traceparent?: string | undefined;
+}
+
+export interface PublishResult {
+  event: string;
+  action: string;
+  deduper: string | null;
+  created_at: string;
+  published: boolean;
+  duplicate?: true;
+  deliver_at?: string;
+}
+
+interface Pending {
+  req: PublishRequest;
+  ev: NewEvent;
+  resolve: (r: PublishResult) => void;
+  reject: (e: unknown) => void;
+}
+
+export interface PipelineOptions {
+  pool: Pool;
+  publisher: ConfirmPublisher;
+  exchange: string;
+  logger: Logger;
+  /** Most events in one INSERT. @default 500 */
+  maxBatch?: number;
+  /** Group commits in flight at once. @default 4 */
+  maxFlushes?: number;
+  /** How long a reply waits for the broker confirm. @default 2000 */
+  confirmWaitMs?: number;
+}
+
+/**
+ * The publish path (design §4). Requests arriving together are group-committed: one multi-row
+ * INSERT per tick, then one confirm window; each reply goes out after the commit and says whether
+ * the broker confirmed within the bounded wait. Whatever is committed but not confirmed is the
+ * relay's, so a 2xx never loses an event.
+ */
+export class PublishPipeline {
+  private readonly o: Required<PipelineOptions>;
+  private queue: Pending[] = [];
+  private flushing = 0;
+  private scheduled = false;
+  private marks: string[] = [];
+  private marking: Promise<void> | null = null;
+  private closed = false;
+
+  constructor(opts: PipelineOptions) {
+    this.o = { maxBatch: 500, maxFlushes: 4, confirmWaitMs: 2000, ...opts };
+  }
+
+  submit(reqs: PublishRequest[]): Promise<PublishResult[]> {
+    if (this.closed) return Promise.reject(new Error('publish pipeline is closed'));
+    const now = new Date();
+    const ps = reqs.map(
+      (req) =>
+        new Promise<PublishResult>((resolve, reject) => {
+          const id = uuidv7(now.getTime());
+          this.queue.push({
+            req,
+            resolve,
+            reject,
+            ev: {
+              id,
+              action: req.action,
+              application: req.application,
+              schemaVersion: req.schemaVersion,
+              payloadJson: req.payloadJson,
+              deduper: req.deduper,
+              conversationId: req.conversationId ?? id,
+              deliverAt: req.deliverAt,
+              createdAt: now,
+            },
+          });
+        }),
+    );
+    this.schedule();
+    return Promise.all(ps);
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.flushing >= this.o.maxFlushes || !this.queue.length) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      while (this.flushing < this.o.maxFlushes && this.queue.length) {
+        const batch = this.queue.splice(0, this.o.maxBatch);
+        this.flushing++;
+        void this.flush(batch).finally(() => {
+          this.flushing--;
+          this.schedule();
+        });
+      }
+    });
+  }
+
+  private async flush(batch: Pending[]): Promise<void> {
+    let inserted: Set<string>;
+    const t0 = performance.now();
+    try {
+      inserted = await insertEvents(
+        this.o.pool,
+        batch.map((p) => p.ev),
+      );
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    metrics.groupCommitSize.observe(batch.length);
+    metrics.commitSeconds.observe((performance.now() - t0) / 1000);
+    const dupes = batch.filter((p) => !inserted.has(p.ev.id));
+    const existing = new Map<string, { id: string; created_at: Date; published_at: Date | null }>();
+    if (dupes.length) {
+      try {
+        for (const e of await findByDedupers(
+          this.o.pool,
+          dupes.map((p) => ({ application: p.ev.application, deduper: p.ev.deduper! })),
+        ))
+          existing.set(`${e.application}\u0000${e.deduper}`, e);
+      } catch (err) {
+        for (const p of dupes) p.reject(err);
+      }
+    }
+    const now = Date.now();
+    await Promise.all(
+      batch.map(async (p) => {
+        if (!inserted.has(p.ev.id)) {
+          const orig = existing.get(`${p.ev.application}\u0000${p.ev.deduper}`);
+          if (!orig) return; // rejected above
+          metrics.duplicates.inc();
+          p.resolve({
+            event: orig.id,
+            action: p.ev.action,
+            deduper: p.ev.deduper,
+            created_at: orig.created_at.toISOString(),
+            published: orig.published_at !== null,
+            duplicate: true,
+          });
+          return;
+        }
+        metrics.eventsAccepted.inc();
+        const base = {
+          event: p.ev.id,
+          action: p.ev.action,
+          deduper: p.ev.deduper,
+          created_at: p.ev.createdAt.toISOString(),
+        };
+        if (p.ev.deliverAt && p.ev.deliverAt.getTime() > now) {
+          p.resolve({ ...base, published: false, deliver_at: p.ev.deliverAt.toISOString() });
+          return;
+        }
+        p.resolve({ ...base, published: await this.publishOne(p) });
+      }),
+    );
+  }
+
+  /** Publishes with a confirm; true when confirmed within the wait. A late confirm still marks it. */
+  private async publishOne(p: Pending): Promise<boolean> {
+    const msg: EventMessageInput = {
+      id: p.ev.id,
+      action: p.ev.action,
+      application: p.ev.application,
+      payloadJson: p.ev.payloadJson,
+      deduper: p.ev.deduper,
+      conversationId: p.ev.conversationId,
+      createdAt: p.ev.createdAt,
+      schemaVersion: p.ev.schemaVersion,
+      traceparent: p.req.traceparent,
+    };
+    const confirmed = this.o.publisher
+      .publish(this.o.exchange, p.ev.action, eventBody(msg), eventProperties(msg))
+      .then(() => {
+        this.mark(p.ev.id);
+        return true;
+      })
+      .catch((err: unknown) => {
+        metrics.publishFailures.inc();
+        this.o.logger.debug({ err: (err as Error).message, event: p.ev.id }, 'publish unconfirmed; the relay will retry');
+        return false;
+      });
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((r) => {
+      timer = setTimeout(() => r(false), this.o.confirmWaitMs);
+    });
+    const ok = await Promise.race([confirmed, timeout]);
+    clearTimeout(timer);
+    return ok;
+  }
+
+  /** Confirmed ids are marked in batches; a lost mark only means the relay publishes a duplicate. */
+  private mark(id: string): void {
+    this.marks.push(id);
+    if (!this.marking) this.marking = this.flushMarks();
+  }
+
+  private async flushMarks(): Promise<void> {
+    await new Promise((r) => setImmediate(r));
+    while (this.marks.length) {
+      const ids = this.marks.splice(0, 5000);
+      try {
+        await markPublished(this.o.pool, ids);
+      } catch (err) {
+        this.o.logger.warn({ err: (err as Error).message, count: ids.length }, 'could not mark events published');
+      }
+    }
+    this.marking = null;
+  }
+
+  /** Stops taking requests and waits for what is in flight (bounded). */
+  async close(timeoutMs = 10_000): Promise<void> {
+    this.closed = true;
+    const deadline = Date.now() + timeoutMs;
+    while ((this.flushing || this.queue.length || this.marking) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}

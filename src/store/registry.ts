@@ -1,0 +1,285 @@
+import type { Pool } from './db.js';
+
+/** All registry SQL: applications, actions and their schema versions, subscriptions, settings. */
+
+export interface ApplicationRow {
+  name: string;
+  address: string | null;
+  secret_hash: string;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export interface ActionRow {
+  name: string;
+  application: string;
+  description: string | null;
+  version: number;
+  schemata: Record<string, unknown>;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export interface SubscriptionRow {
+  id: string;
+  application: string;
+  name: string;
+  action: string;
+  transport: 'http' | 'amqp';
+  handler: string | null;
+  max_attempts: number;
+  max_age: number;
+  retry_schedule: number[];
+  timeout_ms: number;
+  format: 'amebo' | 'cloudevents';
+  encryption_key: string | null;
+  ordered: boolean;
+  rate_limit: number | null;
+  description: string | null;
+  signing_secrets: { sealed: string; expires_at: string | null }[];
+  paused: boolean;
+  disabled_reason: string | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const isUnique = (err: unknown): boolean => (err as { code?: string }).code === '23505';
+export class UniqueViolation extends Error {}
+
+export async function getSetting(pool: Pool, key: string): Promise<string | null> {
+  const r = await pool.query<{ value: string }>('SELECT value FROM settings WHERE key = $1', [key]);
+  return r.rows[0]?.value ?? null;
+}
+
+/** Sets a setting only when absent; returns the value that won (first writer wins across processes). */
+export async function initSetting(pool: Pool, key: string, value: string): Promise<string> {
+  await pool.query('INSERT INTO settings(key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [key, value]);
+  return (await getSetting(pool, key))!;
+}
+
+export async function setSetting(pool: Pool, key: string, value: string): Promise<void> {
+  await pool.query(
+    'INSERT INTO settings(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2, updated_at = now()',
+    [key, value],
+  );
+}
+
+// ---- applications
+
+export async function insertApplication(pool: Pool, name: string, address: string | null, secretHash: string): Promise<ApplicationRow> {
+  try {
+    const r = await pool.query<ApplicationRow>(
+      'INSERT INTO applications(name, address, secret_hash) VALUES ($1, $2, $3) RETURNING *',
+      [name, address, secretHash],
+    );
+    return r.rows[0]!;
+  } catch (err) {
+    if (isUnique(err)) throw new UniqueViolation(name);
+    throw err;
+  }
+}
+
+export async function getApplication(pool: Pool, name: string): Promise<ApplicationRow | null> {
+  const r = await pool.query<ApplicationRow>('SELECT * FROM applications WHERE name = $1', [name]);
+  return r.rows[0] ?? null;
+}
+
+export async function listApplications(pool: Pool, q?: string): Promise<ApplicationRow[]> {
+  const r = await pool.query<ApplicationRow>(
+    `SELECT * FROM applications WHERE ($1::text IS NULL OR name ILIKE '%' || $1 || '%') ORDER BY name LIMIT 1000`,
+    [q ?? null],
+  );
+  return r.rows;
+}
+
+export async function updateApplication(
+  pool: Pool,
+  name: string,
+  fields: { address?: string | null; secret_hash?: string },
+): Promise<ApplicationRow | null> {
+  const r = await pool.query<ApplicationRow>(
+    `UPDATE applications SET address = CASE WHEN $2 THEN $3 ELSE address END,
+       secret_hash = COALESCE($4, secret_hash), updated_at = now()
+     WHERE name = $1 RETURNING *`,
+    [name, 'address' in fields, fields.address ?? null, fields.secret_hash ?? null],
+  );
+  return r.rows[0] ?? null;
+}
+
+export async function deleteApplication(pool: Pool, name: string): Promise<boolean> {
+  const r = await pool.query('DELETE FROM applications WHERE name = $1', [name]);
+  return (r.rowCount ?? 0) > 0;
+}
+
+// ---- actions
+
+const ACTION_SELECT = `SELECT a.name, a.application, a.description, a.version, v.schemata, a.created_at, a.updated_at
+  FROM actions a JOIN action_versions v ON v.action = a.name AND v.version = a.version`;
+
+export async function insertAction(
+  pool: Pool,
+  a: { name: string; application: string; description: string | null; schemata: unknown },
+): Promise<ActionRow> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('INSERT INTO actions(name, application, description, version) VALUES ($1, $2, $3, 1)', [
+      a.name,
+      a.application,
+      a.description,
+    ]);
+    await client.query('INSERT INTO action_versions(action, version, schemata) VALUES ($1, 1, $2)', [
+      a.name,
+      JSON.stringify(a.schemata),
+    ]);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    if (isUnique(err)) throw new UniqueViolation(a.name);
+    throw err;
+  } finally {
+    client.release();
+  }
+  return (await getAction(pool, a.name))!;
+}
+
+export async function getAction(pool: Pool, name: string): Promise<ActionRow | null> {
+  const r = await pool.query<ActionRow>(`${ACTION_SELECT} WHERE a.name = $1`, [name]);
+  return r.rows[0] ?? null;
+}
+
+export async function listActions(pool: Pool, f: { application?: string; q?: string }): Promise<ActionRow[]> {
+  const r = await pool.query<ActionRow>(
+    `${ACTION_SELECT} WHERE ($1::text IS NULL OR a.application = $1)
+       AND ($2::text IS NULL OR a.name ILIKE '%' || $2 || '%' OR a.description ILIKE '%' || $2 || '%')
+     ORDER BY a.name LIMIT 1000`,
+    [f.application ?? null, f.q ?? null],
+  );
+  return r.rows;
+}
+
+/** Adds a schema version, guarded by the version the caller checked compatibility against. */
+export async function addActionVersion(pool: Pool, name: string, expectedVersion: number, schemata: unknown): Promise<ActionRow | null> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const r = await client.query(
+      'UPDATE actions SET version = version + 1, updated_at = now() WHERE name = $1 AND version = $2 RETURNING version',
+      [name, expectedVersion],
+    );
+    if (!r.rowCount) {
+      await client.query('ROLLBACK');
+      return null;
+    }
+    await client.query('INSERT INTO action_versions(action, version, schemata) VALUES ($1, $2, $3)', [
+      name,
+      (r.rows[0] as { version: number }).version,
+      JSON.stringify(schemata),
+    ]);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+  return getAction(pool, name);
+}
+
+export async function listActionVersions(pool: Pool, name: string): Promise<{ version: number; schemata: unknown; created_at: Date }[]> {
+  const r = await pool.query('SELECT version, schemata, created_at FROM action_versions WHERE action = $1 ORDER BY version', [name]);
+  return r.rows;
+}
+
+// ---- subscriptions
+
+export type NewSubscription = Omit<SubscriptionRow, 'created_at' | 'updated_at' | 'paused' | 'disabled_reason'>;
+
+export async function insertSubscription(pool: Pool, s: NewSubscription): Promise<SubscriptionRow> {
+  try {
+    const r = await pool.query<SubscriptionRow>(
+      `INSERT INTO subscriptions(id, application, name, action, transport, handler, max_attempts, max_age, retry_schedule,
+         timeout_ms, format, encryption_key, ordered, rate_limit, description, signing_secrets)
+       VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) RETURNING *`,
+      [
+        s.id,
+        s.application,
+        s.name,
+        s.action,
+        s.transport,
+        s.handler,
+        s.max_attempts,
+        s.max_age,
+        s.retry_schedule,
+        s.timeout_ms,
+        s.format,
+        s.encryption_key,
+        s.ordered,
+        s.rate_limit,
+        s.description,
+        JSON.stringify(s.signing_secrets),
+      ],
+    );
+    return r.rows[0]!;
+  } catch (err) {
+    if (isUnique(err)) throw new UniqueViolation(s.name);
+    throw err;
+  }
+}
+
+export async function getSubscription(pool: Pool, id: string): Promise<SubscriptionRow | null> {
+  const r = await pool.query<SubscriptionRow>('SELECT * FROM subscriptions WHERE id = $1', [id]);
+  return r.rows[0] ?? null;
+}
+
+export async function getSubscriptionByName(pool: Pool, application: string, name: string): Promise<SubscriptionRow | null> {
+  const r = await pool.query<SubscriptionRow>('SELECT * FROM subscriptions WHERE application = $1 AND name = $2', [application, name]);
+  return r.rows[0] ?? null;
+}
+
+export async function listSubscriptions(pool: Pool, f: { application?: string; action?: string } = {}): Promise<SubscriptionRow[]> {
+  const r = await pool.query<SubscriptionRow>(
+    `SELECT * FROM subscriptions WHERE ($1::text IS NULL OR application = $1) AND ($2::text IS NULL OR action = $2)
+     ORDER BY application, name`,
+    [f.application ?? null, f.action ?? null],
+  );
+  return r.rows;
+}
+
+const SUB_PATCHABLE = [
+  'handler',
+  'max_attempts',
+  'max_age',
+  'retry_schedule',
+  'timeout_ms',
+  'format',
+  'encryption_key',
+  'rate_limit',
+  'description',
+  'paused',
+  'disabled_reason',
+  'signing_secrets',
+] as const;
+export type SubscriptionPatch = Partial<Pick<SubscriptionRow, (typeof SUB_PATCHABLE)[number]>>;
+
+export async function updateSubscription(pool: Pool, id: string, patch: SubscriptionPatch): Promise<SubscriptionRow | null> {
+  const sets: string[] = [];
+  const vals: unknown[] = [id];
+  for (const k of SUB_PATCHABLE) {
+    if (!(k in patch)) continue;
+    const v = patch[k];
+    vals.push(k === 'signing_secrets' ? JSON.stringify(v) : v);
+    sets.push(`${k} = $${vals.length}`);
+  }
+  if (!sets.length) return getSubscription(pool, id);
+  const r = await pool.query<SubscriptionRow>(
+    `UPDATE subscriptions SET ${sets.join(', ')}, updated_at = now() WHERE id = $1 RETURNING *`,
+    vals,
+  );
+  return r.rows[0] ?? null;
+}
+
+export async function deleteSubscription(pool: Pool, id: string): Promise<boolean> {
+  const r = await pool.query('DELETE FROM subscriptions WHERE id = $1', [id]);
+  return (r.rowCount ?? 0) > 0;
+}

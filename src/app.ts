@@ -73,7 +73,12 @@ export interface StartOptions {
   plugins?: ApiContext['plugins'];
   /** Skip migrations (the cluster primary ran them). */
   skipMigrate?: boolean;
+  /** Parts started once the core is up (bridge, presence...), closed before it, in reverse order. */
+  parts?: PartStarter[];
 }
+
+/** A part of Amebo beyond the core: started with the running core, closed before it. */
+export type PartStarter = (amebo: Amebo) => Promise<{ close(): Promise<void> }>;
 
 async function adminTokenHash(cfg: Config, pool: Pool, log: Logger): Promise<{ hash: string; generated: string | null }> {
   if (cfg.adminToken) return { hash: sha256(cfg.adminToken), generated: null };
@@ -192,7 +197,8 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
   }
 
   let closed = false;
-  return {
+  const parts: { close(): Promise<void> }[] = [];
+  const amebo: Amebo = {
     cfg,
     pool,
     redis,
@@ -208,8 +214,9 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
     async close() {
       if (closed) return;
       closed = true;
-      // Drain order: stop taking requests, finish group commits and confirms, then close stores.
+      // Drain order: stop taking requests, stop the parts, finish group commits and confirms, close stores.
       if (api) await api.close().catch(() => undefined);
+      for (const p of parts.reverse()) await p.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'part close failed'));
       await pipeline.close();
       if (relay) await relay.stop();
       await publisher.close();
@@ -219,4 +226,13 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
       await pool.end().catch(() => undefined);
     },
   };
+  for (const startPart of opts.parts ?? []) {
+    try {
+      parts.push(await startPart(amebo));
+    } catch (err) {
+      await amebo.close();
+      throw err;
+    }
+  }
+  return amebo;
 }

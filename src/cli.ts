@@ -6,7 +6,7 @@ import { Command, Option } from 'commander';
 import { ConfigError, describeOptions, loadConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
 import { prepareDatabase, ServiceUnreachableError, startAmebo, type Amebo } from './app.js';
-import { extraPlugins } from './plugins.js';
+import { extraParts, extraPlugins } from './plugins.js';
 
 const program = new Command();
 program
@@ -41,7 +41,7 @@ async function runProcess(cfg: Config, skipMigrate: boolean): Promise<void> {
   const log = createLogger(cfg.logLevel);
   let amebo: Amebo;
   try {
-    amebo = await startAmebo(cfg, log, { skipMigrate, plugins: await extraPlugins(cfg) });
+    amebo = await startAmebo(cfg, log, { skipMigrate, plugins: await extraPlugins(cfg), parts: await extraParts(cfg) });
   } catch (err) {
     die(err);
   }

@@ -120,6 +120,11 @@ export class PublishPipeline {
         batch.map((p) => p.ev),
       );
     } catch (err) {
+      // One bad row (a data exception) must not fail its neighbours: retry them one by one.
+      if (batch.length > 1 && /^22/.test(String((err as { code?: string }).code))) {
+        await Promise.all(batch.map((p) => this.flush([p])));
+        return;
+      }
       for (const p of batch) p.reject(err);
       return;
     }

@@ -3,6 +3,7 @@ import { AmeboError } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { depth, violations } from '../schema.js';
 import type { PublishRequest } from '../publish.js';
+import { NAME } from '../registry.js';
 import { deliveriesOfEvent, getEvent, listEvents, type EventRow } from '../store/events.js';
 import type { Principal } from './auth.js';
 import type { ApiContext } from './server.js';
@@ -61,7 +62,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   /** Checks one event against its action; throws the 4xx it deserves. */
   async function prepare(item: Record<string, unknown>, who: Principal, pointer = ''): Promise<PublishRequest> {
     const name = (item.action ?? item.event) as string;
-    const action = await registry.getAction(name);
+    const action = NAME.action.test(name) && name.length <= 255 ? await registry.getAction(name) : null;
     if (!action) throw new AmeboError('ACTION_NOT_FOUND', `no action "${name}"`, [{ instancePath: `${pointer}/action` }]);
     if (who.kind === 'app' && action.row.application !== who.name)
       throw new AmeboError('FORBIDDEN', `action "${name}" belongs to "${action.row.application}", not "${who.name}"`);
@@ -74,6 +75,9 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
         `payload does not match the schema of "${name}" (version ${action.row.version})`,
         violations(action.validate.errors ?? []).map((v) => ({ ...v, instancePath: `${pointer}/payload${v.instancePath}` })),
       );
+    for (const k of ['deduper', 'conversation_id'] as const)
+      if (typeof item[k] === 'string' && (item[k] as string).includes('\u0000'))
+        throw new AmeboError('VALIDATION', `${k} must not contain NUL characters`, [{ instancePath: `${pointer}/${k}` }]);
     const deliverAt = parseTime(item.deliver_at as string | undefined, `${pointer}/deliver_at`) ?? null;
     return {
       action: name,

@@ -1,4 +1,6 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
@@ -69,6 +71,9 @@ export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboErro
       return new AmeboError('MALFORMED_JSON', e.message);
   }
   if (e instanceof SyntaxError || e.code === 'FST_ERR_CTP_INVALID_JSON') return new AmeboError('MALFORMED_JSON', e.message);
+  // PostgreSQL data exceptions (class 22: NUL bytes, bad encodings) are the input's fault.
+  if (typeof e.code === 'string' && /^22[0-9A-Z]{3}$/.test(e.code))
+    return new AmeboError('BAD_REQUEST', `the input holds a value PostgreSQL cannot store: ${e.message}`);
   if (e.code && PG_DOWN.has(e.code)) return new AmeboError('UNAVAILABLE', 'PostgreSQL is unreachable');
   if (/timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED/i.test(e.message))
     return new AmeboError('UNAVAILABLE', 'PostgreSQL is unreachable');
@@ -85,8 +90,12 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
     bodyLimit: ctx.cfg.bodyLimit,
     trustProxy: true,
     return503OnClosing: true,
-    ajv: { customOptions: { removeAdditional: false, allErrors: true, coerceTypes: 'array', strict: false } },
   });
+  // Bodies are validated as sent (no coercion: 42 is not "42"); query strings and params are coerced.
+  const bodyAjv = new Ajv({ removeAdditional: false, allErrors: true, coerceTypes: false, strict: false, useDefaults: true });
+  const queryAjv = new Ajv({ removeAdditional: false, allErrors: true, coerceTypes: 'array', strict: false, useDefaults: true });
+  for (const a of [bodyAjv, queryAjv]) (addFormats as unknown as (x: Ajv) => void)(a);
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema));
 
   // Only JSON bodies: text/plain would otherwise parse to a string and fail later as a 400.
   app.removeContentTypeParser('text/plain');

@@ -17,14 +17,18 @@ program
 
 type ServeFlags = { address?: string; workers?: string; role?: string; logLevel?: string; prefix?: string };
 
+/** Flags go through the same parsing and checks as their environment variables. */
 function configFrom(flags: ServeFlags): Config {
-  return loadConfig({
-    address: flags.address,
-    workers: flags.workers !== undefined ? Number(flags.workers) : undefined,
-    roles: flags.role,
-    logLevel: flags.logLevel,
-    prefix: flags.prefix,
-  });
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  const set = (k: string, v: string | undefined): void => {
+    if (v !== undefined) env[k] = v;
+  };
+  set('AMEBO_ADDRESS', flags.address);
+  set('AMEBO_WORKERS', flags.workers);
+  set('AMEBO_ROLES', flags.role);
+  set('AMEBO_LOG_LEVEL', flags.logLevel);
+  set('AMEBO_PREFIX', flags.prefix);
+  return loadConfig({}, env);
 }
 
 /** Prints a startup failure for people (no stack trace) and exits non-zero. */

@@ -6,7 +6,7 @@ const within = <T>(p: Promise<T>, ms: number): Promise<T> =>
   Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms).unref())]);
 
 export async function opsRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  app.get('/health', { schema: { tags: ['operations'], summary: 'The process is up' } }, async () => ({ status: 'ok' }));
+  app.get('/health', { schema: { tags: ['operations'], summary: 'The process is up' } }, async () => ({ status: 'ok', pid: process.pid }));
 
   app.get('/ready', { schema: { tags: ['operations'], summary: 'PostgreSQL, RabbitMQ and Redis are reachable' } }, async (_req, reply) => {
     const checks: Record<string, string> = {};

@@ -1,0 +1,89 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { request } from 'undici';
+import { destroy, eventually, testEnv } from './helpers/harness.js';
+
+const BIN = new URL('../bin/amebo.js', import.meta.url).pathname;
+
+function run(args: string[], env: Record<string, string>, timeoutMs = 30_000) {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const done = new Promise<number | null>((resolve) => child.on('exit', (code) => (clearTimeout(timer), resolve(code))));
+  return { child, done, out: () => stdout, err: () => stderr };
+}
+
+const freePort = (): Promise<number> =>
+  new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+
+function envVars(e: ReturnType<typeof testEnv>, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    AMEBO_AMQP_URL: e.cfg.amqpUrl,
+    AMEBO_DATABASE_URL: e.cfg.databaseUrl,
+    AMEBO_REDIS_URL: e.cfg.redisUrl,
+    AMEBO_REDIS_PREFIX: e.cfg.redisPrefix,
+    AMEBO_PREFIX: e.cfg.prefix,
+    AMEBO_ADMIN_TOKEN: e.adminToken,
+    AMEBO_SECRET_KEY: e.cfg.secretKey,
+    AMEBO_STATE_DIR: e.cfg.stateDir,
+    AMEBO_LOG_LEVEL: 'warn',
+    ...extra,
+  };
+}
+
+test('an unreachable store is named with its URL and how to start it; no stack trace', async () => {
+  const e = testEnv();
+  const port = await freePort();
+  for (const [k, service] of [
+    ['AMEBO_AMQP_URL', 'RabbitMQ'],
+    ['AMEBO_REDIS_URL', 'Redis'],
+    ['AMEBO_DATABASE_URL', 'PostgreSQL'],
+  ] as const) {
+    const url = k === 'AMEBO_AMQP_URL' ? `amqp://guest:guest@127.0.0.1:${port}` : k === 'AMEBO_REDIS_URL' ? `redis://127.0.0.1:${port}` : `postgres://postgres@127.0.0.1:${port}/x`;
+    const p = run(['serve', '--address', '127.0.0.1:0'], envVars(e, { [k]: url }));
+    const code = await p.done;
+    assert.equal(code, 3, p.err());
+    assert.match(p.err(), new RegExp(`${service} is unreachable at .*127\\.0\\.0\\.1:${port}`));
+    assert.match(p.err(), /Start it with: /);
+    assert.doesNotMatch(p.err(), /\n\s+at /, 'no stack trace');
+    assert.doesNotMatch(p.err(), /guest:guest/, 'credentials are redacted');
+  }
+  await destroy(e);
+});
+
+test('a bad flag value is a clear configuration error', async () => {
+  const p = run(['serve', '--workers', 'two'], {});
+  assert.equal(await p.done, 2);
+  assert.match(p.err(), /AMEBO_WORKERS must be an integer/);
+});
+
+test("seed 000's `amebo --workers 2 --address HOST:PORT` starts two workers sharing the port, and SIGTERM drains", async () => {
+  const e = testEnv();
+  const port = await freePort();
+  const p = run(['--workers', '2', '--address', `127.0.0.1:${port}`], envVars(e), 60_000);
+  try {
+    const pids = new Set<number>();
+    await eventually(async () => {
+      const r = await request(`http://127.0.0.1:${port}/health`, { reset: true, headersTimeout: 2000 });
+      const body = (await r.body.json()) as { pid: number };
+      pids.add(body.pid);
+      return pids.size >= 2;
+    }, 40_000, 20);
+    const ready = await request(`http://127.0.0.1:${port}/ready`);
+    assert.equal(ready.statusCode, 200, await ready.body.text());
+  } finally {
+    p.child.kill('SIGTERM');
+    assert.equal(await p.done, 0, p.err());
+    await destroy(e);
+  }
+});

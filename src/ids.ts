@@ -1,6 +1,30 @@
 import { randomBytes } from 'node:crypto';
 
 let lastMs = 0;
+
+// One randomBytes call per 4 KiB of ids instead of a syscall per id.
+let pool = randomBytes(4096);
+let poolAt = 0;
+/** Fills `dst` from offset 8 with random bytes (and offsets 0..7 too; they are overwritten). */
+function random(dst: Buffer, _from: number): void {
+  if (poolAt + 16 > pool.length) {
+    pool = randomBytes(4096);
+    poolAt = 0;
+  }
+  pool.copy(dst, 0, poolAt, poolAt + 16);
+  poolAt += 16;
+}
+
+/** Random hex from the same pool (trace and span ids). */
+export function randomHex(bytes: number): string {
+  if (poolAt + bytes > pool.length) {
+    pool = randomBytes(4096);
+    poolAt = 0;
+  }
+  const s = pool.toString('hex', poolAt, poolAt + bytes);
+  poolAt += bytes;
+  return s;
+}
 let seq = 0;
 
 /**
@@ -19,8 +43,10 @@ export function uuidv7(now = Date.now()): string {
     lastMs = now;
     seq = 0;
   }
-  const b = randomBytes(16);
+  const b = Buffer.allocUnsafe(16);
+  random(b, 8);
   b.writeUIntBE(now, 0, 6);
+  b[6] = 0;
   b[6] = 0x70 | (seq >> 8);
   b[7] = seq & 0xff;
   b[8] = 0x80 | (b[8]! & 0x3f);

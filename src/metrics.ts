@@ -13,6 +13,7 @@ export const metrics = {
   relayPublished: new Counter({ name: 'amebo_relay_published_total', help: 'events published by the relay', ...reg }),
   groupCommitSize: new Histogram({ name: 'amebo_group_commit_size', help: 'events per group commit', buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500], ...reg }),
   commitSeconds: new Histogram({ name: 'amebo_group_commit_seconds', help: 'outbox INSERT latency', buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5], ...reg }),
+  confirmSeconds: new Histogram({ name: 'amebo_publish_confirm_seconds', help: 'broker confirm latency of the publish path', buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5], ...reg }),
   outboxPending: new Gauge({ name: 'amebo_outbox_pending', help: 'events committed but not yet published (sampled by the relay)', ...reg }),
   delivered: new Counter({ name: 'amebo_deliveries_total', help: 'webhook/AMQP delivery outcomes', labelNames: ['subscription', 'outcome'], ...reg }),
   inFlight: new Gauge({ name: 'amebo_deliveries_in_flight', help: 'deliveries in flight', labelNames: ['subscription'], ...reg }),

@@ -117,11 +117,18 @@ export class Registry {
     const key = `${row.secret_hash}\u0000${sha256(secret)}`;
     const at = this.verified.get(key);
     if (at !== undefined && Date.now() - at < 10 * CACHE_TTL_MS) return true;
-    if (!(await verifySecret(secret, row.secret_hash))) return false;
+    // Single flight: a burst of requests with the same new credentials runs scrypt once.
+    let p = this.verifying.get(key);
+    if (!p) {
+      p = verifySecret(secret, row.secret_hash).finally(() => this.verifying.delete(key));
+      this.verifying.set(key, p);
+    }
+    if (!(await p)) return false;
     if (this.verified.size > 10_000) this.verified.clear();
     this.verified.set(key, Date.now());
     return true;
   }
+  private readonly verifying = new Map<string, Promise<boolean>>();
 
   async rotateApplicationSecret(name: string, secret?: string): Promise<string> {
     const s = secret ?? newSecret();

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomHex } from '../ids.js';
 import type { Options } from 'amqplib';
 
 /** What every event message carries on the broker (design §5). */
@@ -28,8 +28,8 @@ export const HEADER = {
 /** A W3C traceparent with a fresh trace id, or a child span of the one given. */
 export function traceparent(parent?: string): string {
   const m = parent ? /^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$/.exec(parent) : null;
-  const traceId = m?.[1] ?? randomBytes(16).toString('hex');
-  return `00-${traceId}-${randomBytes(8).toString('hex')}-${m?.[2] ?? '01'}`;
+  const traceId = m?.[1] ?? randomHex(16);
+  return `00-${traceId}-${randomHex(8)}-${m?.[2] ?? '01'}`;
 }
 
 /**

@@ -45,13 +45,14 @@ export interface ExistingEvent {
  * (application, deduper) and are looked up with `findByDedupers`.
  */
 export async function insertEvents(pool: Pool, evs: NewEvent[]): Promise<Set<string>> {
-  const r = await pool.query<{ id: string }>(
-    `INSERT INTO events (id, action, application, schema_version, payload, deduper, conversation_id, deliver_at, created_at)
+  const r = await pool.query<{ id: string }>({
+    name: 'amebo_insert_events',
+    text: `INSERT INTO events (id, action, application, schema_version, payload, deduper, conversation_id, deliver_at, created_at)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::json[], $6::text[], $7::text[],
                           $8::timestamptz[], $9::timestamptz[])
      ON CONFLICT (application, deduper) WHERE deduper IS NOT NULL DO NOTHING
      RETURNING id`,
-    [
+    values: [
       evs.map((e) => e.id),
       evs.map((e) => e.action),
       evs.map((e) => e.application),
@@ -62,7 +63,7 @@ export async function insertEvents(pool: Pool, evs: NewEvent[]): Promise<Set<str
       evs.map((e) => e.deliverAt),
       evs.map((e) => e.createdAt),
     ],
-  );
+  });
   return new Set(r.rows.map((x) => x.id));
 }
 
@@ -77,9 +78,28 @@ export async function findByDedupers(pool: Pool, keys: { application: string; de
   return r.rows;
 }
 
+/**
+ * Marks confirmed events. The mark is an optimisation (without it the relay publishes the event
+ * again, a duplicate at worst), so it does not wait for its WAL flush.
+ */
 export async function markPublished(pool: Pool, ids: string[]): Promise<void> {
   if (!ids.length) return;
-  await pool.query('UPDATE events SET published_at = now() WHERE id = ANY($1::uuid[]) AND published_at IS NULL', [ids]);
+  const c = await pool.connect();
+  try {
+    await c.query('BEGIN');
+    await c.query('SET LOCAL synchronous_commit = off');
+    await c.query({
+      name: 'amebo_mark_published',
+      text: 'UPDATE events SET published_at = now() WHERE id = ANY($1::uuid[]) AND published_at IS NULL',
+      values: [ids],
+    });
+    await c.query('COMMIT');
+  } catch (err) {
+    await c.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    c.release();
+  }
 }
 
 const OUTBOX_COLS = `id, action, application, schema_version, payload::text AS payload_text, deduper, conversation_id,

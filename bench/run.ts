@@ -1,0 +1,48 @@
+/**
+ * `npm run bench`: every benchmark section, bounded and on loopback, each printing Amebo's figure
+ * next to a bare baseline (raw fastify / amqplib / undici) measured in the same run, with the ratio.
+ */
+export interface Row {
+  metric: string;
+  amebo: number;
+  baseline: number;
+  unit: string;
+  /** Throughput-like rows: ratio = amebo / baseline; latency rows: ratio = amebo / baseline too, lower is better. */
+  higherIsBetter?: boolean;
+}
+export interface Section {
+  title: string;
+  rows: Row[];
+  notes: string[];
+}
+
+const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(2));
+
+export function print(sections: Section[]): void {
+  for (const s of sections) {
+    process.stdout.write(`\n## ${s.title}\n`);
+    process.stdout.write(`${'metric'.padEnd(40)} ${'amebo'.padStart(12)} ${'baseline'.padStart(12)} ${'ratio'.padStart(8)}  unit\n`);
+    for (const r of s.rows) {
+      const ratio = r.baseline ? r.amebo / r.baseline : NaN;
+      process.stdout.write(`${r.metric.padEnd(40)} ${fmt(r.amebo).padStart(12)} ${fmt(r.baseline).padStart(12)} ${ratio.toFixed(2).padStart(8)}  ${r.unit}\n`);
+    }
+    for (const n of s.notes) process.stdout.write(`  - ${n}\n`);
+  }
+}
+
+const only = process.argv.slice(2);
+const sections: Section[] = [];
+for (const name of ['publish', 'bridge', 'rpc']) {
+  if (only.length && !only.includes(name)) continue;
+  let mod: { run: () => Promise<Section> };
+  try {
+    mod = (await import(`./${name}.js`)) as typeof mod;
+  } catch (err) {
+    if ((err as { code?: string }).code === 'ERR_MODULE_NOT_FOUND' && String(err).includes(`${name}.`)) continue;
+    throw err;
+  }
+  process.stderr.write(`running ${name} benchmark...\n`);
+  sections.push(await mod.run());
+}
+print(sections);
+process.exit(0);

@@ -21,10 +21,14 @@ const fmt = (n: number): string => (n >= 100 ? Math.round(n).toLocaleString('en-
 export function print(sections: Section[]): void {
   for (const s of sections) {
     process.stdout.write(`\n## ${s.title}\n`);
-    process.stdout.write(`${'metric'.padEnd(40)} ${'amebo'.padStart(12)} ${'baseline'.padStart(12)} ${'ratio'.padStart(8)}  unit\n`);
+    process.stdout.write(
+      `${'metric'.padEnd(40)} ${'amebo'.padStart(12)} ${'baseline'.padStart(12)} ${'ratio'.padStart(8)}  unit\n`,
+    );
     for (const r of s.rows) {
       const ratio = r.baseline ? r.amebo / r.baseline : NaN;
-      process.stdout.write(`${r.metric.padEnd(40)} ${fmt(r.amebo).padStart(12)} ${fmt(r.baseline).padStart(12)} ${ratio.toFixed(2).padStart(8)}  ${r.unit}\n`);
+      process.stdout.write(
+        `${r.metric.padEnd(40)} ${fmt(r.amebo).padStart(12)} ${fmt(r.baseline).padStart(12)} ${ratio.toFixed(2).padStart(8)}  ${r.unit}\n`,
+      );
     }
     for (const n of s.notes) process.stdout.write(`  - ${n}\n`);
   }

@@ -11,12 +11,14 @@ import { createLogger } from '../src/log.js';
 const which = process.argv[2];
 if (which === 'bare') {
   const app = Fastify({ logger: false });
-  app.post('/ingest', async (req, reply) => reply.status(202).send({ ok: true, n: Object.keys(req.body as object).length }));
+  app.post('/ingest', async (req, reply) =>
+    reply.status(202).send({ ok: true, n: Object.keys(req.body as object).length }),
+  );
   await app.listen({ host: '127.0.0.1', port: 0 });
   const addr = app.server.address();
   process.stdout.write(`READY ${typeof addr === 'object' && addr ? addr.port : 0}\n`);
 } else {
-  const cfg = loadConfig({ address: '127.0.0.1:0', roles: 'api,relay', logLevel: 'warn' } as never);
+  const cfg = loadConfig({ address: '127.0.0.1:0', roles: 'api,relay', logLevel: 'warn' });
   const amebo = await startAmebo(cfg, createLogger(cfg.logLevel), { listen: false });
   await amebo.api!.listen({ host: '127.0.0.1', port: 0 });
   const addr = amebo.api!.server.address();

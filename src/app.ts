@@ -23,13 +23,16 @@ export class ServiceUnreachableError extends Error {
   override name = 'ServiceUnreachableError';
   readonly service: string;
   constructor(service: string, url: string, cause: string, hint: string) {
-    super(`${service} is unreachable at ${redactUrl(url)} (${cause}).\n  Start it with: ${hint}\n  Or run: bash scripts/services.sh`);
+    super(
+      `${service} is unreachable at ${redactUrl(url)} (${cause}).\n  Start it with: ${hint}\n  Or run: bash scripts/services.sh`,
+    );
     this.service = service;
   }
 }
 
 const HINTS = {
-  postgresql: 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start   (or: apt-get install postgresql)',
+  postgresql:
+    'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start   (or: apt-get install postgresql)',
   redis: 'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save ""   (or: apt-get install redis-server)',
   rabbitmq: 'rabbitmq-server -detached   (or: apt-get install rabbitmq-server)',
 };
@@ -80,7 +83,11 @@ export interface StartOptions {
 /** A part of Amebo beyond the core: started with the running core, closed before it. */
 export type PartStarter = (amebo: Amebo) => Promise<{ close(): Promise<void> }>;
 
-async function adminTokenHash(cfg: Config, pool: Pool, log: Logger): Promise<{ hash: string; generated: string | null }> {
+async function adminTokenHash(
+  cfg: Config,
+  pool: Pool,
+  log: Logger,
+): Promise<{ hash: string; generated: string | null }> {
   if (cfg.adminToken) return { hash: sha256(cfg.adminToken), generated: null };
   const token = `amebo_admin_${randomBytes(24).toString('base64url')}`;
   const hash = await initSetting(pool, 'admin_token_sha256', sha256(token));
@@ -132,7 +139,9 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
   const { hash, generated } = await adminTokenHash(cfg, pool, log).catch(fail);
   if (!secretKey) {
     secretKey = await initSetting(pool, 'secret_key', randomBytes(32).toString('base64url')).catch(fail);
-    log.debug('AMEBO_SECRET_KEY is not set: signing secrets are sealed with a key kept in PostgreSQL (set it in production)');
+    log.debug(
+      'AMEBO_SECRET_KEY is not set: signing secrets are sealed with a key kept in PostgreSQL (set it in production)',
+    );
   }
   const box = new SecretBox(secretKey);
   const registry = new Registry(pool, box, cfg, log);
@@ -140,12 +149,21 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
   cleanup.push(() => registry.close());
 
   const topology = new Topology(cfg);
-  const broker = new Broker({ url: cfg.amqpUrl, logger: log.child({ component: 'broker' }), name: `amebo ${process.pid}` });
+  const broker = new Broker({
+    url: cfg.amqpUrl,
+    logger: log.child({ component: 'broker' }),
+    name: `amebo ${process.pid}`,
+  });
   const defaultDelays = cfg.retrySchedule.map((s) => s * 1000);
   // First hook: the registry is the source of truth for the topology, reconciled on every connect.
   await broker.addHook(async (model) => {
     const subs = await listSubscriptions(pool);
-    const drift = await topology.reconcile(model, defaultDelays, subs.map((s) => registry.topologyOf(s)), log);
+    const drift = await topology.reconcile(
+      model,
+      defaultDelays,
+      subs.map((s) => registry.topologyOf(s)),
+      log,
+    );
     if (drift) log.error({ drift }, 'topology drift: some subscription queues could not be declared');
   });
   try {
@@ -170,7 +188,14 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
 
   let relay: Relay | null = null;
   if (cfg.roleSet.has('relay')) {
-    relay = new Relay({ pool, publisher, exchange: topology.events, logger: log.child({ role: 'relay' }), intervalMs: cfg.relayIntervalMs, graceMs: cfg.relayGraceMs });
+    relay = new Relay({
+      pool,
+      publisher,
+      exchange: topology.events,
+      logger: log.child({ role: 'relay' }),
+      intervalMs: cfg.relayIntervalMs,
+      graceMs: cfg.relayGraceMs,
+    });
     relay.start();
   }
 
@@ -216,7 +241,8 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
       closed = true;
       // Drain order: stop taking requests, stop the parts, finish group commits and confirms, close stores.
       if (api) await api.close().catch(() => undefined);
-      for (const p of parts.reverse()) await p.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'part close failed'));
+      for (const p of parts.reverse())
+        await p.close().catch((err: unknown) => log.warn({ err: (err as Error).message }, 'part close failed'));
       await pipeline.close();
       if (relay) await relay.stop();
       await publisher.close();

@@ -57,41 +57,93 @@ export class ConfigError extends Error {
 
 export const OPTIONS = {
   amqpUrl: str('amqp://guest:guest@127.0.0.1:5672', 'RabbitMQ URL (vhost in the path)', 'AMEBO_AMQP_URL'),
-  databaseUrl: str('postgres://postgres@127.0.0.1:5432/amebo', 'PostgreSQL URL; the database is created when missing', 'AMEBO_DATABASE_URL'),
+  databaseUrl: str(
+    'postgres://postgres@127.0.0.1:5432/amebo',
+    'PostgreSQL URL; the database is created when missing',
+    'AMEBO_DATABASE_URL',
+  ),
   redisUrl: str('redis://127.0.0.1:6379/0', 'Redis URL', 'AMEBO_REDIS_URL'),
   redisPrefix: str('amebo:', 'prefix of every Redis key Amebo writes', 'AMEBO_REDIS_PREFIX'),
-  adminToken: str('', 'admin bearer token; when empty one is generated at first start, stored and printed once', 'AMEBO_ADMIN_TOKEN'),
-  secretKey: str('', 'key (any string, >= 16 chars) that encrypts signing secrets at rest; generated and stored when empty', 'AMEBO_SECRET_KEY'),
+  adminToken: str(
+    '',
+    'admin bearer token; when empty one is generated at first start, stored and printed once',
+    'AMEBO_ADMIN_TOKEN',
+  ),
+  secretKey: str(
+    '',
+    'key (any string, >= 16 chars) that encrypts signing secrets at rest; generated and stored when empty',
+    'AMEBO_SECRET_KEY',
+  ),
   address: str('127.0.0.1:8701', 'HOST:PORT the HTTP API listens on', 'AMEBO_ADDRESS'),
   workers: int(1, 'number of processes (node:cluster) sharing the HTTP port', 'AMEBO_WORKERS', 1),
   roles: str('api,bridge,relay,presence', 'comma-separated roles this process runs', 'AMEBO_ROLES'),
   logLevel: str('info', 'pino log level (trace, debug, info, warn, error, fatal, silent)', 'AMEBO_LOG_LEVEL'),
   prefix: str('amebo', 'prefix of every RabbitMQ exchange and queue Amebo declares', 'AMEBO_PREFIX'),
   queueType: str('quorum', 'subscription queue type: quorum or classic', 'AMEBO_QUEUE_TYPE'),
-  deliveryLimit: int(20, 'x-delivery-limit of quorum subscription queues (poison message guard)', 'AMEBO_DELIVERY_LIMIT', 1),
+  deliveryLimit: int(
+    20,
+    'x-delivery-limit of quorum subscription queues (poison message guard)',
+    'AMEBO_DELIVERY_LIMIT',
+    1,
+  ),
   bodyLimit: int(1024 * 1024, 'largest accepted HTTP body, bytes', 'AMEBO_BODY_LIMIT', 1024),
   maxPayloadDepth: int(64, 'deepest nesting accepted in an event payload', 'AMEBO_MAX_PAYLOAD_DEPTH', 1),
   maxSchemaBytes: int(256 * 1024, 'largest accepted action schema, bytes', 'AMEBO_MAX_SCHEMA_BYTES', 16),
-  confirmWaitMs: int(2000, 'how long a publish waits for the broker confirm before answering published=false', 'AMEBO_CONFIRM_WAIT_MS', 1),
+  confirmWaitMs: int(
+    2000,
+    'how long a publish waits for the broker confirm before answering published=false',
+    'AMEBO_CONFIRM_WAIT_MS',
+    1,
+  ),
   confirmWindow: int(2048, 'most unconfirmed publishes in flight per publisher channel', 'AMEBO_CONFIRM_WINDOW', 1),
   groupCommitMax: int(500, 'most events in one group-committed INSERT', 'AMEBO_GROUP_COMMIT_MAX', 1),
-  relayIntervalMs: int(1000, 'how often the relay looks for committed but unconfirmed or due events', 'AMEBO_RELAY_INTERVAL_MS', 10),
-  relayGraceMs: int(5000, 'age after which an unconfirmed event is the relay\'s to publish', 'AMEBO_RELAY_GRACE_MS', 0),
+  relayIntervalMs: int(
+    1000,
+    'how often the relay looks for committed but unconfirmed or due events',
+    'AMEBO_RELAY_INTERVAL_MS',
+    10,
+  ),
+  relayGraceMs: int(5000, "age after which an unconfirmed event is the relay's to publish", 'AMEBO_RELAY_GRACE_MS', 0),
   dbPoolSize: int(10, 'PostgreSQL pool size per process', 'AMEBO_DB_POOL', 1),
   statementTimeoutMs: int(15000, 'PostgreSQL statement_timeout', 'AMEBO_STATEMENT_TIMEOUT_MS', 100),
-  compatibility: str('BACKWARD', 'schema compatibility mode on update: BACKWARD, FORWARD, FULL or NONE', 'AMEBO_SCHEMA_COMPATIBILITY'),
-  retrySchedule: list([5, 30, 120, 600, 3600, 10800, 21600, 43200, 86400], 'default retry schedule, seconds', 'AMEBO_RETRY_SCHEDULE'),
+  compatibility: str(
+    'BACKWARD',
+    'schema compatibility mode on update: BACKWARD, FORWARD, FULL or NONE',
+    'AMEBO_SCHEMA_COMPATIBILITY',
+  ),
+  retrySchedule: list(
+    [5, 30, 120, 600, 3600, 10800, 21600, 43200, 86400],
+    'default retry schedule, seconds',
+    'AMEBO_RETRY_SCHEDULE',
+  ),
   maxAttempts: int(10, 'default max delivery attempts of a subscription', 'AMEBO_MAX_ATTEMPTS', 1),
   maxAgeSeconds: int(3 * 86400, 'default max age of an undelivered event, seconds', 'AMEBO_MAX_AGE', 1),
   deliveryTimeoutMs: int(15000, 'default whole-attempt timeout of a webhook delivery', 'AMEBO_DELIVERY_TIMEOUT_MS', 1),
   connectTimeoutMs: int(5000, 'webhook connect timeout', 'AMEBO_CONNECT_TIMEOUT_MS', 1),
   prefetch: int(200, 'bridge prefetch per subscription consumer', 'AMEBO_PREFETCH', 1),
-  blockPrivateTargets: bool(false, 'refuse webhook targets resolving to private/loopback/link-local/metadata addresses', 'AMEBO_BLOCK_PRIVATE_TARGETS'),
+  blockPrivateTargets: bool(
+    false,
+    'refuse webhook targets resolving to private/loopback/link-local/metadata addresses',
+    'AMEBO_BLOCK_PRIVATE_TARGETS',
+  ),
   allowedHosts: str('', 'comma-separated hosts exempt from AMEBO_BLOCK_PRIVATE_TARGETS', 'AMEBO_ALLOWED_HOSTS'),
-  stateDir: str('.amebo', 'directory for generated local state (admin token, secret key) when not configured', 'AMEBO_STATE_DIR'),
-  autoStartServices: bool(true, 'start installed-but-stopped local services (RabbitMQ, PostgreSQL, Redis) on loopback at serve', 'AMEBO_AUTOSTART'),
+  stateDir: str(
+    '.amebo',
+    'directory for generated local state (admin token, secret key) when not configured',
+    'AMEBO_STATE_DIR',
+  ),
+  autoStartServices: bool(
+    true,
+    'start installed-but-stopped local services (RabbitMQ, PostgreSQL, Redis) on loopback at serve',
+    'AMEBO_AUTOSTART',
+  ),
   discoveryExchange: str('msc.discovery', 'amqp-fabric discovery exchange (keep-alives)', 'AMEBO_DISCOVERY_EXCHANGE'),
-  serviceTtlSeconds: int(10, 'a service not heard from for this long is down (stale after a third of it)', 'AMEBO_SERVICE_TTL', 1),
+  serviceTtlSeconds: int(
+    10,
+    'a service not heard from for this long is down (stale after a third of it)',
+    'AMEBO_SERVICE_TTL',
+    1,
+  ),
 } satisfies Record<string, OptionSpec<unknown>>;
 
 type Options = typeof OPTIONS;
@@ -109,7 +161,8 @@ export function loadConfig(
   }
   for (const [k, v] of Object.entries(overrides)) if (v !== undefined) out[k] = v;
   const cfg = out as Config;
-  if (!['quorum', 'classic'].includes(cfg.queueType)) throw new ConfigError('AMEBO_QUEUE_TYPE must be quorum or classic');
+  if (!['quorum', 'classic'].includes(cfg.queueType))
+    throw new ConfigError('AMEBO_QUEUE_TYPE must be quorum or classic');
   if (!['BACKWARD', 'FORWARD', 'FULL', 'NONE'].includes(cfg.compatibility))
     throw new ConfigError('AMEBO_SCHEMA_COMPATIBILITY must be BACKWARD, FORWARD, FULL or NONE');
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(cfg.prefix)) throw new ConfigError('AMEBO_PREFIX must match [A-Za-z0-9_.-]{1,64}');
@@ -118,7 +171,9 @@ export function loadConfig(
     .split(',')
     .map((r) => r.trim())
     .filter(Boolean);
-  for (const r of roles) if (!(ROLES as readonly string[]).includes(r)) throw new ConfigError(`unknown role "${r}" (roles: ${ROLES.join(', ')})`);
+  for (const r of roles)
+    if (!(ROLES as readonly string[]).includes(r))
+      throw new ConfigError(`unknown role "${r}" (roles: ${ROLES.join(', ')})`);
   cfg.roleSet = new Set(roles as Role[]);
   return cfg;
 }

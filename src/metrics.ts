@@ -6,16 +6,64 @@ collectDefaultMetrics({ register: registry, prefix: 'amebo_process_' });
 
 const reg = { registers: [registry] };
 export const metrics = {
-  httpRequests: new Counter({ name: 'amebo_http_requests_total', help: 'HTTP requests', labelNames: ['route', 'status'], ...reg }),
+  httpRequests: new Counter({
+    name: 'amebo_http_requests_total',
+    help: 'HTTP requests',
+    labelNames: ['route', 'status'],
+    ...reg,
+  }),
   eventsAccepted: new Counter({ name: 'amebo_events_accepted_total', help: 'events committed to the outbox', ...reg }),
-  duplicates: new Counter({ name: 'amebo_events_duplicate_total', help: 'publishes answered with an existing event (deduper)', ...reg }),
-  publishFailures: new Counter({ name: 'amebo_publish_unconfirmed_total', help: 'publishes not confirmed by the broker (left to the relay)', ...reg }),
+  duplicates: new Counter({
+    name: 'amebo_events_duplicate_total',
+    help: 'publishes answered with an existing event (deduper)',
+    ...reg,
+  }),
+  publishFailures: new Counter({
+    name: 'amebo_publish_unconfirmed_total',
+    help: 'publishes not confirmed by the broker (left to the relay)',
+    ...reg,
+  }),
   relayPublished: new Counter({ name: 'amebo_relay_published_total', help: 'events published by the relay', ...reg }),
-  groupCommitSize: new Histogram({ name: 'amebo_group_commit_size', help: 'events per group commit', buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500], ...reg }),
-  commitSeconds: new Histogram({ name: 'amebo_group_commit_seconds', help: 'outbox INSERT latency', buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5], ...reg }),
-  confirmSeconds: new Histogram({ name: 'amebo_publish_confirm_seconds', help: 'broker confirm latency of the publish path', buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5], ...reg }),
-  outboxPending: new Gauge({ name: 'amebo_outbox_pending', help: 'events committed but not yet published (sampled by the relay)', ...reg }),
-  delivered: new Counter({ name: 'amebo_deliveries_total', help: 'webhook/AMQP delivery outcomes', labelNames: ['subscription', 'outcome'], ...reg }),
-  inFlight: new Gauge({ name: 'amebo_deliveries_in_flight', help: 'deliveries in flight', labelNames: ['subscription'], ...reg }),
-  deliverySeconds: new Histogram({ name: 'amebo_delivery_seconds', help: 'webhook attempt latency', labelNames: ['subscription'], buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15], ...reg }),
+  groupCommitSize: new Histogram({
+    name: 'amebo_group_commit_size',
+    help: 'events per group commit',
+    buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500],
+    ...reg,
+  }),
+  commitSeconds: new Histogram({
+    name: 'amebo_group_commit_seconds',
+    help: 'outbox INSERT latency',
+    buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
+    ...reg,
+  }),
+  confirmSeconds: new Histogram({
+    name: 'amebo_publish_confirm_seconds',
+    help: 'broker confirm latency of the publish path',
+    buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
+    ...reg,
+  }),
+  outboxPending: new Gauge({
+    name: 'amebo_outbox_pending',
+    help: 'events committed but not yet published (sampled by the relay)',
+    ...reg,
+  }),
+  delivered: new Counter({
+    name: 'amebo_deliveries_total',
+    help: 'webhook/AMQP delivery outcomes',
+    labelNames: ['subscription', 'outcome'],
+    ...reg,
+  }),
+  inFlight: new Gauge({
+    name: 'amebo_deliveries_in_flight',
+    help: 'deliveries in flight',
+    labelNames: ['subscription'],
+    ...reg,
+  }),
+  deliverySeconds: new Histogram({
+    name: 'amebo_delivery_seconds',
+    help: 'webhook attempt latency',
+    labelNames: ['subscription'],
+    buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15],
+    ...reg,
+  }),
 };

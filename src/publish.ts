@@ -199,7 +199,10 @@ export class PublishPipeline {
       })
       .catch((err: unknown) => {
         metrics.publishFailures.inc();
-        this.o.logger.debug({ err: (err as Error).message, event: p.ev.id }, 'publish unconfirmed; the relay will retry');
+        this.o.logger.debug(
+          { err: (err as Error).message, event: p.ev.id },
+          'publish unconfirmed; the relay will retry',
+        );
         return false;
       });
     let timer: NodeJS.Timeout | undefined;

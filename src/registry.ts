@@ -56,7 +56,11 @@ export class Registry {
     const sub = pub.duplicate();
     sub.on('error', () => undefined);
     sub.on('message', (_ch: string, msg: string) => this.drop(msg));
-    await sub.subscribe(this.channel).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'registry invalidation channel unavailable'));
+    await sub
+      .subscribe(this.channel)
+      .catch((err: unknown) =>
+        this.log.warn({ err: (err as Error).message }, 'registry invalidation channel unavailable'),
+      );
     this.subscriber = sub;
   }
   private subscriber: Redis | null = null;
@@ -81,11 +85,15 @@ export class Registry {
   async createApplication(input: { application: string; address?: string | null; secret?: string }) {
     const name = input.application;
     if (!NAME.application.test(name))
-      throw new AmeboError('VALIDATION', 'application must match ^[a-z0-9][a-z0-9._-]{0,62}$', [{ instancePath: '/application', message: 'invalid name' }]);
+      throw new AmeboError('VALIDATION', 'application must match ^[a-z0-9][a-z0-9._-]{0,62}$', [
+        { instancePath: '/application', message: 'invalid name' },
+      ]);
     const address = input.address ? checkUrl(input.address, '/address') : null;
     const secret = input.secret ?? newSecret();
     if (secret.length < 16)
-      throw new AmeboError('VALIDATION', 'secret must be at least 16 characters', [{ instancePath: '/secret', message: 'too short' }]);
+      throw new AmeboError('VALIDATION', 'secret must be at least 16 characters', [
+        { instancePath: '/secret', message: 'too short' },
+      ]);
     try {
       const row = await sql.insertApplication(this.pool, name, address, await hashSecret(secret));
       this.invalidate(`app:${name}`);
@@ -140,7 +148,9 @@ export class Registry {
   }
 
   async updateApplication(name: string, address: string | null): Promise<sql.ApplicationRow> {
-    const row = await sql.updateApplication(this.pool, name, { address: address ? checkUrl(address, '/address') : null });
+    const row = await sql.updateApplication(this.pool, name, {
+      address: address ? checkUrl(address, '/address') : null,
+    });
     if (!row) throw new AmeboError('APPLICATION_NOT_FOUND', `no application "${name}"`);
     this.invalidate(`app:${name}`);
     return row;
@@ -189,7 +199,11 @@ export class Registry {
     if (c && Date.now() - c.at < CACHE_TTL_MS) return c;
     const row = await sql.getAction(this.pool, name);
     if (!row) return null;
-    const entry = { row, validate: c && c.row.version === row.version ? c.validate : compileSchema(row.schemata), at: Date.now() };
+    const entry = {
+      row,
+      validate: c && c.row.version === row.version ? c.validate : compileSchema(row.schemata),
+      at: Date.now(),
+    };
     this.actions.set(name, entry);
     return entry;
   }
@@ -222,7 +236,9 @@ export class Registry {
 
   async createSubscription(input: SubscriptionInput): Promise<{ row: sql.SubscriptionRow; signingSecret: string }> {
     if (!NAME.subscription.test(input.subscription))
-      throw new AmeboError('VALIDATION', 'subscription must match ^[a-z0-9][a-z0-9_-]{0,62}$', [{ instancePath: '/subscription', message: 'invalid name' }]);
+      throw new AmeboError('VALIDATION', 'subscription must match ^[a-z0-9][a-z0-9_-]{0,62}$', [
+        { instancePath: '/subscription', message: 'invalid name' },
+      ]);
     if (!NAME.pattern.test(input.action) || input.action.length > 255)
       throw new AmeboError('VALIDATION', 'action must be an action name or a topic pattern (segments, * or #)', [
         { instancePath: '/action', message: 'invalid action or pattern' },
@@ -232,7 +248,10 @@ export class Registry {
     const transport = input.transport ?? 'http';
     let handler: string | null = null;
     if (transport === 'http') {
-      if (!input.handler) throw new AmeboError('VALIDATION', 'handler is required for http subscriptions', [{ instancePath: '/handler', message: 'required' }]);
+      if (!input.handler)
+        throw new AmeboError('VALIDATION', 'handler is required for http subscriptions', [
+          { instancePath: '/handler', message: 'required' },
+        ]);
       handler = resolveHandler(input.handler, app.address);
     }
     const signingSecret = newSigningSecret();
@@ -259,12 +278,20 @@ export class Registry {
 
   settings(input: Partial<SubscriptionInput>) {
     const schedule = input.retry_schedule ?? this.cfg.retrySchedule;
-    if (!Array.isArray(schedule) || schedule.length === 0 || schedule.length > 50 || schedule.some((n) => !(n > 0 && n <= 7 * 86400)))
+    if (
+      !Array.isArray(schedule) ||
+      schedule.length === 0 ||
+      schedule.length > 50 ||
+      schedule.some((n) => !(n > 0 && n <= 7 * 86400))
+    )
       throw new AmeboError('VALIDATION', 'retry_schedule must be 1 to 50 delays in seconds, each in (0, 604800]');
     let key: string | null = null;
     if (input.encryption_key) {
       const raw = Buffer.from(input.encryption_key, 'base64');
-      if (raw.length !== 32) throw new AmeboError('VALIDATION', 'encryption_key must be 32 bytes, base64', [{ instancePath: '/encryption_key', message: 'not 32 bytes' }]);
+      if (raw.length !== 32)
+        throw new AmeboError('VALIDATION', 'encryption_key must be 32 bytes, base64', [
+          { instancePath: '/encryption_key', message: 'not 32 bytes' },
+        ]);
       key = this.box.seal(input.encryption_key);
     }
     return {
@@ -321,10 +348,14 @@ export function checkUrl(s: string, pointer: string): string {
   try {
     u = new URL(s);
   } catch {
-    throw new AmeboError('VALIDATION', `${pointer.slice(1)} must be an absolute http(s) URL`, [{ instancePath: pointer, message: 'not a URL' }]);
+    throw new AmeboError('VALIDATION', `${pointer.slice(1)} must be an absolute http(s) URL`, [
+      { instancePath: pointer, message: 'not a URL' },
+    ]);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:')
-    throw new AmeboError('VALIDATION', `${pointer.slice(1)} must use http or https`, [{ instancePath: pointer, message: 'not http(s)' }]);
+    throw new AmeboError('VALIDATION', `${pointer.slice(1)} must use http or https`, [
+      { instancePath: pointer, message: 'not http(s)' },
+    ]);
   return u.toString();
 }
 
@@ -332,6 +363,11 @@ export function checkUrl(s: string, pointer: string): string {
 export function resolveHandler(handler: string, address: string | null): string {
   if (/^[a-z][a-z0-9+.-]*:/i.test(handler)) return checkUrl(handler, '/handler');
   if (!address)
-    throw new AmeboError('VALIDATION', 'handler is relative but the application has no address', [{ instancePath: '/handler', message: 'relative without address' }]);
-  return checkUrl(new URL(handler, address.endsWith('/') || handler.startsWith('/') ? address : address + '/').toString(), '/handler');
+    throw new AmeboError('VALIDATION', 'handler is relative but the application has no address', [
+      { instancePath: '/handler', message: 'relative without address' },
+    ]);
+  return checkUrl(
+    new URL(handler, address.endsWith('/') || handler.startsWith('/') ? address : address + '/').toString(),
+    '/handler',
+  );
 }

@@ -57,7 +57,7 @@ export class Relay {
   async tick(): Promise<number> {
     if (!this.o.publisher.ready) return 0;
     const client = await this.o.pool.connect();
-    let published = 0;
+    let published: number;
     try {
       await client.query('BEGIN');
       const rows = (await client.query<OutboxRow>(RELAY_SELECT, [this.o.graceMs, this.o.batch ?? 500])).rows;
@@ -72,7 +72,8 @@ export class Relay {
       await client.query('COMMIT');
       published = ok.length;
       metrics.relayPublished.inc(published);
-      if (published) this.o.logger.info({ count: published, failed: rows.length - published }, 'relay published events');
+      if (published)
+        this.o.logger.info({ count: published, failed: rows.length - published }, 'relay published events');
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;

@@ -30,7 +30,8 @@ function pick(schema: Record<string, unknown>): Ajv | Ajv2020 {
 export function normalizeSchema(input: unknown, maxBytes: number): Record<string, unknown> {
   let schema = input;
   if (typeof schema === 'string') {
-    if (Buffer.byteLength(schema) > maxBytes) throw new AmeboError('SCHEMA_INVALID', `schema is larger than ${maxBytes} bytes`);
+    if (Buffer.byteLength(schema) > maxBytes)
+      throw new AmeboError('SCHEMA_INVALID', `schema is larger than ${maxBytes} bytes`);
     try {
       schema = JSON.parse(schema);
     } catch {
@@ -42,7 +43,8 @@ export function normalizeSchema(input: unknown, maxBytes: number): Record<string
     throw new AmeboError('SCHEMA_INVALID', 'schemata must be a JSON Schema object');
   const obj = { ...(schema as Record<string, unknown>) };
   if (obj.$schema === '') delete obj.$schema;
-  if (JSON.stringify(obj).length > maxBytes) throw new AmeboError('SCHEMA_INVALID', `schema is larger than ${maxBytes} bytes`);
+  if (JSON.stringify(obj).length > maxBytes)
+    throw new AmeboError('SCHEMA_INVALID', `schema is larger than ${maxBytes} bytes`);
   if (depth(obj) > 32) throw new AmeboError('SCHEMA_INVALID', 'schema is nested more than 32 levels');
   return obj;
 }
@@ -50,7 +52,11 @@ export function normalizeSchema(input: unknown, maxBytes: number): Record<string
 /** Compiles a schema, or throws SCHEMA_INVALID listing what is wrong with it. */
 export function compileSchema(schema: Record<string, unknown>): ValidateFunction {
   const ajv = pick(schema);
-  if (typeof schema.$schema === 'string' && !DRAFT07.test(schema.$schema) && !/draft\/2020-12\/schema/.test(schema.$schema))
+  if (
+    typeof schema.$schema === 'string' &&
+    !DRAFT07.test(schema.$schema) &&
+    !/draft\/2020-12\/schema/.test(schema.$schema)
+  )
     throw new AmeboError('SCHEMA_INVALID', `unsupported $schema "${schema.$schema}" (use draft 2020-12 or draft-07)`);
   if (!ajv.validateSchema(schema)) {
     throw new AmeboError('SCHEMA_INVALID', undefined, violations(ajv.errors ?? []));
@@ -82,7 +88,7 @@ export function depth(value: unknown, limit = Infinity): number {
       max = d;
       if (max > limit) return max;
     }
-    for (const child of Array.isArray(v) ? v : Object.values(v as object)) stack.push([child, d + 1]);
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, d + 1]);
   }
   return max;
 }
@@ -115,10 +121,37 @@ const asObj = (s: unknown): Record<string, unknown> | null =>
 const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
 const HANDLED = new Set([
-  '$schema', '$id', 'title', 'description', 'examples', 'default', '$comment', 'deprecated', 'readOnly', 'writeOnly',
-  'type', 'properties', 'required', 'additionalProperties', 'enum', 'const', 'items', 'minimum', 'maximum',
-  'exclusiveMinimum', 'exclusiveMaximum', 'minLength', 'maxLength', 'minItems', 'maxItems', 'pattern', 'format',
-  'multipleOf', 'uniqueItems', 'minProperties', 'maxProperties',
+  '$schema',
+  '$id',
+  'title',
+  'description',
+  'examples',
+  'default',
+  '$comment',
+  'deprecated',
+  'readOnly',
+  'writeOnly',
+  'type',
+  'properties',
+  'required',
+  'additionalProperties',
+  'enum',
+  'const',
+  'items',
+  'minimum',
+  'maximum',
+  'exclusiveMinimum',
+  'exclusiveMaximum',
+  'minLength',
+  'maxLength',
+  'minItems',
+  'maxItems',
+  'pattern',
+  'format',
+  'multipleOf',
+  'uniqueItems',
+  'minProperties',
+  'maxProperties',
 ]);
 
 /** Pushes a problem for each way `b` accepts less than `a`. */
@@ -164,7 +197,8 @@ function widens(aRaw: unknown, bRaw: unknown, path: string, out: string[]): void
     for (const [k, bs] of Object.entries(bProps)) {
       const ptr = `${path}/properties/${k}`;
       if (k in aProps) widens(aProps[k], bs, ptr, out);
-      else if (aAdd === false) continue; // old payloads never carried it
+      else if (aAdd === false)
+        continue; // old payloads never carried it
       else if (aAdd !== undefined && aAdd !== true) widens(aAdd, bs, ptr, out);
       // A new optional property on an open model is accepted: old payloads are assumed not to use its name.
     }
@@ -174,7 +208,8 @@ function widens(aRaw: unknown, bRaw: unknown, path: string, out: string[]): void
       else if (bAdd !== undefined && bAdd !== true) widens(as, bAdd, `${path}/properties/${k}`, out);
     }
     if (bAdd === false && aAdd !== false) out.push(`${at}: additionalProperties was closed`);
-    else if (bAdd !== undefined && bAdd !== true && bAdd !== false && aAdd !== false) widens(aAdd, bAdd, `${path}/additionalProperties`, out);
+    else if (bAdd !== undefined && bAdd !== true && bAdd !== false && aAdd !== false)
+      widens(aAdd, bAdd, `${path}/additionalProperties`, out);
   }
   if (tb.has('array') && (a.items !== undefined || b.items !== undefined)) {
     if (Array.isArray(a.items) || Array.isArray(b.items)) {

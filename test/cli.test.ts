@@ -8,13 +8,18 @@ import { destroy, eventually, testEnv } from './helpers/harness.js';
 const BIN = new URL('../bin/amebo.js', import.meta.url).pathname;
 
 function run(args: string[], env: Record<string, string>, timeoutMs = 30_000) {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const done = new Promise<number | null>((resolve) => child.on('exit', (code) => (clearTimeout(timer), resolve(code))));
+  const done = new Promise<number | null>((resolve) =>
+    child.on('exit', (code) => (clearTimeout(timer), resolve(code))),
+  );
   return { child, done, out: () => stdout, err: () => stderr };
 }
 
@@ -49,7 +54,12 @@ test('an unreachable store is named with its URL and how to start it; no stack t
     ['AMEBO_REDIS_URL', 'Redis'],
     ['AMEBO_DATABASE_URL', 'PostgreSQL'],
   ] as const) {
-    const url = k === 'AMEBO_AMQP_URL' ? `amqp://guest:guest@127.0.0.1:${port}` : k === 'AMEBO_REDIS_URL' ? `redis://127.0.0.1:${port}` : `postgres://postgres@127.0.0.1:${port}/x`;
+    const url =
+      k === 'AMEBO_AMQP_URL'
+        ? `amqp://guest:guest@127.0.0.1:${port}`
+        : k === 'AMEBO_REDIS_URL'
+          ? `redis://127.0.0.1:${port}`
+          : `postgres://postgres@127.0.0.1:${port}/x`;
     const p = run(['serve', '--address', '127.0.0.1:0'], envVars(e, { [k]: url }));
     const code = await p.done;
     assert.equal(code, 3, p.err());
@@ -73,12 +83,16 @@ test("seed 000's `amebo --workers 2 --address HOST:PORT` starts two workers shar
   const p = run(['--workers', '2', '--address', `127.0.0.1:${port}`], envVars(e), 60_000);
   try {
     const pids = new Set<number>();
-    await eventually(async () => {
-      const r = await request(`http://127.0.0.1:${port}/health`, { reset: true, headersTimeout: 2000 });
-      const body = (await r.body.json()) as { pid: number };
-      pids.add(body.pid);
-      return pids.size >= 2;
-    }, 40_000, 20);
+    await eventually(
+      async () => {
+        const r = await request(`http://127.0.0.1:${port}/health`, { reset: true, headersTimeout: 2000 });
+        const body = (await r.body.json()) as { pid: number };
+        pids.add(body.pid);
+        return pids.size >= 2;
+      },
+      40_000,
+      20,
+    );
     const ready = await request(`http://127.0.0.1:${port}/ready`);
     assert.equal(ready.statusCode, 200, await ready.body.text());
   } finally {

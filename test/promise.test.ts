@@ -1,6 +1,15 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { destroy, drainQueue, eventually, http, start, testEnv, type Running, type TestEnv } from './helpers/harness.js';
+import {
+  destroy,
+  drainQueue,
+  eventually,
+  http,
+  start,
+  testEnv,
+  type Running,
+  type TestEnv,
+} from './helpers/harness.js';
 import { TcpProxy } from './helpers/proxy.js';
 
 // The promise: an event answered 2xx is in PostgreSQL and reaches every matching subscription
@@ -9,16 +18,27 @@ const proxy = new TcpProxy(5672);
 let env: TestEnv;
 let srv: Running;
 const APP: [string, string] = ['shop', 'shop-secret-0123456789'];
-const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) => http(srv.url, env, m, p, body, auth);
+const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
+  http(srv.url, env, m, p, body, auth);
 let queue = '';
 
 before(async () => {
   const port = await proxy.listen();
-  env = testEnv({ amqpUrl: `amqp://guest:guest@127.0.0.1:${port}`, confirmWaitMs: 400, relayGraceMs: 800, relayIntervalMs: 150 });
+  env = testEnv({
+    amqpUrl: `amqp://guest:guest@127.0.0.1:${port}`,
+    confirmWaitMs: 400,
+    relayGraceMs: 800,
+    relayIntervalMs: 150,
+  });
   srv = await start(env);
   await call('POST', '/v1/applications', { application: 'shop', secret: APP[1] }, 'admin');
   await call('POST', '/v1/actions', { action: 'order.placed', application: 'shop', schemata: { type: 'object' } }, APP);
-  const s = await call('POST', '/v1/subscriptions', { application: 'shop', subscription: 'audit', action: 'order.placed', transport: 'amqp' }, 'admin');
+  const s = await call(
+    'POST',
+    '/v1/subscriptions',
+    { application: 'shop', subscription: 'audit', action: 'order.placed', transport: 'amqp' },
+    'admin',
+  );
   queue = s.body.queue;
 });
 after(async () => {
@@ -36,7 +56,12 @@ test('connection cut between commit and confirm: answered 202, then published by
   assert.ok(row, 'committed before the reply');
   assert.equal(row.published_at, null);
   proxy.cut(); // the connection drops; amqplib reconnects through the proxy
-  await eventually(async () => (await srv.amebo.pool.query('SELECT published_at FROM events WHERE id = $1', [r.body.event])).rows[0].published_at, 15_000);
+  await eventually(
+    async () =>
+      (await srv.amebo.pool.query('SELECT published_at FROM events WHERE id = $1', [r.body.event])).rows[0]
+        .published_at,
+    15_000,
+  );
   const msgs = await drainQueue(queue, 1, 5000);
   assert.ok(msgs.length >= 1);
   assert.equal(JSON.parse(msgs[0]!.content.toString()).id, r.body.event);
@@ -59,9 +84,14 @@ test('broker unreachable: publishes are still accepted and all reach the queue w
   assert.equal(ready.body.checks.rabbitmq, 'not connected');
   proxy.refuse(false);
   await eventually(async () => {
-    const n = await srv.amebo.pool.query('SELECT count(*)::int AS n FROM events WHERE id = ANY($1::uuid[]) AND published_at IS NOT NULL', [ids]);
+    const n = await srv.amebo.pool.query(
+      'SELECT count(*)::int AS n FROM events WHERE id = ANY($1::uuid[]) AND published_at IS NOT NULL',
+      [ids],
+    );
     return n.rows[0].n === ids.length;
   }, 20_000);
-  const got = new Set((await drainQueue(queue, ids.length, 5000)).map((m) => JSON.parse(m.content.toString()).id as string));
+  const got = new Set(
+    (await drainQueue(queue, ids.length, 5000)).map((m) => JSON.parse(m.content.toString()).id as string),
+  );
   for (const id of ids) assert.ok(got.has(id), `event ${id} reached the queue`);
 });

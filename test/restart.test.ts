@@ -9,18 +9,35 @@ const APP: [string, string] = ['billing', 'billing-secret-0123456789'];
 
 test('restart keeps registry, events and queued messages', async () => {
   const a = await start(env);
-  const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) => http(a.url, env, m, p, body, auth);
+  const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
+    http(a.url, env, m, p, body, auth);
   await call('POST', '/v1/applications', { application: 'billing', secret: APP[1] }, 'admin');
-  await call('POST', '/v1/actions', { action: 'invoice.paid', application: 'billing', schemata: { type: 'object', required: ['n'] } }, APP);
-  const sub = await call('POST', '/v1/subscriptions', { application: 'billing', subscription: 'ledger', action: 'invoice.*', transport: 'amqp' }, 'admin');
+  await call(
+    'POST',
+    '/v1/actions',
+    { action: 'invoice.paid', application: 'billing', schemata: { type: 'object', required: ['n'] } },
+    APP,
+  );
+  const sub = await call(
+    'POST',
+    '/v1/subscriptions',
+    { application: 'billing', subscription: 'ledger', action: 'invoice.*', transport: 'amqp' },
+    'admin',
+  );
   const ids: string[] = [];
-  for (let i = 0; i < 10; i++) ids.push((await call('POST', '/v1/events', { action: 'invoice.paid', payload: { n: i } }, APP)).body.event);
+  for (let i = 0; i < 10; i++)
+    ids.push((await call('POST', '/v1/events', { action: 'invoice.paid', payload: { n: i } }, APP)).body.event);
   await a.close();
 
   const b = await start(env);
-  const call2 = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) => http(b.url, env, m, p, body, auth);
+  const call2 = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
+    http(b.url, env, m, p, body, auth);
   try {
-    assert.equal((await call2('GET', '/v1/applications/billing', undefined, APP)).status, 200, 'the application and its secret survive');
+    assert.equal(
+      (await call2('GET', '/v1/applications/billing', undefined, APP)).status,
+      200,
+      'the application and its secret survive',
+    );
     assert.equal((await call2('GET', '/v1/actions/invoice.paid', undefined, APP)).body.schemata.required[0], 'n');
     const s = await call2('GET', `/v1/subscriptions/${sub.body.id}`, undefined, 'admin');
     assert.equal(s.status, 200);
@@ -39,16 +56,36 @@ test('restart keeps registry, events and queued messages', async () => {
 test('two serve processes against the same stores: both migrate safely and serve, no duplicates', async () => {
   const [a, b] = await Promise.all([start(env), start(env)]);
   try {
-    const sub = await http(a.url, env, 'POST', '/v1/subscriptions', { application: 'billing', subscription: 'twin', action: 'invoice.paid', transport: 'amqp' }, 'admin');
+    const sub = await http(
+      a.url,
+      env,
+      'POST',
+      '/v1/subscriptions',
+      { application: 'billing', subscription: 'twin', action: 'invoice.paid', transport: 'amqp' },
+      'admin',
+    );
     assert.equal(sub.status, 201);
     const results = await Promise.all(
-      Array.from({ length: 40 }, (_, i) => http(i % 2 ? a.url : b.url, env, 'POST', '/v1/events', { action: 'invoice.paid', payload: { n: i }, deduper: `twin-${i % 20}` }, APP)),
+      Array.from({ length: 40 }, (_, i) =>
+        http(
+          i % 2 ? a.url : b.url,
+          env,
+          'POST',
+          '/v1/events',
+          { action: 'invoice.paid', payload: { n: i }, deduper: `twin-${i % 20}` },
+          APP,
+        ),
+      ),
     );
     assert.equal(results.filter((r) => r.status === 202).length, 20);
     assert.equal(results.filter((r) => r.status === 200).length, 20);
     const msgs = await drainQueue(sub.body.queue, 20);
     assert.equal(new Set(msgs.map((m) => JSON.parse(m.content.toString()).id)).size, 20);
-    assert.equal((await drainQueue(sub.body.queue, 1, 700)).length, 0, 'each event was published once (both relays idle)');
+    assert.equal(
+      (await drainQueue(sub.body.queue, 1, 700)).length,
+      0,
+      'each event was published once (both relays idle)',
+    );
   } finally {
     await Promise.all([a.close(), b.close()]);
   }

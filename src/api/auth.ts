@@ -54,7 +54,8 @@ export class Authenticator {
       if (typeof secret === 'string') {
         let app = body.application ?? body.microservice;
         if (typeof app !== 'string' && opts.fallbackApplication) app = await opts.fallbackApplication();
-        if (typeof app === 'string' && (await this.registry.authenticate(app, secret))) return { kind: 'app', name: app };
+        if (typeof app === 'string' && (await this.registry.authenticate(app, secret)))
+          return { kind: 'app', name: app };
         throw new AmeboError('UNAUTHENTICATED', 'invalid application secret');
       }
     }

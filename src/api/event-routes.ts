@@ -43,7 +43,10 @@ export const encodeCursor = (id: string): string => Buffer.from(id).toString('ba
 export function decodeCursor(c: string | undefined): string | undefined {
   if (!c) return undefined;
   const id = Buffer.from(c, 'base64url').toString();
-  if (!isUuid(id)) throw new AmeboError('VALIDATION', 'cursor is not one this API returned', [{ instancePath: '/cursor', message: 'invalid cursor' }]);
+  if (!isUuid(id))
+    throw new AmeboError('VALIDATION', 'cursor is not one this API returned', [
+      { instancePath: '/cursor', message: 'invalid cursor' },
+    ]);
   return id;
 }
 
@@ -52,7 +55,9 @@ export function parseTime(s: string | undefined | null, pointer: string): Date |
   const ok = /^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/i.test(s);
   const d = new Date(s);
   if (!ok || Number.isNaN(d.getTime()))
-    throw new AmeboError('VALIDATION', `${pointer.slice(1)} must be an RFC 3339 time`, [{ instancePath: pointer, message: 'not an RFC 3339 time' }]);
+    throw new AmeboError('VALIDATION', `${pointer.slice(1)} must be an RFC 3339 time`, [
+      { instancePath: pointer, message: 'not an RFC 3339 time' },
+    ]);
   return d;
 }
 
@@ -63,7 +68,8 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   async function prepare(item: Record<string, unknown>, who: Principal, pointer = ''): Promise<PublishRequest> {
     const name = (item.action ?? item.event) as string;
     const action = NAME.action.test(name) && name.length <= 255 ? await registry.getAction(name) : null;
-    if (!action) throw new AmeboError('ACTION_NOT_FOUND', `no action "${name}"`, [{ instancePath: `${pointer}/action` }]);
+    if (!action)
+      throw new AmeboError('ACTION_NOT_FOUND', `no action "${name}"`, [{ instancePath: `${pointer}/action` }]);
     if (who.kind === 'app' && action.row.application !== who.name)
       throw new AmeboError('FORBIDDEN', `action "${name}" belongs to "${action.row.application}", not "${who.name}"`);
     const payload = item.payload === undefined ? {} : item.payload;
@@ -73,11 +79,16 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
       throw new AmeboError(
         'PAYLOAD_INVALID',
         `payload does not match the schema of "${name}" (version ${action.row.version})`,
-        violations(action.validate.errors ?? []).map((v) => ({ ...v, instancePath: `${pointer}/payload${v.instancePath}` })),
+        violations(action.validate.errors ?? []).map((v) => ({
+          ...v,
+          instancePath: `${pointer}/payload${v.instancePath}`,
+        })),
       );
     for (const k of ['deduper', 'conversation_id'] as const)
-      if (typeof item[k] === 'string' && (item[k] as string).includes('\u0000'))
-        throw new AmeboError('VALIDATION', `${k} must not contain NUL characters`, [{ instancePath: `${pointer}/${k}` }]);
+      if (typeof item[k] === 'string' && item[k].includes('\u0000'))
+        throw new AmeboError('VALIDATION', `${k} must not contain NUL characters`, [
+          { instancePath: `${pointer}/${k}` },
+        ]);
     const deliverAt = parseTime(item.deliver_at as string | undefined, `${pointer}/deliver_at`) ?? null;
     return {
       action: name,
@@ -138,8 +149,14 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
           try {
             if (typeof (item.action ?? item.event) !== 'string')
               throw new AmeboError('VALIDATION', 'action is required', [{ instancePath: `/events/${i}/action` }]);
-            if (item.deduper !== undefined && item.deduper !== null && (typeof item.deduper !== 'string' || item.deduper.length > 255 || !item.deduper))
-              throw new AmeboError('VALIDATION', 'deduper must be a string of 1 to 255 characters', [{ instancePath: `/events/${i}/deduper` }]);
+            if (
+              item.deduper !== undefined &&
+              item.deduper !== null &&
+              (typeof item.deduper !== 'string' || item.deduper.length > 255 || !item.deduper)
+            )
+              throw new AmeboError('VALIDATION', 'deduper must be a string of 1 to 255 characters', [
+                { instancePath: `/events/${i}/deduper` },
+              ]);
             accepted.push({ i, pr: await prepare(item, who, `/events/${i}`) });
           } catch (err) {
             if (!(err instanceof AmeboError)) throw err;

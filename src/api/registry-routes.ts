@@ -21,7 +21,11 @@ export const actionView = (r: ActionRow) => ({
   updated_at: r.updated_at,
 });
 
-const nameParam = { type: 'object', properties: { name: { type: 'string', maxLength: 255 } }, required: ['name'] } as const;
+const nameParam = {
+  type: 'object',
+  properties: { name: { type: 'string', maxLength: 255 } },
+  required: ['name'],
+} as const;
 
 /** Seed 000's dialect: `microservice`/`passphrase`/`location` for `application`/`secret`/`address`. */
 function applicationInput(body: Record<string, unknown>) {
@@ -59,14 +63,23 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     return reply.status(201).send({ ...appView(row), secret });
   };
   app.post('/v1/applications', createApp, create);
-  app.post('/v1/producers', { ...createApp, schema: { ...createApp.schema, summary: 'Seed 000 alias of POST /v1/applications' } }, create);
+  app.post(
+    '/v1/producers',
+    { ...createApp, schema: { ...createApp.schema, summary: 'Seed 000 alias of POST /v1/applications' } },
+    create,
+  );
 
   const list = async (req: FastifyRequest) => {
     await auth.admin(req);
     const q = (req.query as { q?: string }).q;
     return { items: (await sql.listApplications(pool, q)).map(appView) };
   };
-  const listSchema = { schema: { tags: ['applications'], querystring: { type: 'object', properties: { q: { type: 'string', maxLength: 255 } } } } };
+  const listSchema = {
+    schema: {
+      tags: ['applications'],
+      querystring: { type: 'object', properties: { q: { type: 'string', maxLength: 255 } } },
+    },
+  };
   app.get('/v1/applications', listSchema, list);
   app.get('/v1/producers', listSchema, list);
 
@@ -82,7 +95,11 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
       schema: {
         tags: ['applications'],
         params: nameParam,
-        body: { type: 'object', properties: { address: { type: ['string', 'null'], maxLength: 2048 } }, additionalProperties: false },
+        body: {
+          type: 'object',
+          properties: { address: { type: ['string', 'null'], maxLength: 2048 } },
+          additionalProperties: false,
+        },
       },
     },
     async (req) => {
@@ -92,13 +109,18 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     },
   );
 
-  app.delete('/v1/applications/:name', { schema: { tags: ['applications'], params: nameParam } }, async (req, reply) => {
-    const { name } = req.params as { name: string };
-    await auth.admin(req);
-    if (!(await registry.deleteApplication(name))) throw new AmeboError('APPLICATION_NOT_FOUND', `no application "${name}"`);
-    for (const s of registry.lastDeletedSubscriptions) await removeQueues(ctx, s.application, s.name);
-    return reply.status(204).send();
-  });
+  app.delete(
+    '/v1/applications/:name',
+    { schema: { tags: ['applications'], params: nameParam } },
+    async (req, reply) => {
+      const { name } = req.params as { name: string };
+      await auth.admin(req);
+      if (!(await registry.deleteApplication(name)))
+        throw new AmeboError('APPLICATION_NOT_FOUND', `no application "${name}"`);
+      for (const s of registry.lastDeletedSubscriptions) await removeQueues(ctx, s.application, s.name);
+      return reply.status(204).send();
+    },
+  );
 
   app.post(
     '/v1/applications/:name/secret',
@@ -113,7 +135,10 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     async (req) => {
       const { name } = req.params as { name: string };
       await auth.adminOr(req, name);
-      return { application: name, secret: await registry.rotateApplicationSecret(name, (req.body as { secret?: string } | null)?.secret) };
+      return {
+        application: name,
+        secret: await registry.rotateApplicationSecret(name, (req.body as { secret?: string } | null)?.secret),
+      };
     },
   );
 
@@ -190,14 +215,24 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
         tags: ['actions'],
         summary: 'Add a schema version (checked for compatibility, default BACKWARD)',
         params: nameParam,
-        querystring: { type: 'object', properties: { compatibility: { enum: ['BACKWARD', 'FORWARD', 'FULL', 'NONE'] } } },
-        body: { type: 'object', properties: { schemata: { type: ['object', 'string', 'boolean'] }, secret: { type: 'string' } }, required: ['schemata'] },
+        querystring: {
+          type: 'object',
+          properties: { compatibility: { enum: ['BACKWARD', 'FORWARD', 'FULL', 'NONE'] } },
+        },
+        body: {
+          type: 'object',
+          properties: { schemata: { type: ['object', 'string', 'boolean'] }, secret: { type: 'string' } },
+          required: ['schemata'],
+        },
       },
     },
     async (req) => {
       const { name } = req.params as { name: string };
       const action = await registry.requireAction(name);
-      await auth.adminOr(req, action.row.application, { bodySecret: true, fallbackApplication: async () => action.row.application });
+      await auth.adminOr(req, action.row.application, {
+        bodySecret: true,
+        fallbackApplication: async () => action.row.application,
+      });
       const mode = (req.query as { compatibility?: 'BACKWARD' | 'FORWARD' | 'FULL' | 'NONE' }).compatibility;
       return actionView(await registry.updateSchema(name, (req.body as { schemata: unknown }).schemata, mode));
     },

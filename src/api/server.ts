@@ -61,7 +61,10 @@ export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboErro
     );
   switch (e.code) {
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new AmeboError('UNSUPPORTED_MEDIA_TYPE', `content type ${JSON.stringify(e.message.split(': ')[1] ?? '')} is not application/json`);
+      return new AmeboError(
+        'UNSUPPORTED_MEDIA_TYPE',
+        `content type ${JSON.stringify(e.message.split(': ')[1] ?? '')} is not application/json`,
+      );
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new AmeboError('BODY_TOO_LARGE');
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
@@ -70,7 +73,8 @@ export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboErro
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new AmeboError('MALFORMED_JSON', e.message);
   }
-  if (e instanceof SyntaxError || e.code === 'FST_ERR_CTP_INVALID_JSON') return new AmeboError('MALFORMED_JSON', e.message);
+  if (e instanceof SyntaxError || e.code === 'FST_ERR_CTP_INVALID_JSON')
+    return new AmeboError('MALFORMED_JSON', e.message);
   // PostgreSQL data exceptions (class 22: NUL bytes, bad encodings) are the input's fault.
   if (typeof e.code === 'string' && /^22[0-9A-Z]{3}$/.test(e.code))
     return new AmeboError('BAD_REQUEST', `the input holds a value PostgreSQL cannot store: ${e.message}`);
@@ -78,22 +82,38 @@ export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboErro
   if (/timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED/i.test(e.message))
     return new AmeboError('UNAVAILABLE', 'PostgreSQL is unreachable');
   if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500)
-    return new AmeboError(e.statusCode === 404 ? 'NOT_FOUND' : e.statusCode === 405 ? 'METHOD_NOT_ALLOWED' : 'BAD_REQUEST', e.message);
+    return new AmeboError(
+      e.statusCode === 404 ? 'NOT_FOUND' : e.statusCode === 405 ? 'METHOD_NOT_ALLOWED' : 'BAD_REQUEST',
+      e.message,
+    );
   log?.error({ err }, 'unhandled error');
   return new AmeboError('INTERNAL', 'internal error; see the server log');
 }
 
 export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
+  const logger: FastifyBaseLogger = ctx.log.child({ role: 'api' });
   const app = Fastify({
-    loggerInstance: ctx.log.child({ role: 'api' }) as FastifyBaseLogger,
+    loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: ctx.cfg.bodyLimit,
     trustProxy: true,
     return503OnClosing: true,
   });
   // Bodies are validated as sent (no coercion: 42 is not "42"); query strings and params are coerced.
-  const bodyAjv = new Ajv({ removeAdditional: false, allErrors: true, coerceTypes: false, strict: false, useDefaults: true });
-  const queryAjv = new Ajv({ removeAdditional: false, allErrors: true, coerceTypes: 'array', strict: false, useDefaults: true });
+  const bodyAjv = new Ajv({
+    removeAdditional: false,
+    allErrors: true,
+    coerceTypes: false,
+    strict: false,
+    useDefaults: true,
+  });
+  const queryAjv = new Ajv({
+    removeAdditional: false,
+    allErrors: true,
+    coerceTypes: 'array',
+    strict: false,
+    useDefaults: true,
+  });
   for (const a of [bodyAjv, queryAjv]) (addFormats as unknown as (x: Ajv) => void)(a);
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema));
 
@@ -104,7 +124,9 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
     return reply.status(ae.status).send(ae.toJSON());
   });
   app.setNotFoundHandler((req, reply) =>
-    reply.status(404).send(new AmeboError('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`).toJSON()),
+    reply
+      .status(404)
+      .send(new AmeboError('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`).toJSON()),
   );
   app.addHook('onResponse', async (req, reply) => {
     metrics.httpRequests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });

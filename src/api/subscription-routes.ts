@@ -15,7 +15,12 @@ const settingsProps = {
   handler: { type: 'string', maxLength: 2048 },
   max_attempts: { type: 'integer', minimum: 1, maximum: 1000 },
   max_age: { type: 'integer', minimum: 1, maximum: 90 * 86400 },
-  retry_schedule: { type: 'array', minItems: 1, maxItems: 50, items: { type: 'number', exclusiveMinimum: 0, maximum: 604800 } },
+  retry_schedule: {
+    type: 'array',
+    minItems: 1,
+    maxItems: 50,
+    items: { type: 'number', exclusiveMinimum: 0, maximum: 604800 },
+  },
   timeout_ms: { type: 'integer', minimum: 100, maximum: 120_000 },
   format: { enum: ['amebo', 'cloudevents'] },
   encryption_key: { type: ['string', 'null'], maxLength: 64 },
@@ -71,7 +76,10 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
   const { registry, auth, pool } = ctx;
 
   /** Loads the subscription and checks the caller may manage it (admin or its application). */
-  async function owned(req: FastifyRequest, opts: { bodySecret?: boolean } = {}): Promise<{ row: SubscriptionRow; who: Principal }> {
+  async function owned(
+    req: FastifyRequest,
+    opts: { bodySecret?: boolean } = {},
+  ): Promise<{ row: SubscriptionRow; who: Principal }> {
     const { id } = req.params as { id: string };
     const row = isUuid(id) ? await sql.getSubscription(pool, id) : null;
     const who = await auth.principal(req, { ...opts, fallbackApplication: async () => row?.application });
@@ -111,7 +119,9 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
       const { row, signingSecret } = await registry.createSubscription({ ...b, application } as never);
       const declared = await declareQueues(ctx, row);
       await announce(ctx, row.id);
-      return reply.status(201).send({ ...subscriptionView(ctx, row), signing_secret: signingSecret, queue_declared: declared });
+      return reply
+        .status(201)
+        .send({ ...subscriptionView(ctx, row), signing_secret: signingSecret, queue_declared: declared });
     },
   );
 
@@ -120,7 +130,10 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
     {
       schema: {
         tags: ['subscriptions'],
-        querystring: { type: 'object', properties: { application: { type: 'string', maxLength: 63 }, action: { type: 'string', maxLength: 255 } } },
+        querystring: {
+          type: 'object',
+          properties: { application: { type: 'string', maxLength: 63 }, action: { type: 'string', maxLength: 255 } },
+        },
       },
     },
     async (req) => {
@@ -128,7 +141,10 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
       const q = req.query as { application?: string; action?: string };
       if (who.kind === 'app' && q.application && q.application !== who.name)
         throw new AmeboError('FORBIDDEN', 'applications list their own subscriptions');
-      const rows = await sql.listSubscriptions(pool, { ...q, application: who.kind === 'app' ? who.name : q.application });
+      const rows = await sql.listSubscriptions(pool, {
+        ...q,
+        application: who.kind === 'app' ? who.name : q.application,
+      });
       return { items: rows.map((r) => subscriptionView(ctx, r)) };
     },
   );
@@ -139,7 +155,13 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
 
   app.patch(
     '/v1/subscriptions/:id',
-    { schema: { tags: ['subscriptions'], params: idParam, body: { type: 'object', properties: settingsProps, additionalProperties: false } } },
+    {
+      schema: {
+        tags: ['subscriptions'],
+        params: idParam,
+        body: { type: 'object', properties: settingsProps, additionalProperties: false },
+      },
+    },
     async (req) => {
       const { row } = await owned(req);
       const b = req.body as Record<string, any>;
@@ -183,24 +205,36 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
   ] as const) {
     app.post(`/v1/subscriptions/:id/${verb}`, { schema: { tags: ['subscriptions'], params: idParam } }, async (req) => {
       const { row } = await owned(req);
-      const updated = (await sql.updateSubscription(pool, row.id, paused ? { paused } : { paused, disabled_reason: null }))!;
+      const updated = (await sql.updateSubscription(
+        pool,
+        row.id,
+        paused ? { paused } : { paused, disabled_reason: null },
+      ))!;
       await announce(ctx, row.id);
       return subscriptionView(ctx, updated);
     });
   }
 
-  app.post('/v1/subscriptions/:id/rotate-secret', { schema: { tags: ['subscriptions'], params: idParam } }, async (req) => {
-    const { row } = await owned(req);
-    const secret = newSigningSecret();
-    const graceUntil = new Date(Date.now() + ROTATION_GRACE_MS).toISOString();
-    const now = Date.now();
-    const kept = row.signing_secrets
-      .filter((s) => s.expires_at === null || Date.parse(s.expires_at) > now)
-      .map((s) => ({ sealed: s.sealed, expires_at: s.expires_at ?? graceUntil }));
-    const updated = (await sql.updateSubscription(pool, row.id, {
-      signing_secrets: [...kept, { sealed: registry.box.seal(secret), expires_at: null }],
-    }))!;
-    await announce(ctx, row.id);
-    return { ...subscriptionView(ctx, updated), signing_secret: secret, previous_valid_until: kept.length ? graceUntil : null };
-  });
+  app.post(
+    '/v1/subscriptions/:id/rotate-secret',
+    { schema: { tags: ['subscriptions'], params: idParam } },
+    async (req) => {
+      const { row } = await owned(req);
+      const secret = newSigningSecret();
+      const graceUntil = new Date(Date.now() + ROTATION_GRACE_MS).toISOString();
+      const now = Date.now();
+      const kept = row.signing_secrets
+        .filter((s) => s.expires_at === null || Date.parse(s.expires_at) > now)
+        .map((s) => ({ sealed: s.sealed, expires_at: s.expires_at ?? graceUntil }));
+      const updated = (await sql.updateSubscription(pool, row.id, {
+        signing_secrets: [...kept, { sealed: registry.box.seal(secret), expires_at: null }],
+      }))!;
+      await announce(ctx, row.id);
+      return {
+        ...subscriptionView(ctx, updated),
+        signing_secret: secret,
+        previous_valid_until: kept.length ? graceUntil : null,
+      };
+    },
+  );
 }

@@ -95,7 +95,7 @@ export class ConfirmPublisher {
         this.inflight--;
         const w = this.slotWaiters.shift();
         if (w) w();
-        if (err) reject(err instanceof Error ? err : new Error(`broker nacked the publish: ${String(err)}`));
+        if (err) reject(err instanceof Error ? err : new Error('the broker nacked the publish'));
         else resolve();
       };
       try {

@@ -70,7 +70,10 @@ export class Topology {
   async declareSubscription(ch: Channel, sub: TopologySubscription): Promise<void> {
     const q = this.subscriptionQueue(sub.application, sub.name);
     const dq = this.deadQueue(sub.application, sub.name);
-    await ch.assertQueue(dq, { durable: true, arguments: this.queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {} });
+    await ch.assertQueue(dq, {
+      durable: true,
+      arguments: this.queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {},
+    });
     await ch.bindQueue(dq, this.dead, q);
     const extra: Record<string, unknown> = { 'x-dead-letter-exchange': this.dead, 'x-dead-letter-routing-key': q };
     if (this.queueType === 'quorum') extra['x-delivery-limit'] = this.deliveryLimit;
@@ -90,7 +93,12 @@ export class Topology {
    * Declares everything the registry describes. A queue whose arguments drifted (declared earlier
    * with another type) closes the channel with 406: it is reported and the rest goes on.
    */
-  async reconcile(model: ChannelModel, retryDelaysMs: number[], subs: TopologySubscription[], log: Logger): Promise<number> {
+  async reconcile(
+    model: ChannelModel,
+    retryDelaysMs: number[],
+    subs: TopologySubscription[],
+    log: Logger,
+  ): Promise<number> {
     let ch = await model.createChannel();
     ch.on('error', () => undefined);
     let drift = 0;
@@ -101,7 +109,10 @@ export class Topology {
           await this.declareSubscription(ch, sub);
         } catch (err) {
           drift++;
-          log.error({ err: (err as Error).message, subscription: `${sub.application}/${sub.name}` }, 'topology drift: cannot declare subscription queue');
+          log.error(
+            { err: (err as Error).message, subscription: `${sub.application}/${sub.name}` },
+            'topology drift: cannot declare subscription queue',
+          );
           ch = await model.createChannel();
           ch.on('error', () => undefined);
         }

@@ -76,7 +76,10 @@ export function registerTools(program: Command, deps: ToolDeps): void {
           process.stdout.write(
             `${styleText('green', res.body.duplicate ? 'duplicate' : 'accepted')} ${res.body.event}${res.body.published ? '' : ' (not yet confirmed by the broker; the relay will publish it)'}\n`,
           );
-        else process.stderr.write(`${styleText('red', String(res.status))} ${res.body?.error?.code}: ${res.body?.error?.message}\n`);
+        else
+          process.stderr.write(
+            `${styleText('red', String(res.status))} ${res.body?.error?.code}: ${res.body?.error?.message}\n`,
+          );
         process.exit(res.status < 300 ? 0 : 1);
       } catch (err) {
         deps.die(err);

@@ -64,7 +64,9 @@ export async function migrate(pool: pg.Pool, log?: Logger): Promise<string[]> {
     await client.query(
       'CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
     );
-    const done = new Set((await client.query<{ name: string }>('SELECT name FROM schema_migrations')).rows.map((r) => r.name));
+    const done = new Set(
+      (await client.query<{ name: string }>('SELECT name FROM schema_migrations')).rows.map((r) => r.name),
+    );
     const files = (await readdir(MIGRATIONS_DIR)).filter((f) => /^\d+_.*\.sql$/.test(f)).sort();
     for (const f of files) {
       if (done.has(f)) continue;
@@ -76,7 +78,7 @@ export async function migrate(pool: pg.Pool, log?: Logger): Promise<string[]> {
         await client.query('COMMIT');
       } catch (err) {
         await client.query('ROLLBACK').catch(() => undefined);
-        throw new Error(`migration ${f} failed: ${(err as Error).message}`);
+        throw new Error(`migration ${f} failed: ${(err as Error).message}`, { cause: err });
       }
       applied.push(f);
       log?.info({ migration: f }, 'migration applied');

@@ -67,7 +67,10 @@ export async function insertEvents(pool: Pool, evs: NewEvent[]): Promise<Set<str
   return new Set(r.rows.map((x) => x.id));
 }
 
-export async function findByDedupers(pool: Pool, keys: { application: string; deduper: string }[]): Promise<ExistingEvent[]> {
+export async function findByDedupers(
+  pool: Pool,
+  keys: { application: string; deduper: string }[],
+): Promise<ExistingEvent[]> {
   if (!keys.length) return [];
   const r = await pool.query<ExistingEvent>(
     `SELECT e.id, e.application, e.deduper, e.created_at, e.published_at
@@ -134,7 +137,15 @@ export async function listEvents(pool: Pool, f: EventFilter): Promise<EventRow[]
         AND ($3::text IS NULL OR deduper = $3) AND ($4::timestamptz IS NULL OR created_at >= $4)
         AND ($5::timestamptz IS NULL OR created_at < $5) AND ($6::uuid IS NULL OR id ${cmp} $6)
       ORDER BY id ${f.ascending ? 'ASC' : 'DESC'} LIMIT $7`,
-    [f.action ?? null, f.application ?? null, f.deduper ?? null, f.from ?? null, f.to ?? null, f.cursor ?? null, f.limit],
+    [
+      f.action ?? null,
+      f.application ?? null,
+      f.deduper ?? null,
+      f.from ?? null,
+      f.to ?? null,
+      f.cursor ?? null,
+      f.limit,
+    ],
   );
   return r.rows;
 }
@@ -145,7 +156,9 @@ export async function getEvent(pool: Pool, id: string): Promise<EventRow | null>
 }
 
 export async function getOutboxRows(pool: Pool, ids: string[]): Promise<OutboxRow[]> {
-  const r = await pool.query<OutboxRow>(`SELECT ${OUTBOX_COLS} FROM events WHERE id = ANY($1::uuid[]) ORDER BY id`, [ids]);
+  const r = await pool.query<OutboxRow>(`SELECT ${OUTBOX_COLS} FROM events WHERE id = ANY($1::uuid[]) ORDER BY id`, [
+    ids,
+  ]);
   return r.rows;
 }
 

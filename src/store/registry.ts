@@ -66,7 +66,12 @@ export async function setSetting(pool: Pool, key: string, value: string): Promis
 
 // ---- applications
 
-export async function insertApplication(pool: Pool, name: string, address: string | null, secretHash: string): Promise<ApplicationRow> {
+export async function insertApplication(
+  pool: Pool,
+  name: string,
+  address: string | null,
+  secretHash: string,
+): Promise<ApplicationRow> {
   try {
     const r = await pool.query<ApplicationRow>(
       'INSERT INTO applications(name, address, secret_hash) VALUES ($1, $2, $3) RETURNING *',
@@ -159,7 +164,12 @@ export async function listActions(pool: Pool, f: { application?: string; q?: str
 }
 
 /** Adds a schema version, guarded by the version the caller checked compatibility against. */
-export async function addActionVersion(pool: Pool, name: string, expectedVersion: number, schemata: unknown): Promise<ActionRow | null> {
+export async function addActionVersion(
+  pool: Pool,
+  name: string,
+  expectedVersion: number,
+  schemata: unknown,
+): Promise<ActionRow | null> {
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
@@ -186,8 +196,14 @@ export async function addActionVersion(pool: Pool, name: string, expectedVersion
   return getAction(pool, name);
 }
 
-export async function listActionVersions(pool: Pool, name: string): Promise<{ version: number; schemata: unknown; created_at: Date }[]> {
-  const r = await pool.query('SELECT version, schemata, created_at FROM action_versions WHERE action = $1 ORDER BY version', [name]);
+export async function listActionVersions(
+  pool: Pool,
+  name: string,
+): Promise<{ version: number; schemata: unknown; created_at: Date }[]> {
+  const r = await pool.query(
+    'SELECT version, schemata, created_at FROM action_versions WHERE action = $1 ORDER BY version',
+    [name],
+  );
   return r.rows;
 }
 
@@ -232,12 +248,22 @@ export async function getSubscription(pool: Pool, id: string): Promise<Subscript
   return r.rows[0] ?? null;
 }
 
-export async function getSubscriptionByName(pool: Pool, application: string, name: string): Promise<SubscriptionRow | null> {
-  const r = await pool.query<SubscriptionRow>('SELECT * FROM subscriptions WHERE application = $1 AND name = $2', [application, name]);
+export async function getSubscriptionByName(
+  pool: Pool,
+  application: string,
+  name: string,
+): Promise<SubscriptionRow | null> {
+  const r = await pool.query<SubscriptionRow>('SELECT * FROM subscriptions WHERE application = $1 AND name = $2', [
+    application,
+    name,
+  ]);
   return r.rows[0] ?? null;
 }
 
-export async function listSubscriptions(pool: Pool, f: { application?: string; action?: string } = {}): Promise<SubscriptionRow[]> {
+export async function listSubscriptions(
+  pool: Pool,
+  f: { application?: string; action?: string } = {},
+): Promise<SubscriptionRow[]> {
   const r = await pool.query<SubscriptionRow>(
     `SELECT * FROM subscriptions WHERE ($1::text IS NULL OR application = $1) AND ($2::text IS NULL OR action = $2)
      ORDER BY application, name`,
@@ -262,7 +288,11 @@ const SUB_PATCHABLE = [
 ] as const;
 export type SubscriptionPatch = Partial<Pick<SubscriptionRow, (typeof SUB_PATCHABLE)[number]>>;
 
-export async function updateSubscription(pool: Pool, id: string, patch: SubscriptionPatch): Promise<SubscriptionRow | null> {
+export async function updateSubscription(
+  pool: Pool,
+  id: string,
+  patch: SubscriptionPatch,
+): Promise<SubscriptionRow | null> {
   const sets: string[] = [];
   const vals: unknown[] = [id];
   for (const k of SUB_PATCHABLE) {

@@ -4,8 +4,13 @@ import { destroy, drainQueue, eventually, http, start, testEnv, type Running } f
 
 const env = testEnv({ bodyLimit: 256 * 1024 });
 let srv: Running;
-const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5], h?: Record<string, string>) =>
-  http(srv.url, env, m, p, body, auth, h);
+const call = (
+  m: Parameters<typeof http>[2],
+  p: string,
+  body?: unknown,
+  auth?: Parameters<typeof http>[5],
+  h?: Record<string, string>,
+) => http(srv.url, env, m, p, body, auth, h);
 const USER: [string, string] = ['user-service', 'user-service-secret'];
 const ORDER: [string, string] = ['order-service', 'order-service-secret'];
 const q = (app: string, sub: string) => `${env.cfg.prefix}.sub.${app}.${sub}`;
@@ -19,26 +24,51 @@ before(async () => {
     ['email-service', 'https://email.myapp.com'],
     ['analytics-service', 'https://analytics.myapp.com'],
   ])
-    assert.equal((await call('POST', '/v1/applications', { application, address, secret: `${application}-secret` }, 'admin')).status, 201);
-  const u = await call('POST', '/v1/actions', {
-    action: 'user.created',
-    application: 'user-service',
-    schemata: {
-      type: 'object',
-      properties: { user_id: { type: 'string' }, email: { type: 'string', format: 'email' }, name: { type: 'string' }, plan: { type: 'string', enum: ['free', 'premium'] } },
-      required: ['user_id', 'email', 'name'],
+    assert.equal(
+      (await call('POST', '/v1/applications', { application, address, secret: `${application}-secret` }, 'admin'))
+        .status,
+      201,
+    );
+  const u = await call(
+    'POST',
+    '/v1/actions',
+    {
+      action: 'user.created',
+      application: 'user-service',
+      schemata: {
+        type: 'object',
+        properties: {
+          user_id: { type: 'string' },
+          email: { type: 'string', format: 'email' },
+          name: { type: 'string' },
+          plan: { type: 'string', enum: ['free', 'premium'] },
+        },
+        required: ['user_id', 'email', 'name'],
+      },
     },
-  }, USER);
+    USER,
+  );
   assert.equal(u.status, 201);
-  const o = await call('POST', '/v1/actions', {
-    action: 'order.placed',
-    application: 'order-service',
-    schemata: {
-      type: 'object',
-      properties: { order_id: { type: 'string' }, user_id: { type: 'string' }, items: { type: 'array' }, total: { type: 'number' }, currency: { type: 'string' } },
-      required: ['order_id', 'user_id', 'items', 'total'],
+  const o = await call(
+    'POST',
+    '/v1/actions',
+    {
+      action: 'order.placed',
+      application: 'order-service',
+      schemata: {
+        type: 'object',
+        properties: {
+          order_id: { type: 'string' },
+          user_id: { type: 'string' },
+          items: { type: 'array' },
+          total: { type: 'number' },
+          currency: { type: 'string' },
+        },
+        required: ['order_id', 'user_id', 'items', 'total'],
+      },
     },
-  }, ORDER);
+    ORDER,
+  );
   assert.equal(o.status, 201);
   await call('POST', '/v1/actions', { action: 'free.form', application: 'user-service', schemata: {} }, USER);
   // amqp transport so the test can read the queues directly (the bridge is another issue's part)
@@ -48,7 +78,11 @@ before(async () => {
     ['analytics-service', 'order-analytics', 'order.placed'],
     ['analytics-service', 'everything', '#'],
   ])
-    assert.equal((await call('POST', '/v1/subscriptions', { application, subscription, action, transport: 'amqp' }, 'admin')).status, 201);
+    assert.equal(
+      (await call('POST', '/v1/subscriptions', { application, subscription, action, transport: 'amqp' }, 'admin'))
+        .status,
+      201,
+    );
 });
 after(async () => {
   await srv?.close();
@@ -57,15 +91,32 @@ after(async () => {
 
 describe('the e-commerce flow', () => {
   test('an accepted event is in PostgreSQL and reaches every matching subscription queue', async () => {
-    const r = await call('POST', '/v1/events', { action: 'user.created', payload: { user_id: 'u1', email: 'ada@example.com', name: 'Ada', plan: 'premium' } }, USER);
+    const r = await call(
+      'POST',
+      '/v1/events',
+      { action: 'user.created', payload: { user_id: 'u1', email: 'ada@example.com', name: 'Ada', plan: 'premium' } },
+      USER,
+    );
     assert.equal(r.status, 202, JSON.stringify(r.body));
     assert.equal(r.body.published, true);
-    const o = await call('POST', '/v1/events', { action: 'order.placed', payload: { order_id: 'o1', user_id: 'u1', items: ['book'], total: 55, currency: 'USD' } }, ORDER);
+    const o = await call(
+      'POST',
+      '/v1/events',
+      {
+        action: 'order.placed',
+        payload: { order_id: 'o1', user_id: 'u1', items: ['book'], total: 55, currency: 'USD' },
+      },
+      ORDER,
+    );
     assert.equal(o.status, 202);
     const row = (await srv.amebo.pool.query('SELECT * FROM events WHERE id = $1', [r.body.event])).rows[0];
     assert.equal(row.action, 'user.created');
     assert.deepEqual(row.payload, { user_id: 'u1', email: 'ada@example.com', name: 'Ada', plan: 'premium' });
-    await eventually(async () => (await srv.amebo.pool.query('SELECT published_at FROM events WHERE id = $1', [r.body.event])).rows[0].published_at);
+    await eventually(
+      async () =>
+        (await srv.amebo.pool.query('SELECT published_at FROM events WHERE id = $1', [r.body.event])).rows[0]
+          .published_at,
+    );
 
     const [welcome] = await drainQueue(q('email-service', 'welcome-emails'), 1);
     const body = JSON.parse(welcome!.content.toString());
@@ -113,10 +164,14 @@ describe('the e-commerce flow', () => {
       assert.equal(a.body.event, first.body.event);
     }
     // Concurrent first publishes of a new key: exactly one is created.
-    const race = await Promise.all(Array.from({ length: 10 }, () => call('POST', '/v1/events', { ...body, deduper: 'race-1' }, USER)));
+    const race = await Promise.all(
+      Array.from({ length: 10 }, () => call('POST', '/v1/events', { ...body, deduper: 'race-1' }, USER)),
+    );
     assert.equal(race.filter((r) => r.status === 202).length, 1);
     assert.equal(new Set(race.map((r) => r.body.event)).size, 1);
-    const n = await srv.amebo.pool.query("SELECT count(*)::int AS n FROM events WHERE deduper IN ('signup-123', 'race-1')");
+    const n = await srv.amebo.pool.query(
+      "SELECT count(*)::int AS n FROM events WHERE deduper IN ('signup-123', 'race-1')",
+    );
     assert.equal(n.rows[0].n, 2);
     // The same key from another application is another event.
     await call('POST', '/v1/actions', { action: 'order.free', application: 'order-service', schemata: {} }, ORDER);
@@ -145,12 +200,17 @@ describe('the e-commerce flow', () => {
     const s = r.body.results.map((x: { status: number }) => x.status);
     assert.deepEqual(s, [202, 422, 404, 403, 202, 200]);
     assert.equal(r.body.results[1].error.code, 'AMEBO_ERR_PAYLOAD_INVALID');
-    assert.ok(r.body.results[1].error.details.some((d: { instancePath: string }) => d.instancePath === '/events/1/payload'));
+    assert.ok(
+      r.body.results[1].error.details.some((d: { instancePath: string }) => d.instancePath === '/events/1/payload'),
+    );
     assert.equal(r.body.results[5].event, r.body.results[4].event);
     assert.equal(r.body.accepted, 2);
     assert.equal(r.body.rejected, 3);
     assert.equal((await call('POST', '/v1/events/batch', { events: [] }, USER)).status, 400);
-    assert.equal((await call('POST', '/v1/events/batch', { events: Array(1001).fill({ action: 'free.form' }) }, USER)).status, 400);
+    assert.equal(
+      (await call('POST', '/v1/events/batch', { events: Array(1001).fill({ action: 'free.form' }) }, USER)).status,
+      400,
+    );
     await drainQueue(q('analytics-service', 'everything'), 2);
   });
 });
@@ -158,31 +218,124 @@ describe('the e-commerce flow', () => {
 describe('bad input is a clear 4xx, never a 5xx', () => {
   const cases: [string, () => Promise<{ status: number; body: any }>, number, string][] = [
     ['malformed JSON', () => call('POST', '/v1/events', '{"action": ', USER), 400, 'AMEBO_ERR_MALFORMED_JSON'],
-    ['empty JSON body', () => call('POST', '/v1/events', '', USER, { 'content-type': 'application/json' }), 400, 'AMEBO_ERR_MALFORMED_JSON'],
-    ['wrong content type', () => call('POST', '/v1/events', 'action=user.created', USER, { 'content-type': 'application/x-www-form-urlencoded' }), 415, 'AMEBO_ERR_UNSUPPORTED_MEDIA_TYPE'],
-    ['text/plain', () => call('POST', '/v1/events', '{}', USER, { 'content-type': 'text/plain' }), 415, 'AMEBO_ERR_UNSUPPORTED_MEDIA_TYPE'],
-    ['oversized body', () => call('POST', '/v1/events', { action: 'free.form', payload: { s: 'x'.repeat(300 * 1024) } }, USER), 413, 'AMEBO_ERR_BODY_TOO_LARGE'],
+    [
+      'empty JSON body',
+      () => call('POST', '/v1/events', '', USER, { 'content-type': 'application/json' }),
+      400,
+      'AMEBO_ERR_MALFORMED_JSON',
+    ],
+    [
+      'wrong content type',
+      () =>
+        call('POST', '/v1/events', 'action=user.created', USER, {
+          'content-type': 'application/x-www-form-urlencoded',
+        }),
+      415,
+      'AMEBO_ERR_UNSUPPORTED_MEDIA_TYPE',
+    ],
+    [
+      'text/plain',
+      () => call('POST', '/v1/events', '{}', USER, { 'content-type': 'text/plain' }),
+      415,
+      'AMEBO_ERR_UNSUPPORTED_MEDIA_TYPE',
+    ],
+    [
+      'oversized body',
+      () => call('POST', '/v1/events', { action: 'free.form', payload: { s: 'x'.repeat(300 * 1024) } }, USER),
+      413,
+      'AMEBO_ERR_BODY_TOO_LARGE',
+    ],
     ['a JSON array body', () => call('POST', '/v1/events', [1, 2], USER), 400, 'AMEBO_ERR_VALIDATION'],
     ['no action', () => call('POST', '/v1/events', { payload: {} }, USER), 400, 'AMEBO_ERR_VALIDATION'],
     ['action not a string', () => call('POST', '/v1/events', { action: 42 }, USER), 400, 'AMEBO_ERR_VALIDATION'],
-    ['unknown action', () => call('POST', '/v1/events', { action: 'no.such', payload: {} }, USER), 404, 'AMEBO_ERR_ACTION_NOT_FOUND'],
-    ['missing credentials', () => call('POST', '/v1/events', { action: 'free.form', payload: {} }), 401, 'AMEBO_ERR_UNAUTHENTICATED'],
-    ['wrong secret', () => call('POST', '/v1/events', { action: 'free.form', payload: {} }, ['user-service', 'not-the-secret-0000']), 401, 'AMEBO_ERR_UNAUTHENTICATED'],
-    ['wrong body secret', () => call('POST', '/v1/events', { action: 'free.form', payload: {}, secret: 'guess-guess-guess' }), 401, 'AMEBO_ERR_UNAUTHENTICATED'],
-    ['garbage basic auth', () => call('POST', '/v1/events', { action: 'free.form' }, 'Basic %%%%'), 401, 'AMEBO_ERR_UNAUTHENTICATED'],
-    ["another application's action", () => call('POST', '/v1/events', { action: 'order.placed', payload: {} }, USER), 403, 'AMEBO_ERR_FORBIDDEN'],
-    ['bad deliver_at', () => call('POST', '/v1/events', { action: 'free.form', payload: {}, deliver_at: 'tomorrow' }, USER), 400, 'AMEBO_ERR_VALIDATION'],
-    ['empty deduper', () => call('POST', '/v1/events', { action: 'free.form', payload: {}, deduper: '' }, USER), 400, 'AMEBO_ERR_VALIDATION'],
-    ['huge deduper', () => call('POST', '/v1/events', { action: 'free.form', payload: {}, deduper: 'd'.repeat(256) }, USER), 400, 'AMEBO_ERR_VALIDATION'],
-    ['odd action name', () => call('POST', '/v1/events', { action: "'; DROP TABLE events;--", payload: {} }, USER), 404, 'AMEBO_ERR_ACTION_NOT_FOUND'],
-    ['unicode action name', () => call('POST', '/v1/events', { action: 'ünï.cødé\u0000', payload: {} }, USER), 404, 'AMEBO_ERR_ACTION_NOT_FOUND'],
-    ['NUL in deduper', () => call('POST', '/v1/events', { action: 'free.form', payload: {}, deduper: 'a\u0000b' }, USER), 400, 'AMEBO_ERR_VALIDATION'],
+    [
+      'unknown action',
+      () => call('POST', '/v1/events', { action: 'no.such', payload: {} }, USER),
+      404,
+      'AMEBO_ERR_ACTION_NOT_FOUND',
+    ],
+    [
+      'missing credentials',
+      () => call('POST', '/v1/events', { action: 'free.form', payload: {} }),
+      401,
+      'AMEBO_ERR_UNAUTHENTICATED',
+    ],
+    [
+      'wrong secret',
+      () => call('POST', '/v1/events', { action: 'free.form', payload: {} }, ['user-service', 'not-the-secret-0000']),
+      401,
+      'AMEBO_ERR_UNAUTHENTICATED',
+    ],
+    [
+      'wrong body secret',
+      () => call('POST', '/v1/events', { action: 'free.form', payload: {}, secret: 'guess-guess-guess' }),
+      401,
+      'AMEBO_ERR_UNAUTHENTICATED',
+    ],
+    [
+      'garbage basic auth',
+      () => call('POST', '/v1/events', { action: 'free.form' }, 'Basic %%%%'),
+      401,
+      'AMEBO_ERR_UNAUTHENTICATED',
+    ],
+    [
+      "another application's action",
+      () => call('POST', '/v1/events', { action: 'order.placed', payload: {} }, USER),
+      403,
+      'AMEBO_ERR_FORBIDDEN',
+    ],
+    [
+      'bad deliver_at',
+      () => call('POST', '/v1/events', { action: 'free.form', payload: {}, deliver_at: 'tomorrow' }, USER),
+      400,
+      'AMEBO_ERR_VALIDATION',
+    ],
+    [
+      'empty deduper',
+      () => call('POST', '/v1/events', { action: 'free.form', payload: {}, deduper: '' }, USER),
+      400,
+      'AMEBO_ERR_VALIDATION',
+    ],
+    [
+      'huge deduper',
+      () => call('POST', '/v1/events', { action: 'free.form', payload: {}, deduper: 'd'.repeat(256) }, USER),
+      400,
+      'AMEBO_ERR_VALIDATION',
+    ],
+    [
+      'odd action name',
+      () => call('POST', '/v1/events', { action: "'; DROP TABLE events;--", payload: {} }, USER),
+      404,
+      'AMEBO_ERR_ACTION_NOT_FOUND',
+    ],
+    [
+      'unicode action name',
+      () => call('POST', '/v1/events', { action: 'ünï.cødé\u0000', payload: {} }, USER),
+      404,
+      'AMEBO_ERR_ACTION_NOT_FOUND',
+    ],
+    [
+      'NUL in deduper',
+      () => call('POST', '/v1/events', { action: 'free.form', payload: {}, deduper: 'a\u0000b' }, USER),
+      400,
+      'AMEBO_ERR_VALIDATION',
+    ],
     ['unknown route', () => call('GET', '/v1/nothing-here', undefined, 'admin'), 404, 'AMEBO_ERR_ROUTE_NOT_FOUND'],
-    ['event id not a uuid', () => call('GET', '/v1/events/%27or%201=1', undefined, 'admin'), 404, 'AMEBO_ERR_EVENT_NOT_FOUND'],
+    [
+      'event id not a uuid',
+      () => call('GET', '/v1/events/%27or%201=1', undefined, 'admin'),
+      404,
+      'AMEBO_ERR_EVENT_NOT_FOUND',
+    ],
     ['bad cursor', () => call('GET', '/v1/events?cursor=zzz', undefined, 'admin'), 400, 'AMEBO_ERR_VALIDATION'],
     ['bad limit', () => call('GET', '/v1/events?limit=-3', undefined, 'admin'), 400, 'AMEBO_ERR_VALIDATION'],
     ['bad timeline', () => call('GET', '/v1/events?timeline=year', undefined, 'admin'), 400, 'AMEBO_ERR_VALIDATION'],
-    ['__proto__ in body', () => call('POST', '/v1/events', '{"action":"free.form","__proto__":{"x":1}}', USER), 400, 'AMEBO_ERR_MALFORMED_JSON'],
+    [
+      '__proto__ in body',
+      () => call('POST', '/v1/events', '{"action":"free.form","__proto__":{"x":1}}', USER),
+      400,
+      'AMEBO_ERR_MALFORMED_JSON',
+    ],
   ];
   for (const [name, run, status, code] of cases)
     test(name, async () => {
@@ -200,11 +353,21 @@ describe('bad input is a clear 4xx, never a 5xx', () => {
   });
 
   test('a payload violating the schema lists each violation with its pointer', async () => {
-    const r = await call('POST', '/v1/events', { action: 'user.created', payload: { user_id: 7, email: 'not-an-email', plan: 'gold' } }, USER);
+    const r = await call(
+      'POST',
+      '/v1/events',
+      { action: 'user.created', payload: { user_id: 7, email: 'not-an-email', plan: 'gold' } },
+      USER,
+    );
     assert.equal(r.status, 422);
     assert.equal(r.body.error.code, 'AMEBO_ERR_PAYLOAD_INVALID');
-    const got = r.body.error.details.map((d: { instancePath: string; keyword: string }) => `${d.instancePath} ${d.keyword}`).sort();
-    assert.deepEqual(got, ['/payload required', '/payload/email format', '/payload/plan enum', '/payload/user_id type'].sort());
+    const got = r.body.error.details
+      .map((d: { instancePath: string; keyword: string }) => `${d.instancePath} ${d.keyword}`)
+      .sort();
+    assert.deepEqual(
+      got,
+      ['/payload required', '/payload/email format', '/payload/plan enum', '/payload/user_id type'].sort(),
+    );
   });
 
   test('huge and deeply nested payloads: deep → 422, wide but within the limit → accepted', async () => {
@@ -227,11 +390,20 @@ describe('bad input is a clear 4xx, never a 5xx', () => {
 describe('listing and detail', () => {
   test('filters, cursor pagination, timeline and detail with deliveries', async () => {
     const ids: string[] = [];
-    for (let i = 0; i < 7; i++) ids.push((await call('POST', '/v1/events', { action: 'free.form', payload: { i }, deduper: `page-${i}` }, USER)).body.event);
+    for (let i = 0; i < 7; i++)
+      ids.push(
+        (await call('POST', '/v1/events', { action: 'free.form', payload: { i }, deduper: `page-${i}` }, USER)).body
+          .event,
+      );
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page: any = await call('GET', `/v1/events?action=free.form&limit=3${cursor ? `&cursor=${cursor}` : ''}`, undefined, USER);
+      const page: any = await call(
+        'GET',
+        `/v1/events?action=free.form&limit=3${cursor ? `&cursor=${cursor}` : ''}`,
+        undefined,
+        USER,
+      );
       assert.equal(page.status, 200);
       seen.push(...page.body.items.map((e: { id: string }) => e.id));
       cursor = page.body.next_cursor;
@@ -239,7 +411,10 @@ describe('listing and detail', () => {
     assert.deepEqual(seen.slice(0, 7), [...ids].reverse(), 'newest first, no gaps or repeats across pages');
     assert.equal(new Set(seen).size, seen.length);
     const d = await call('GET', `/v1/events?deduper=page-3&timeline=today`, undefined, 'admin');
-    assert.deepEqual(d.body.items.map((e: { id: string }) => e.id), [ids[3]]);
+    assert.deepEqual(
+      d.body.items.map((e: { id: string }) => e.id),
+      [ids[3]],
+    );
     const future = await call('GET', `/v1/events?from=2999-01-01T00:00:00Z`, undefined, 'admin');
     assert.deepEqual(future.body.items, []);
     const mine = await call('GET', '/v1/events?application=user-service', undefined, ORDER);

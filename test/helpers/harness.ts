@@ -45,7 +45,7 @@ export function testEnv(overrides: Partial<Config> = {}): TestEnv {
     relayGraceMs: 1000,
     ...overrides,
   };
-  return { id, cfg: loadConfig(o as never, {}), adminToken, overrides: o };
+  return { id, cfg: loadConfig(o, {}), adminToken, overrides: o };
 }
 
 export interface Running {
@@ -55,7 +55,7 @@ export interface Running {
 }
 
 export async function start(env: TestEnv, opts: StartOptions = {}, extra: Partial<Config> = {}): Promise<Running> {
-  const cfg = loadConfig({ ...env.overrides, ...extra } as never, {});
+  const cfg = loadConfig({ ...env.overrides, ...extra }, {});
   const amebo = await startAmebo(cfg, createLogger(cfg.logLevel), { listen: false, ...opts });
   let url = '';
   if (amebo.api) {
@@ -84,7 +84,14 @@ export async function dropBrokerObjects(prefix: string): Promise<void> {
   const list = (what: string): Promise<string[]> =>
     new Promise((resolve) => {
       execFile('rabbitmqctl', ['-q', 'list_' + what, 'name'], { timeout: 15_000 }, (err, out) =>
-        resolve(err ? [] : out.split('\n').map((s) => s.trim()).filter((s) => s.startsWith(prefix + '.'))),
+        resolve(
+          err
+            ? []
+            : out
+                .split('\n')
+                .map((s) => s.trim())
+                .filter((s) => s.startsWith(prefix + '.')),
+        ),
       );
     });
   const [queues, exchanges] = await Promise.all([list('queues'), list('exchanges')]);
@@ -120,7 +127,7 @@ export async function http(
   method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE',
   path: string,
   body?: unknown,
-  auth?: 'admin' | [string, string] | string,
+  auth?: [string, string] | string,
   headers: Record<string, string> = {},
 ): Promise<Reply> {
   const h: Record<string, string> = { ...headers };
@@ -132,7 +139,13 @@ export async function http(
     payload = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
     h['content-type'] ??= 'application/json';
   }
-  const res = await request(base + path, { method, headers: h, body: payload, headersTimeout: 15_000, bodyTimeout: 15_000 });
+  const res = await request(base + path, {
+    method,
+    headers: h,
+    body: payload,
+    headersTimeout: 15_000,
+    bodyTimeout: 15_000,
+  });
   const text = await res.body.text();
   let parsed: unknown = text;
   try {
@@ -172,7 +185,8 @@ export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 5000, 
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms${last ? `: ${String(last)}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`condition not met within ${timeoutMs} ms${last instanceof Error ? `: ${last.message}` : ''}`);
     await new Promise((r) => setTimeout(r, stepMs));
   }
 }

@@ -5,7 +5,10 @@ import { uuidv7, uuidv7Time, isUuid } from '../../src/ids.js';
 import { hashSecret, SecretBox, verifySecret, newSigningSecret } from '../../src/secrets.js';
 
 test('config reads env vars over defaults and overrides over env', () => {
-  const cfg = loadConfig({ workers: 3 }, { AMEBO_ADDRESS: '0.0.0.0:8701', AMEBO_WORKERS: '2', AMEBO_RETRY_SCHEDULE: '1, 2,3' });
+  const cfg = loadConfig(
+    { workers: 3 },
+    { AMEBO_ADDRESS: '0.0.0.0:8701', AMEBO_WORKERS: '2', AMEBO_RETRY_SCHEDULE: '1, 2,3' },
+  );
   assert.equal(cfg.address, '0.0.0.0:8701');
   assert.equal(cfg.workers, 3);
   assert.deepEqual(cfg.retrySchedule, [1, 2, 3]);
@@ -13,7 +16,10 @@ test('config reads env vars over defaults and overrides over env', () => {
 });
 
 test('config rejects bad values with the variable named', () => {
-  assert.throws(() => loadConfig({}, { AMEBO_WORKERS: 'two' }), (e: Error) => e instanceof ConfigError && e.message.includes('AMEBO_WORKERS'));
+  assert.throws(
+    () => loadConfig({}, { AMEBO_WORKERS: 'two' }),
+    (e: Error) => e instanceof ConfigError && e.message.includes('AMEBO_WORKERS'),
+  );
   assert.throws(() => loadConfig({}, { AMEBO_QUEUE_TYPE: 'stream' }), ConfigError);
   assert.throws(() => loadConfig({}, { AMEBO_ROLES: 'api,oops' }), /unknown role "oops"/);
   assert.throws(() => loadConfig({}, { AMEBO_BLOCK_PRIVATE_TARGETS: 'maybe' }), ConfigError);

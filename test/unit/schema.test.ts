@@ -5,7 +5,11 @@ import { AmeboError } from '../../src/errors.js';
 
 const base = {
   type: 'object',
-  properties: { user_id: { type: 'string' }, plan: { type: 'string', enum: ['free', 'premium'] }, age: { type: 'integer', minimum: 0 } },
+  properties: {
+    user_id: { type: 'string' },
+    plan: { type: 'string', enum: ['free', 'premium'] },
+    age: { type: 'integer', minimum: 0 },
+  },
   required: ['user_id'],
 };
 
@@ -23,7 +27,10 @@ test('BACKWARD rejects a new required property, a removed enum value, a narrowed
   next.properties.user_id.type = 'integer';
   next.properties.age.minimum = 18;
   const problems = compatibilityProblems(base, next, 'BACKWARD');
-  assert.ok(problems.some((p) => p.includes('"plan" became required')), problems.join('\n'));
+  assert.ok(
+    problems.some((p) => p.includes('"plan" became required')),
+    problems.join('\n'),
+  );
   assert.ok(problems.some((p) => p.includes('enum value "free" was removed')));
   assert.ok(problems.some((p) => p.includes('/properties/user_id: type "string" is no longer accepted')));
   assert.ok(problems.some((p) => p.includes('minimum was added or raised')));
@@ -48,14 +55,19 @@ test('keywords the checker does not model are breaks unless unchanged', () => {
 test('normalizeSchema takes strings, rejects non-objects and oversize schemas', () => {
   assert.deepEqual(normalizeSchema('{"type":"object"}', 1000), { type: 'object' });
   assert.deepEqual(normalizeSchema(true, 1000), {});
-  for (const bad of ['not json', '[1]', 42, null]) assert.throws(() => normalizeSchema(bad, 1000), (e: AmeboError) => e.code === 'AMEBO_ERR_SCHEMA_INVALID');
+  for (const bad of ['not json', '[1]', 42, null])
+    assert.throws(
+      () => normalizeSchema(bad, 1000),
+      (e: AmeboError) => e.code === 'AMEBO_ERR_SCHEMA_INVALID',
+    );
   assert.throws(() => normalizeSchema({ description: 'x'.repeat(2000) }, 1000), /larger than/);
 });
 
 test('compileSchema rejects invalid schemas with details and accepts draft-07', () => {
   assert.throws(
     () => compileSchema({ type: 'web' }),
-    (e: AmeboError) => e.code === 'AMEBO_ERR_SCHEMA_INVALID' && Array.isArray(e.details) && (e.details as unknown[]).length > 0,
+    (e: AmeboError) =>
+      e.code === 'AMEBO_ERR_SCHEMA_INVALID' && Array.isArray(e.details) && (e.details as unknown[]).length > 0,
   );
   const v = compileSchema({ $schema: 'http://json-schema.org/draft-07/schema#', type: 'object', required: ['a'] });
   assert.equal(v({ a: 1 }), true);

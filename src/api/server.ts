@@ -19,6 +19,7 @@ import { registryRoutes } from './registry-routes.js';
 import { eventRoutes } from './event-routes.js';
 import { subscriptionRoutes } from './subscription-routes.js';
 import { opsRoutes } from './ops-routes.js';
+import { streamRoutes } from './stream.js';
 import { metrics } from '../metrics.js';
 
 /** What routes need. Optional parts belong to roles this process may not run. */
@@ -152,6 +153,7 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
     await registryRoutes(scope, ctx);
     await eventRoutes(scope, ctx);
     await subscriptionRoutes(scope, ctx);
+    await streamRoutes(scope, ctx);
     for (const p of ctx.plugins ?? []) await p(scope, ctx);
   });
   return app;

@@ -40,9 +40,13 @@ function connect(
   const messages: any[] = [];
   const waiters: { pred: (m: any) => boolean; resolve: (m: any) => void }[] = [];
   ws.on('message', (d) => {
-    const m = JSON.parse(d.toString());
+    const m = JSON.parse((d as Buffer).toString());
     messages.push(m);
-    for (const w of [...waiters]) if (w.pred(m)) (waiters.splice(waiters.indexOf(w), 1), w.resolve(m));
+    for (const w of [...waiters])
+      if (w.pred(m)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(m);
+      }
   });
   const next = (pred: (m: any) => boolean, ms = 5000) =>
     new Promise<any>((resolve, reject) => {

@@ -1,0 +1,68 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  destroy,
+  drainQueue,
+  eventually,
+  http,
+  start,
+  testEnv,
+  type Running,
+  type TestEnv,
+} from './helpers/harness.js';
+import { TcpProxy } from './helpers/proxy.js';
+
+// PostgreSQL going away is Amebo's store failing, not bad input: 503 AMEBO_ERR_UNAVAILABLE, no
+// crash, and everything works again when it returns, without a restart.
+const proxy = new TcpProxy(5432);
+let env: TestEnv;
+let srv: Running;
+const APP: [string, string] = ['shop', 'shop-secret-0123456789'];
+
+before(async () => {
+  const port = await proxy.listen();
+  env = testEnv({ relayIntervalMs: 100, statementTimeoutMs: 2000 });
+  env.overrides.databaseUrl = env.cfg.databaseUrl.replace(':5432/', `:${port}/`);
+  srv = await start(env);
+  await http(srv.url, env, 'POST', '/v1/applications', { application: 'shop', secret: APP[1] }, 'admin');
+  await http(srv.url, env, 'POST', '/v1/actions', { action: 'order.placed', application: 'shop', schemata: {} }, APP);
+});
+after(async () => {
+  await srv?.close();
+  await proxy.close();
+  await destroy(env);
+});
+
+test('PostgreSQL unreachable → 503 with a code; back → accepted again, relay and API recover by themselves', async () => {
+  const sub = await http(
+    srv.url,
+    env,
+    'POST',
+    '/v1/subscriptions',
+    { application: 'shop', subscription: 'audit', action: 'order.placed', transport: 'amqp' },
+    'admin',
+  );
+  proxy.refuse(true);
+  proxy.cut();
+  const r = await http(srv.url, env, 'POST', '/v1/events', { action: 'order.placed', payload: { n: 1 } }, APP);
+  assert.equal(r.status, 503, JSON.stringify(r.body));
+  assert.equal(r.body.error.code, 'AMEBO_ERR_UNAVAILABLE');
+  const list = await http(srv.url, env, 'GET', '/v1/events', undefined, 'admin');
+  assert.equal(list.status, 503);
+  const ready = await http(srv.url, env, 'GET', '/ready');
+  assert.equal(ready.status, 503);
+  assert.notEqual(ready.body.checks.postgresql, 'ok');
+  await new Promise((res) => setTimeout(res, 400)); // a few failing relay ticks
+  proxy.refuse(false);
+  const ok = await eventually(
+    async () => {
+      const x = await http(srv.url, env, 'POST', '/v1/events', { action: 'order.placed', payload: { n: 2 } }, APP);
+      return x.status === 202 ? x : null;
+    },
+    10_000,
+    200,
+  );
+  const [m] = await drainQueue(sub.body.queue, 1);
+  assert.equal(JSON.parse(m!.content.toString()).id, ok.body.event);
+  assert.equal((await http(srv.url, env, 'GET', '/ready')).status, 200);
+});

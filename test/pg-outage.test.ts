@@ -63,6 +63,6 @@ test('PostgreSQL unreachable → 503 with a code; back → accepted again, relay
     200,
   );
   const [m] = await drainQueue(sub.body.queue, 1);
-  assert.equal(JSON.parse(m!.content.toString()).id, ok.body.event);
+  assert.equal(JSON.parse(m!.content.toString()).id, ok!.body.event);
   assert.equal((await http(srv.url, env, 'GET', '/ready')).status, 200);
 });

@@ -1,6 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { destroy, drainQueue, http, start, testEnv } from './helpers/harness.js';
+import { destroy, drainQueue, eventually, http, start, testEnv } from './helpers/harness.js';
 
 // Restarting Amebo loses nothing; two `serve` against the same stores are safe.
 const env = testEnv();

@@ -1,0 +1,278 @@
+/**
+ * The serving side of RPC: one channel per registration, one queue per method shared by every
+ * instance with the same FQN (the HA clique). A call is acked only once its reply is confirmed
+ * by the broker, so a call in flight on an instance that dies is redelivered to another member.
+ */
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+import type { Logger } from 'pino';
+import { toWireError } from './errors.js';
+import { encodePythonJson, parsePythonJson, type JsonValue } from './json.js';
+import { quiet, type Link } from './link.js';
+import { assertMethod, DECLARE, methodQueue, RPC_DLX, rpcExchange, type ServiceAddress } from './names.js';
+
+/** What a handler gets besides its keyword arguments. */
+export interface RpcContext {
+  /** The method being called. */
+  method: string;
+  /** True when another instance may already have run this call (it died before acking it). */
+  redelivered: boolean;
+  /** The call's correlation id (a UUID from Python and TypeScript callers). */
+  correlationId: string | undefined;
+}
+
+/** An RPC method: keyword arguments in (one object, `{}` when none), any JSON value out. */
+export type RpcHandler = (args: any, ctx: RpcContext) => unknown;
+
+/** The methods a registration exposes: an object (its methods) or an explicit map. */
+export type RpcApi = object | Map<string, RpcHandler>;
+
+export interface RpcRegisterOptions {
+  /**
+   * Calls this instance runs at once across all methods of this registration (the channel's
+   * prefetch). amqp-fabric runs one per method queue.
+   * @default 16
+   */
+  concurrency?: number;
+  /**
+   * The methods to expose. Without it: a Map's entries, or every function-valued property of the
+   * object and of its class chain (not `Object.prototype`) whose name does not start with `_`.
+   */
+  methods?: string[];
+  /**
+   * How long {@link RpcRegistration.close} waits for running calls to reply.
+   * @default 10000
+   */
+  drainTimeoutMs?: number;
+}
+
+/** A set of exposed methods; `close()` stops taking calls and waits for the running ones. */
+export interface RpcRegistration {
+  /** Exposed method names, `health_check` included. */
+  readonly methods: readonly string[];
+  /** Calls currently running on this instance. */
+  readonly inflight: number;
+  close(): Promise<void>;
+}
+
+const RESERVED = new Set(['constructor', 'then']);
+
+export function collectMethods(api: RpcApi, only?: string[]): Map<string, RpcHandler> {
+  const out = new Map<string, RpcHandler>();
+  if (api instanceof Map) {
+    for (const [name, fn] of api) if (typeof fn === 'function') out.set(name, fn);
+  } else {
+    const seen = new Set<string>();
+    for (let o: object | null = api; o && o !== Object.prototype; o = Object.getPrototypeOf(o) as object | null) {
+      for (const name of Object.getOwnPropertyNames(o)) {
+        if (seen.has(name) || name.startsWith('_') || RESERVED.has(name)) continue;
+        seen.add(name);
+        const fn = (api as Record<string, unknown>)[name];
+        if (typeof fn === 'function') out.set(name, (fn as RpcHandler).bind(api));
+      }
+    }
+  }
+  let result = out;
+  if (only) {
+    result = new Map();
+    for (const name of only) {
+      const fn = out.get(name);
+      if (!fn) throw new TypeError(`rpcRegister: ${JSON.stringify(name)} is not a method of the API`);
+      result.set(name, fn);
+    }
+  }
+  // Callers and tests ping with health_check, as amqp-fabric's AbstractServiceApi provides it.
+  if (!result.has('health_check')) result.set('health_check', () => true);
+  for (const name of result.keys()) assertMethod(name);
+  return result;
+}
+
+export class RpcServer implements RpcRegistration {
+  private readonly link: Link;
+  private readonly log: Logger;
+  private readonly exchange: string;
+  private readonly handlers: Map<string, RpcHandler>;
+  private readonly concurrency: number;
+  private readonly drainTimeoutMs: number;
+  private ch: ConfirmChannel | null = null;
+  private consumerTags: string[] = [];
+  private running = 0;
+  private closing = false;
+  private idleWaiters: Array<() => void> = [];
+  private readonly hook = (model: ChannelModel): Promise<void> => this.setup(model);
+
+  constructor(
+    link: Link,
+    log: Logger,
+    address: ServiceAddress,
+    handlers: Map<string, RpcHandler>,
+    opts: RpcRegisterOptions,
+  ) {
+    this.link = link;
+    this.log = log;
+    this.exchange = rpcExchange(address);
+    this.handlers = handlers;
+    this.concurrency = opts.concurrency ?? 16;
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1 || this.concurrency > 65535)
+      throw new RangeError('rpcRegister: concurrency must be an integer in 1..65535');
+    this.drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
+  }
+
+  get methods(): readonly string[] {
+    return [...this.handlers.keys()];
+  }
+
+  get inflight(): number {
+    return this.running;
+  }
+
+  async start(): Promise<void> {
+    await this.link.addSetup(this.hook);
+  }
+
+  private async setup(model: ChannelModel): Promise<void> {
+    if (this.closing) return;
+    const ch = quiet(await model.createConfirmChannel(), this.log, 'rpc server');
+    ch.on('close', () => {
+      if (this.ch === ch) this.ch = null;
+    });
+    // Global (per-channel) prefetch bounds the calls running at once on this instance, whatever the
+    // number of methods; calls beyond it stay queued for other members of the clique.
+    await ch.prefetch(this.concurrency, true);
+    await ch.assertExchange(this.exchange, 'direct', DECLARE.rpcExchange);
+    await ch.assertExchange(RPC_DLX, 'headers', DECLARE.dlx);
+    const tags: string[] = [];
+    for (const method of this.handlers.keys()) {
+      const q = methodQueue(this.exchange, method);
+      await ch.assertQueue(q, DECLARE.methodQueue);
+      await ch.bindQueue(q, this.exchange, q);
+      const { consumerTag } = await ch.consume(q, (msg) => this.onCall(ch, method, msg), { noAck: false });
+      tags.push(consumerTag);
+    }
+    this.ch = ch;
+    this.consumerTags = tags;
+  }
+
+  private onCall(ch: Channel, method: string, msg: ConsumeMessage | null): void {
+    if (!msg) {
+      // The broker cancelled us (the queue was deleted): rebuild on the live connection.
+      if (this.closing || this.ch !== ch) return;
+      this.log.warn({ method }, 'fabric: rpc consumer cancelled by the broker; redeclaring');
+      const model = this.link.model;
+      void ch.close().catch(() => undefined);
+      if (model)
+        this.setup(model).catch((err: Error) => this.log.error({ err: err.message }, 'fabric: rpc redeclare failed'));
+      return;
+    }
+    this.running++;
+    void this.run(ch as ConfirmChannel, method, msg).finally(() => {
+      this.running--;
+      if (this.running === 0) for (const w of this.idleWaiters.splice(0)) w();
+    });
+  }
+
+  private async run(ch: ConfirmChannel, method: string, msg: ConsumeMessage): Promise<void> {
+    const p = msg.properties;
+    let type: 'result' | 'error' = 'result';
+    let body: string;
+    try {
+      const args = decodeArgs(msg.content);
+      const fn = this.handlers.get(method)!;
+      const result = await fn(args, {
+        method,
+        redelivered: msg.fields.redelivered,
+        correlationId: p.correlationId as string | undefined,
+      });
+      body = encodePythonJson(result === undefined ? null : result);
+    } catch (err) {
+      type = 'error';
+      body = encodeError(err);
+    }
+    const replyTo = p.replyTo as string | undefined;
+    if (!replyTo) {
+      safeAck(ch, msg);
+      return;
+    }
+    const props: Options.Publish = {
+      contentType: 'application/json',
+      correlationId: p.correlationId as string | undefined,
+      deliveryMode: (p.deliveryMode as number | undefined) ?? 1,
+      type,
+      timestamp: Math.floor(Date.now() / 1000),
+      priority: 0,
+      headers: {},
+    };
+    await new Promise<void>((resolve) => {
+      try {
+        ch.publish('', replyTo, Buffer.from(body), props, (err) => {
+          // A reply the broker refused must not be lost silently: rejecting dead-letters the call
+          // to rpc.dlx, which brings it back to its caller as failed (wire spec §2).
+          if (err) safeReject(ch, msg);
+          else safeAck(ch, msg);
+          resolve();
+        });
+      } catch {
+        // The channel is gone; the call is requeued by the broker and served again.
+        resolve();
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    this.link.removeSetup(this.hook);
+    const ch = this.ch;
+    if (ch) for (const tag of this.consumerTags) await ch.cancel(tag).catch(() => undefined);
+    if (this.running > 0) {
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((r) => this.idleWaiters.push(r)),
+        new Promise<void>((r) => (t = setTimeout(r, this.drainTimeoutMs))),
+      ]);
+      clearTimeout(t);
+    }
+    this.ch = null;
+    if (ch) await ch.close().catch(() => undefined);
+  }
+}
+
+export class ArgumentsError extends TypeError {
+  override name = 'TypeError';
+}
+
+function decodeArgs(content: Buffer): Record<string, JsonValue> {
+  let v: JsonValue;
+  try {
+    v = parsePythonJson(content);
+  } catch (err) {
+    throw new ArgumentsError(`call body is not JSON: ${(err as Error).message}`);
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v))
+    throw new ArgumentsError('call body must be a JSON object of keyword arguments');
+  return v;
+}
+
+function encodeError(err: unknown): string {
+  const e = toWireError(err);
+  try {
+    return encodePythonJson({ error: e });
+  } catch {
+    return encodePythonJson({ error: { type: e.type, message: e.message, args: [e.message] } });
+  }
+}
+
+function safeAck(ch: Channel, msg: ConsumeMessage): void {
+  try {
+    ch.ack(msg);
+  } catch {
+    // channel closed: the broker requeues the call
+  }
+}
+
+function safeReject(ch: Channel, msg: ConsumeMessage): void {
+  try {
+    ch.reject(msg, false);
+  } catch {
+    // channel closed: the broker requeues the call
+  }
+}

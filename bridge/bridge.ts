@@ -1,0 +1,260 @@
+import type { ChannelModel } from 'amqplib';
+import type { Redis } from 'ioredis';
+import type { Amebo } from '../src/app.js';
+import type { Logger } from '../src/log.js';
+import type { SubscriptionRow } from '../src/store/registry.js';
+import { Breaker, type BreakerOptions } from './breaker.js';
+import { secretKey } from './envelope.js';
+import { Sender, type Target } from './sender.js';
+import { activeHttpSubscriptions, disableSubscription, Recorder, subscriptionById } from './store.js';
+import { SubscriptionWorker } from './worker.js';
+
+export interface BridgeOptions {
+  /** Circuit breaker settings; `false` turns it off. */
+  breaker?: BreakerOptions | false;
+  /** Prefetch per subscription consumer. @default cfg.prefetch */
+  prefetch?: number;
+  /** Full resync with the registry, a safety net for missed announcements. @default 30000 */
+  resyncMs?: number;
+  /** Delivery-record batching. @default 75 ms / 500 rows */
+  recordIntervalMs?: number;
+}
+
+/** Settings from the environment until the core config carries them (see the issue note). */
+export function envBridgeOptions(env: NodeJS.ProcessEnv = process.env): BridgeOptions {
+  const n = (k: string): number | undefined => (env[k] ? Number(env[k]) : undefined);
+  if (env.AMEBO_BREAKER === 'false') return { breaker: false };
+  return {
+    breaker: {
+      ...(n('AMEBO_BREAKER_THRESHOLD') ? { threshold: n('AMEBO_BREAKER_THRESHOLD') } : {}),
+      ...(n('AMEBO_BREAKER_WINDOW_MS') ? { windowMs: n('AMEBO_BREAKER_WINDOW_MS') } : {}),
+      ...(n('AMEBO_BREAKER_COOLDOWN_MS') ? { cooldownMs: n('AMEBO_BREAKER_COOLDOWN_MS') } : {}),
+    },
+  };
+}
+
+/**
+ * The bridge role: one consumer per active HTTP subscription, kept in step with the registry
+ * through the Redis announcements (`<prefix>subscriptions`) and a periodic resync; channels and
+ * consumers rebuilt on every broker reconnect; Redis subscriptions restored by ioredis, followed by
+ * a resync because announcements made while Redis was away are lost.
+ */
+export class Bridge {
+  private readonly a: Amebo;
+  private readonly log: Logger;
+  private readonly opts: BridgeOptions;
+  readonly sender: Sender;
+  readonly recorder: Recorder;
+  private readonly workers = new Map<string, SubscriptionWorker>();
+  private readonly byEndpoint = new Map<string, Set<SubscriptionWorker>>();
+  private model: ChannelModel | null = null;
+  private cmd: Redis | null = null;
+  private sub: Redis | null = null;
+  private breaker: Breaker | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+  private chain: Promise<void> = Promise.resolve();
+  private readonly retryQueues = new Set<number>();
+  private readonly subsChannel: string;
+
+  constructor(amebo: Amebo, opts: BridgeOptions = {}) {
+    this.a = amebo;
+    this.opts = opts;
+    this.log = amebo.ctx.log.child({ role: 'bridge' });
+    this.subsChannel = `${amebo.cfg.redisPrefix}subscriptions`;
+    this.sender = new Sender({
+      connectTimeoutMs: amebo.cfg.connectTimeoutMs,
+      blockPrivateTargets: amebo.cfg.blockPrivateTargets,
+      allowedHosts: amebo.cfg.allowedHosts.split(','),
+    });
+    this.recorder = new Recorder({
+      pool: amebo.pool,
+      log: this.log,
+      ...(opts.recordIntervalMs ? { intervalMs: opts.recordIntervalMs } : {}),
+    });
+  }
+
+  private readonly hook = async (model: ChannelModel): Promise<void> => {
+    this.model = model;
+    this.retryQueues.clear();
+    await Promise.all([...this.workers.values()].map((w) => w.attach(model)));
+  };
+  private readonly onDisconnect = (): void => {
+    this.model = null;
+  };
+
+  async start(): Promise<void> {
+    const name = `amebo-bridge-${process.pid}`;
+    this.cmd = this.a.redis.duplicate({ connectionName: name, lazyConnect: true });
+    this.sub = this.a.redis.duplicate({ connectionName: `${name}-sub`, lazyConnect: true });
+    for (const r of [this.cmd, this.sub]) r.on('error', (err: Error) => this.log.debug({ err: err.message }, 'redis'));
+    await this.cmd.connect().catch(() => undefined);
+    await this.sub.connect().catch(() => undefined);
+    if (this.opts.breaker !== false)
+      this.breaker = new Breaker(this.cmd, this.a.cfg.redisPrefix, this.log, this.opts.breaker ?? {});
+    this.sub.on('message', (channel: string, msg: string) => {
+      if (channel === this.subsChannel) this.enqueue(() => this.reload(msg));
+      else if (this.breaker && channel === this.breaker.channel) void this.onBreakerMessage(msg);
+    });
+    let first = true;
+    this.sub.on('ready', () => {
+      if (first) return;
+      this.log.info('redis back: resyncing subscriptions and circuits');
+      this.enqueue(() => this.resync());
+    });
+    await this.sub
+      .subscribe(this.subsChannel, ...(this.breaker ? [this.breaker.channel] : []))
+      .catch((err: unknown) =>
+        this.log.warn({ err: (err as Error).message }, 'subscription announcements unavailable'),
+      );
+    first = false;
+    await this.resync();
+    this.a.broker.on('disconnect', this.onDisconnect);
+    await this.a.broker.addHook(this.hook);
+    this.timer = setInterval(() => this.enqueue(() => this.resync()), this.opts.resyncMs ?? 30_000);
+    this.timer.unref();
+    this.log.info({ subscriptions: this.workers.size }, 'bridge started');
+  }
+
+  /** Registry changes are applied one at a time, in arrival order. */
+  private enqueue(fn: () => Promise<void>): void {
+    this.chain = this.chain
+      .then(fn)
+      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'bridge reload failed'));
+  }
+
+  private targetOf(row: SubscriptionRow): Target {
+    const reg = this.a.registry;
+    return {
+      id: row.id,
+      label: `${row.application}/${row.name}`,
+      url: new URL(row.handler!),
+      timeoutMs: row.timeout_ms,
+      format: row.format,
+      keys: reg.signingSecrets(row).map(secretKey),
+      encryptionKey: row.encryption_key ? Buffer.from(reg.box.open(row.encryption_key), 'base64') : null,
+    };
+  }
+
+  private static active(row: SubscriptionRow | null): row is SubscriptionRow {
+    return !!row && row.transport === 'http' && !!row.handler && !row.paused && row.disabled_reason === null;
+  }
+
+  private async apply(id: string, row: SubscriptionRow | null): Promise<void> {
+    if (this.closed) return;
+    const w = this.workers.get(id);
+    if (!Bridge.active(row)) {
+      if (w) await this.remove(w);
+      return;
+    }
+    let target: Target;
+    try {
+      target = this.targetOf(row);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, subscription: id }, 'subscription cannot be delivered');
+      if (w) await this.remove(w);
+      return;
+    }
+    if (w && w.ordered === row.ordered) {
+      if (w.endpoint !== target.url.toString()) {
+        this.byEndpoint.get(w.endpoint)?.delete(w);
+        w.update(row, target);
+        this.index(w);
+      } else w.update(row, target);
+      return;
+    }
+    if (w) await this.remove(w);
+    const worker = new SubscriptionWorker(row, target, {
+      sender: this.sender,
+      recorder: this.recorder,
+      publisher: this.a.publisher,
+      topology: this.a.topology,
+      breaker: this.breaker,
+      log: this.log,
+      prefetch: this.opts.prefetch ?? this.a.cfg.prefetch,
+      ensureRetryQueue: (ms) => this.ensureRetryQueue(ms),
+      onGone: (r, reason) => this.gone(r, reason),
+      model: () => this.model,
+    });
+    this.workers.set(id, worker);
+    this.index(worker);
+    if (this.breaker) {
+      const st = await this.breaker.state(worker.endpoint);
+      if (st) worker.onOpen(st);
+    }
+    if (this.model) await worker.attach(this.model);
+  }
+
+  private index(w: SubscriptionWorker): void {
+    let s = this.byEndpoint.get(w.endpoint);
+    if (!s) this.byEndpoint.set(w.endpoint, (s = new Set()));
+    s.add(w);
+  }
+
+  private async remove(w: SubscriptionWorker): Promise<void> {
+    this.workers.delete(w.row.id);
+    this.byEndpoint.get(w.endpoint)?.delete(w);
+    await w.stop();
+  }
+
+  private async reload(id: string): Promise<void> {
+    if (!/^[0-9a-f-]{36}$/i.test(id)) return;
+    await this.apply(id, await subscriptionById(this.a.pool, id));
+  }
+
+  async resync(): Promise<void> {
+    const rows = await activeHttpSubscriptions(this.a.pool);
+    const seen = new Set(rows.map((r) => r.id));
+    for (const w of [...this.workers.values()]) if (!seen.has(w.row.id)) await this.remove(w);
+    for (const r of rows) await this.apply(r.id, r);
+    if (this.breaker)
+      for (const [ep, ws] of this.byEndpoint) {
+        if (!ws.size) continue;
+        const st = await this.breaker.state(ep);
+        for (const w of ws)
+          if (st) w.onOpen(st);
+          else w.onClosed();
+      }
+  }
+
+  private async onBreakerMessage(msg: string): Promise<void> {
+    const sp = msg.indexOf(' ');
+    const kind = msg.slice(0, sp);
+    const ep = msg.slice(sp + 1);
+    const ws = this.byEndpoint.get(ep);
+    if (!ws?.size || !this.breaker) return;
+    if (kind === 'closed') for (const w of ws) w.onClosed();
+    else if (kind === 'open') {
+      const st = await this.breaker.state(ep);
+      if (st) for (const w of ws) w.onOpen(st);
+    }
+  }
+
+  private async ensureRetryQueue(delayMs: number): Promise<void> {
+    if (this.retryQueues.has(delayMs)) return;
+    await this.a.broker.withThrowawayChannel((ch) => this.a.topology.declareRetry(ch, delayMs));
+    this.retryQueues.add(delayMs);
+  }
+
+  private async gone(row: SubscriptionRow, reason: string): Promise<void> {
+    this.log.warn({ subscription: row.id, handler: row.handler }, 'handler answered 410: subscription disabled');
+    await disableSubscription(this.a.pool, row.id, reason).catch(() => false);
+    await this.cmd?.publish(this.subsChannel, row.id).catch(() => undefined);
+    this.enqueue(() => this.reload(row.id));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.a.broker.removeHook(this.hook);
+    this.a.broker.off('disconnect', this.onDisconnect);
+    await this.chain.catch(() => undefined);
+    await Promise.all([...this.workers.values()].map((w) => w.stop()));
+    this.workers.clear();
+    await this.recorder.close();
+    await this.sender.close();
+    this.sub?.disconnect();
+    this.cmd?.disconnect();
+  }
+}

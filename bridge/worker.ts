@@ -1,0 +1,432 @@
+import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
+import type { ConfirmPublisher } from '../src/broker/publisher.js';
+import { HEADER } from '../src/broker/message.js';
+import type { Topology } from '../src/broker/topology.js';
+import type { Logger } from '../src/log.js';
+import { metrics } from '../src/metrics.js';
+import type { SubscriptionRow } from '../src/store/registry.js';
+import type { Breaker, BreakerState } from './breaker.js';
+import type { BrokerEvent } from './envelope.js';
+import { decide, type LadderSettings } from './ladder.js';
+import type { Attempt, Sender, Target } from './sender.js';
+import type { Recorder } from './store.js';
+
+export interface WorkerDeps {
+  sender: Sender;
+  recorder: Recorder;
+  publisher: ConfirmPublisher;
+  topology: Topology;
+  breaker: Breaker | null;
+  log: Logger;
+  prefetch: number;
+  /** Declares a retry queue for a delay outside the schedule (a long Retry-After). */
+  ensureRetryQueue(delayMs: number): Promise<void>;
+  /** The handler answered 410: disable the subscription everywhere. */
+  onGone(row: SubscriptionRow, reason: string): Promise<void>;
+  /** The live connection, or null while reconnecting. */
+  model(): ChannelModel | null;
+}
+
+type BreakerMode = 'closed' | 'open' | 'half';
+
+/** Headers RabbitMQ adds on dead-lettering; dropped from our copies so they do not grow forever. */
+const BROKER_HEADERS = [
+  'x-death',
+  'x-first-death-exchange',
+  'x-first-death-queue',
+  'x-first-death-reason',
+  'x-last-death-exchange',
+  'x-last-death-queue',
+  'x-last-death-reason',
+  'x-delivery-count',
+];
+
+/**
+ * Consumes one HTTP subscription's queue: bounded prefetch, each message attempted as it arrives;
+ * the outcome acks it (delivered), re-publishes it to a retry step (confirmed first) or to the
+ * dead-letter exchange. Ordered subscriptions (single active consumer, prefetch 1) retry in place so
+ * a failing event holds the line. A circuit breaker stops the consumer while the endpoint is down.
+ */
+export class SubscriptionWorker {
+  row: SubscriptionRow;
+  target: Target;
+  ladder: LadderSettings;
+  readonly queue: string;
+  private readonly d: WorkerDeps;
+  private ch: Channel | null = null;
+  private tag: string | null = null;
+  private stopped = false;
+  private inflight = 0;
+  private readonly idle: (() => void)[] = [];
+  private mode: BreakerMode = 'closed';
+  private probing = false;
+  private breakerState: BreakerState | null = null;
+  private probeTimer: NodeJS.Timeout | null = null;
+  private reattachTimer: NodeJS.Timeout | null = null;
+  private readonly waiters: (() => void)[] = [];
+  private readonly sleepers = new Set<() => void>();
+  private readonly hist: ReturnType<typeof metrics.deliverySeconds.labels>;
+  private readonly gauge: ReturnType<typeof metrics.inFlight.labels>;
+
+  constructor(row: SubscriptionRow, target: Target, deps: WorkerDeps) {
+    this.row = row;
+    this.target = target;
+    this.ladder = ladderOf(row);
+    this.d = deps;
+    this.queue = deps.topology.subscriptionQueue(row.application, row.name);
+    this.hist = metrics.deliverySeconds.labels(target.label);
+    this.gauge = metrics.inFlight.labels(target.label);
+  }
+
+  get endpoint(): string {
+    return this.target.url.toString();
+  }
+  get ordered(): boolean {
+    return this.row.ordered;
+  }
+
+  update(row: SubscriptionRow, target: Target): void {
+    this.row = row;
+    this.target = target;
+    this.ladder = ladderOf(row);
+  }
+
+  /** (Re)creates the channel and the consumer on `model`. Never throws: retries itself later. */
+  async attach(model: ChannelModel): Promise<void> {
+    if (this.stopped) return;
+    if (this.reattachTimer) clearTimeout(this.reattachTimer);
+    this.reattachTimer = null;
+    const old = this.ch;
+    this.ch = null;
+    this.tag = null;
+    if (old) await old.close().catch(() => undefined);
+    try {
+      const ch = await model.createChannel();
+      ch.on('error', (err: Error) => this.d.log.warn({ err: err.message, queue: this.queue }, 'bridge channel error'));
+      ch.on('close', () => {
+        if (this.ch !== ch) return;
+        this.ch = null;
+        this.tag = null;
+        if (!this.stopped) this.scheduleReattach();
+      });
+      await ch.prefetch(this.ordered ? 1 : this.d.prefetch);
+      this.ch = ch;
+      this.tag = null;
+      if (this.mode !== 'open') await this.consume();
+    } catch (err) {
+      this.d.log.warn({ err: (err as Error).message, queue: this.queue }, 'cannot consume subscription queue yet');
+      this.scheduleReattach();
+    }
+  }
+
+  private scheduleReattach(): void {
+    if (this.reattachTimer || this.stopped) return;
+    this.reattachTimer = setTimeout(() => {
+      this.reattachTimer = null;
+      const m = this.d.model();
+      if (m && !this.stopped && !this.ch) void this.attach(m);
+    }, 1000);
+  }
+
+  private async consume(): Promise<void> {
+    const ch = this.ch;
+    if (!ch || this.tag || this.stopped) return;
+    const { consumerTag } = await ch.consume(this.queue, (msg) => {
+      if (msg) void this.handle(ch, msg);
+    });
+    if (this.ch === ch) this.tag = consumerTag;
+  }
+
+  private async cancel(): Promise<void> {
+    const ch = this.ch;
+    const tag = this.tag;
+    this.tag = null;
+    if (ch && tag) await ch.cancel(tag).catch(() => undefined);
+  }
+
+  /** Stops consuming, lets attempts in flight finish (bounded), then closes the channel (requeues the rest). */
+  async stop(graceMs = 5000): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    if (this.reattachTimer) clearTimeout(this.reattachTimer);
+    await this.cancel();
+    for (const w of this.waiters.splice(0)) w();
+    for (const s of [...this.sleepers]) s();
+    if (this.inflight > 0)
+      await Promise.race([new Promise<void>((r) => this.idle.push(r)), new Promise((r) => setTimeout(r, graceMs))]);
+    const ch = this.ch;
+    this.ch = null;
+    if (ch) await ch.close().catch(() => undefined);
+  }
+
+  // ---------------------------------------------------------------- circuit breaker
+
+  /** The endpoint's circuit opened (here or in another worker). */
+  onOpen(state: BreakerState): void {
+    this.breakerState = state;
+    if (this.stopped) return;
+    if (this.mode !== 'open') this.d.log.info({ queue: this.queue }, 'consumer paused: circuit open');
+    this.mode = 'open';
+    this.probing = false;
+    void this.cancel();
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = setTimeout(() => void this.probeTick(), Math.max(0, state.until - Date.now()));
+  }
+
+  /** The endpoint's circuit closed (a probe succeeded somewhere). */
+  onClosed(): void {
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    this.probeTimer = null;
+    if (this.mode === 'closed') return;
+    this.d.log.info({ queue: this.queue }, 'consumer resumed: circuit closed');
+    this.mode = 'closed';
+    this.breakerState = null;
+    for (const w of this.waiters.splice(0)) w();
+    if (this.ch && !this.tag) void this.consume().catch(() => undefined);
+  }
+
+  private async probeTick(): Promise<void> {
+    this.probeTimer = null;
+    const b = this.d.breaker;
+    if (!b || this.stopped || this.mode !== 'open') return;
+    const st = await b.state(this.endpoint);
+    if (!st) return this.onClosed();
+    if (st.until > Date.now()) return this.onOpen(st);
+    if (await b.tryProbe(this.endpoint, this.target.timeoutMs + 5000)) {
+      this.breakerState = st;
+      this.mode = 'half';
+      this.d.log.info({ queue: this.queue }, 'circuit half-open: probing with one delivery');
+      for (const w of this.waiters.splice(0)) w();
+      if (this.ch && !this.tag) await this.consume().catch(() => undefined);
+    } else this.probeTimer = setTimeout(() => void this.probeTick(), 1000);
+  }
+
+  /** Waits until an attempt may go: 'go', 'probe' (the one half-open attempt) or 'stop'. */
+  private async gate(): Promise<'go' | 'probe' | 'stop'> {
+    for (;;) {
+      if (this.stopped) return 'stop';
+      if (this.mode === 'closed') return 'go';
+      if (this.mode === 'half' && !this.probing) {
+        this.probing = true;
+        return 'probe';
+      }
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+
+  private async afterAttempt(a: Attempt, probe: boolean): Promise<void> {
+    const b = this.d.breaker;
+    if (!b) return;
+    const bad = a.status === null ? !a.fatal : a.status >= 500 || a.status === 429;
+    if (probe) {
+      this.probing = false;
+      if (!bad) {
+        await b.success(this.endpoint, true);
+        this.onClosed();
+      } else {
+        const st = await b.reopen(this.endpoint, this.breakerState);
+        if (st) this.onOpen(st);
+        else this.onClosed();
+      }
+      return;
+    }
+    if (bad) {
+      const st = await b.failure(this.endpoint);
+      if (st && this.mode === 'closed') this.onOpen(st);
+    } else if (a.status !== null && a.status < 300) await b.success(this.endpoint);
+  }
+
+  // ---------------------------------------------------------------- delivery
+
+  private async handle(ch: Channel, msg: ConsumeMessage): Promise<void> {
+    this.inflight++;
+    this.gauge.inc();
+    try {
+      await this.deliver(ch, msg);
+    } catch (err) {
+      this.d.log.warn({ err: (err as Error).message, queue: this.queue }, 'delivery not settled; message requeued');
+      // Retry copy or dead letter not confirmed: give the message back (after a pause) unless the channel died.
+      await new Promise((r) => setTimeout(r, 1000));
+      try {
+        if (this.ch === ch) ch.nack(msg, false, true);
+      } catch {
+        /* the channel is gone: the broker requeues it */
+      }
+    } finally {
+      this.inflight--;
+      this.gauge.dec();
+      if (this.inflight === 0) for (const r of this.idle.splice(0)) r();
+    }
+  }
+
+  private async deliver(ch: Channel, msg: ConsumeMessage): Promise<void> {
+    const headers = msg.properties.headers ?? {};
+    let event: BrokerEvent;
+    try {
+      event = JSON.parse(msg.content.toString('utf8')) as BrokerEvent;
+      if (typeof event.id !== 'string') throw new Error('no id');
+    } catch {
+      await this.deadLetter(ch, msg, 'malformed', 1, null);
+      return;
+    }
+    let attempt = Math.max(1, Number(headers[HEADER.attempt] ?? 1) || 1);
+    const firstAt = Number(headers[HEADER.firstAttemptAt]) || Date.now();
+    const trace = typeof headers[HEADER.traceparent] === 'string' ? (headers[HEADER.traceparent] as string) : undefined;
+    for (;;) {
+      const g = await this.gate();
+      if (g === 'stop') return; // unacked: requeued when the channel closes
+      const a = await this.d.sender.send(this.target, event, attempt, trace);
+      const now = Date.now();
+      this.hist.observe(a.latencyMs / 1000);
+      this.d.recorder.attempt({
+        event: event.id,
+        subscription: this.row.id,
+        attempt,
+        status: a.status,
+        latencyMs: a.latencyMs,
+        errorClass: a.errorClass,
+        error: a.error,
+        excerpt: a.excerpt,
+        at: new Date(now),
+      });
+      await this.afterAttempt(a, g === 'probe');
+      const dec = decide(a, attempt, firstAt, now, this.ladder);
+      const base = { event: event.id, subscription: this.row.id, attempts: attempt, lastStatus: a.status };
+      switch (dec.kind) {
+        case 'delivered':
+          safeAck(ch, msg);
+          metrics.delivered.inc({ subscription: this.target.label, outcome: 'delivered' });
+          this.d.recorder.delivery({
+            ...base,
+            state: 'delivered',
+            lastError: null,
+            nextAttemptAt: null,
+            at: new Date(now),
+          });
+          return;
+        case 'disable':
+        case 'dead': {
+          const reason =
+            dec.kind === 'disable' ? 'gone' : dec.reason === 'fatal' ? (a.errorClass ?? 'fatal') : dec.reason;
+          await this.deadLetter(ch, msg, reason, attempt, a);
+          this.d.recorder.delivery({
+            ...base,
+            state: 'dead',
+            lastError: `${reason}: ${a.error ?? ''}`.slice(0, 500),
+            nextAttemptAt: null,
+            at: new Date(Date.now()),
+          });
+          if (dec.kind === 'disable') await this.d.onGone(this.row, dec.reason);
+          return;
+        }
+        case 'retry': {
+          metrics.delivered.inc({ subscription: this.target.label, outcome: 'failed' });
+          const next = new Date(now + dec.delayMs);
+          if (this.ordered) {
+            // Hold the line: the next event waits until this one succeeds or dies.
+            this.d.recorder.delivery({
+              ...base,
+              state: 'retrying',
+              lastError: a.error,
+              nextAttemptAt: next,
+              at: new Date(now),
+            });
+            metrics.delivered.inc({ subscription: this.target.label, outcome: 'retried' });
+            if (!(await this.sleep(dec.delayMs))) return;
+            attempt++;
+            continue;
+          }
+          await this.retryLater(ch, msg, attempt + 1, firstAt, dec.delayMs);
+          metrics.delivered.inc({ subscription: this.target.label, outcome: 'retried' });
+          this.d.recorder.delivery({
+            ...base,
+            state: 'retrying',
+            lastError: a.error,
+            nextAttemptAt: next,
+            at: new Date(Date.now()),
+          });
+          return;
+        }
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(t);
+        this.sleepers.delete(wake);
+        resolve(false);
+      };
+      const t = setTimeout(() => {
+        this.sleepers.delete(wake);
+        resolve(!this.stopped);
+      }, ms);
+      this.sleepers.add(wake);
+    });
+  }
+
+  private copyProps(msg: ConsumeMessage, headers: Record<string, unknown>): Options.Publish {
+    const p = msg.properties;
+    const h: Record<string, unknown> = { ...(p.headers ?? {}) };
+    for (const k of BROKER_HEADERS) delete h[k];
+    return {
+      persistent: true,
+      contentType: p.contentType ?? 'application/json',
+      messageId: p.messageId,
+      appId: p.appId,
+      type: p.type,
+      timestamp: p.timestamp,
+      correlationId: p.correlationId,
+      headers: { ...h, ...headers },
+    };
+  }
+
+  /** The retry copy goes to the delay step's queue and is confirmed before the original is acked. */
+  private async retryLater(ch: Channel, msg: ConsumeMessage, nextAttempt: number, firstAt: number, delayMs: number) {
+    if (!this.row.retry_schedule.some((s) => s * 1000 === delayMs)) await this.d.ensureRetryQueue(delayMs);
+    await this.d.publisher.publish(
+      this.d.topology.retry(delayMs),
+      this.queue,
+      msg.content,
+      this.copyProps(msg, { [HEADER.attempt]: nextAttempt, [HEADER.firstAttemptAt]: firstAt }),
+    );
+    safeAck(ch, msg);
+  }
+
+  /** Dead letter with its reason, confirmed before the original is acked. */
+  private async deadLetter(ch: Channel, msg: ConsumeMessage, reason: string, attempts: number, a: Attempt | null) {
+    await this.d.publisher.publish(
+      this.d.topology.dead,
+      this.queue,
+      msg.content,
+      this.copyProps(msg, {
+        [HEADER.reason]: reason,
+        [HEADER.attempt]: attempts,
+        'x-amebo-dead-at': Date.now(),
+        'x-amebo-last-status': a?.status ?? -1,
+        'x-amebo-last-error': (a?.error ?? '').slice(0, 500),
+        'x-amebo-subscription-id': this.row.id,
+      }),
+    );
+    safeAck(ch, msg);
+    metrics.delivered.inc({ subscription: this.target.label, outcome: 'dead' });
+  }
+}
+
+function safeAck(ch: Channel, msg: ConsumeMessage): void {
+  try {
+    ch.ack(msg);
+  } catch {
+    /* channel gone: the broker redelivers it (at-least-once) */
+  }
+}
+
+export function ladderOf(row: SubscriptionRow): LadderSettings {
+  return {
+    scheduleMs: row.retry_schedule.map((s) => s * 1000),
+    maxAttempts: row.max_attempts,
+    maxAgeMs: row.max_age * 1000,
+  };
+}

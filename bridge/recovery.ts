@@ -1,0 +1,262 @@
+import type { GetMessage, Options } from 'amqplib';
+import { eventBody, eventProperties, HEADER } from '../src/broker/message.js';
+import type { ApiContext } from '../src/api/server.js';
+import { uuidv7 } from '../src/ids.js';
+import type { SubscriptionRow } from '../src/store/registry.js';
+import { secretKey, type BrokerEvent } from './envelope.js';
+import { topicMatches } from './ladder.js';
+import { Sender, type Attempt } from './sender.js';
+import { eventById, eventsForReplay, getDelivery, writeDeliveries, type ReplayRow } from './store.js';
+
+/**
+ * Operator recovery (api.md "Subscriptions", "Deliveries"): dead letters listed and resurrected,
+ * a time range replayed from the event log, one delivery resent, a synthetic test event. Every
+ * re-publish is confirmed by the broker before anything is acked or reported.
+ */
+
+const BROKER_HEADERS = [
+  'x-death',
+  'x-first-death-exchange',
+  'x-first-death-queue',
+  'x-first-death-reason',
+  'x-last-death-exchange',
+  'x-last-death-queue',
+  'x-last-death-reason',
+  'x-delivery-count',
+];
+
+export interface DeadLetterView {
+  event: string | null;
+  action: string | null;
+  reason: string;
+  attempts: number | null;
+  last_status: number | null;
+  last_error: string | null;
+  dead_at: string | null;
+  payload: unknown;
+}
+
+function reasonOf(h: Record<string, unknown>): string {
+  if (typeof h[HEADER.reason] === 'string') return h[HEADER.reason] as string;
+  // Dead-lettered by RabbitMQ itself (x-delivery-limit poison guard, rejection, expiry).
+  const death = (h['x-death'] as { reason?: string }[] | undefined)?.[0];
+  if (death?.reason === 'delivery_limit') return 'delivery_limit';
+  return (
+    death?.reason ?? (typeof h['x-first-death-reason'] === 'string' ? (h['x-first-death-reason'] as string) : 'unknown')
+  );
+}
+
+function view(m: GetMessage): DeadLetterView {
+  const h = (m.properties.headers ?? {}) as Record<string, unknown>;
+  let body: Partial<BrokerEvent> = {};
+  try {
+    body = JSON.parse(m.content.toString('utf8')) as BrokerEvent;
+  } catch {
+    /* shown as is */
+  }
+  const status = Number(h['x-amebo-last-status']);
+  const deadAt = Number(h['x-amebo-dead-at']);
+  return {
+    event: body.id ?? (m.properties.messageId as string | undefined) ?? null,
+    action: body.action ?? (h[HEADER.action] as string | undefined) ?? null,
+    reason: reasonOf(h),
+    attempts: Number(h[HEADER.attempt]) || null,
+    last_status: Number.isFinite(status) && status >= 0 ? status : null,
+    last_error: (h['x-amebo-last-error'] as string | undefined) || null,
+    dead_at: deadAt ? new Date(deadAt).toISOString() : null,
+    payload: body.payload,
+  };
+}
+
+const names = (ctx: ApiContext, row: SubscriptionRow) => ({
+  queue: ctx.topology.subscriptionQueue(row.application, row.name),
+  dead: ctx.topology.deadQueue(row.application, row.name),
+});
+
+/**
+ * Lists up to `limit` dead letters without removing them: fetched unacked on a throwaway channel,
+ * then returned by closing it. Counts the queue depth too.
+ */
+export async function listDeadLetters(
+  ctx: ApiContext,
+  row: SubscriptionRow,
+  limit: number,
+): Promise<{ count: number; items: DeadLetterView[] }> {
+  const { dead } = names(ctx, row);
+  return ctx.broker.withThrowawayChannel(async (ch) => {
+    const { messageCount } = await ch.checkQueue(dead);
+    const items: DeadLetterView[] = [];
+    for (let i = 0; i < Math.min(limit, messageCount); i++) {
+      const m = await ch.get(dead, { noAck: false });
+      if (!m) break;
+      items.push(view(m));
+    }
+    return { count: messageCount, items };
+  });
+}
+
+/**
+ * Moves up to `limit` dead letters back to the subscription queue with their attempts reset. Each
+ * is re-published (confirmed) before it is acked off the dead-letter queue: a crash in between
+ * duplicates, never loses.
+ */
+export async function resurrect(
+  ctx: ApiContext,
+  row: SubscriptionRow,
+  limit: number,
+): Promise<{ resurrected: number }> {
+  const { queue, dead } = names(ctx, row);
+  return ctx.broker.withThrowawayChannel(async (ch) => {
+    let n = 0;
+    const pending: Promise<void>[] = [];
+    const events: string[] = [];
+    while (n < limit) {
+      const m = await ch.get(dead, { noAck: false });
+      if (!m) break;
+      n++;
+      const h: Record<string, unknown> = { ...(m.properties.headers ?? {}) };
+      for (const k of [...BROKER_HEADERS, HEADER.reason, HEADER.firstAttemptAt]) delete h[k];
+      for (const k of Object.keys(h)) if (k.startsWith('x-amebo-last-') || k === 'x-amebo-dead-at') delete h[k];
+      h[HEADER.attempt] = 1;
+      const p = m.properties;
+      const props: Options.Publish = {
+        persistent: true,
+        contentType: p.contentType ?? 'application/json',
+        messageId: p.messageId,
+        appId: p.appId,
+        type: p.type,
+        timestamp: p.timestamp,
+        headers: h,
+      };
+      const id = (p.messageId as string | undefined) ?? null;
+      if (id) events.push(id);
+      pending.push(ctx.publisher.publish(ctx.topology.redeliver, queue, m.content, props).then(() => ch.ack(m)));
+    }
+    await Promise.all(pending);
+    await markPending(ctx, row, events, 0);
+    return { resurrected: n };
+  });
+}
+
+async function markPending(ctx: ApiContext, row: SubscriptionRow, events: string[], attempts: number): Promise<void> {
+  const at = new Date();
+  const rows = events
+    .filter((e) => /^[0-9a-f-]{36}$/i.test(e))
+    .map((event) => ({
+      event,
+      subscription: row.id,
+      state: 'pending' as const,
+      attempts,
+      lastStatus: null,
+      lastError: null,
+      nextAttemptAt: at,
+      at,
+    }));
+  await writeDeliveries(ctx.pool, rows).catch((err: unknown) =>
+    ctx.log.warn({ err: (err as Error).message }, 'delivery records not written'),
+  );
+}
+
+function message(r: ReplayRow, attempt: number) {
+  const input = {
+    id: r.id,
+    action: r.action,
+    application: r.application,
+    payloadJson: r.payload_text,
+    deduper: r.deduper,
+    conversationId: r.conversation_id,
+    createdAt: r.created_at,
+    schemaVersion: r.schema_version,
+  };
+  const props = eventProperties(input);
+  props.headers = { ...props.headers, [HEADER.attempt]: attempt, 'x-amebo-replay': true };
+  return { body: eventBody(input), props };
+}
+
+/** Re-enqueues the stored events of [from, to) that match the subscription, oldest first. */
+export async function replay(
+  ctx: ApiContext,
+  row: SubscriptionRow,
+  from: Date,
+  to: Date,
+  max = 100_000,
+): Promise<{ replayed: number }> {
+  const { queue } = names(ctx, row);
+  const pattern = row.action.includes('*') || row.action.includes('#') ? row.action : null;
+  let after: string | null = null;
+  let n = 0;
+  while (n < max) {
+    const rows = await eventsForReplay(ctx.pool, {
+      action: pattern ? null : row.action,
+      from,
+      to,
+      afterId: after,
+      limit: 1000,
+    });
+    if (!rows.length) break;
+    after = rows[rows.length - 1]!.id;
+    const batch = rows.filter((r) => !pattern || topicMatches(pattern, r.action)).slice(0, max - n);
+    await Promise.all(
+      batch.map((r) => {
+        const { body, props } = message(r, 1);
+        return ctx.publisher.publish(ctx.topology.redeliver, queue, body, props);
+      }),
+    );
+    n += batch.length;
+    if (rows.length < 1000) break;
+  }
+  return { replayed: n };
+}
+
+/** Resends one stored event to one subscription now, as one more attempt. */
+export async function retryOne(
+  ctx: ApiContext,
+  row: SubscriptionRow,
+  eventId: string,
+): Promise<{ attempt: number } | null> {
+  const ev = await eventById(ctx.pool, eventId);
+  if (!ev) return null;
+  const d = await getDelivery(ctx.pool, eventId, row.id);
+  const attempt = (d?.attempts ?? 0) + 1;
+  const { body, props } = message(ev, attempt);
+  await ctx.publisher.publish(ctx.topology.redeliver, names(ctx, row).queue, body, props);
+  await markPending(ctx, row, [eventId], d?.attempts ?? 0);
+  return { attempt };
+}
+
+let testSender: Sender | null = null;
+
+/** Sends a synthetic event to the handler now and reports what happened (not recorded as a delivery). */
+export async function sendTest(ctx: ApiContext, row: SubscriptionRow): Promise<Attempt & { event: string }> {
+  testSender ??= new Sender({
+    connectTimeoutMs: ctx.cfg.connectTimeoutMs,
+    blockPrivateTargets: ctx.cfg.blockPrivateTargets,
+    allowedHosts: ctx.cfg.allowedHosts.split(','),
+    connectionsPerOrigin: 4,
+  });
+  const id = uuidv7();
+  const action = row.action.includes('*') || row.action.includes('#') ? 'amebo.test' : row.action;
+  const e: BrokerEvent = {
+    id,
+    action,
+    application: 'amebo',
+    deduper: null,
+    timestamp: new Date().toISOString(),
+    conversation_id: id,
+    payload: { test: true, message: 'This is a test event sent by Amebo.' },
+  };
+  const a = await testSender.send(
+    {
+      id: row.id,
+      label: `${row.application}/${row.name}`,
+      url: new URL(row.handler!),
+      timeoutMs: row.timeout_ms,
+      format: row.format,
+      keys: ctx.registry.signingSecrets(row).map(secretKey),
+      encryptionKey: row.encryption_key ? Buffer.from(ctx.registry.box.open(row.encryption_key), 'base64') : null,
+    },
+    e,
+    1,
+  );
+  return { ...a, event: id };
+}

@@ -106,6 +106,7 @@ export async function resurrect(
   limit: number,
 ): Promise<{ resurrected: number }> {
   const { queue, dead } = names(ctx, row);
+  const at = new Date();
   return ctx.broker.withThrowawayChannel(async (ch) => {
     let n = 0;
     const pending: Promise<void>[] = [];
@@ -133,13 +134,19 @@ export async function resurrect(
       pending.push(ctx.publisher.publish(ctx.topology.redeliver, queue, m.content, props).then(() => ch.ack(m)));
     }
     await Promise.all(pending);
-    await markPending(ctx, row, events, 0);
+    await markPending(ctx, row, events, 0, at);
     return { resurrected: n };
   });
 }
 
-async function markPending(ctx: ApiContext, row: SubscriptionRow, events: string[], attempts: number): Promise<void> {
-  const at = new Date();
+/** `at` is taken before the re-publish, so the bridge's own outcome (later) wins over this record. */
+async function markPending(
+  ctx: ApiContext,
+  row: SubscriptionRow,
+  events: string[],
+  attempts: number,
+  at: Date,
+): Promise<void> {
   const rows = events
     .filter((e) => /^[0-9a-f-]{36}$/i.test(e))
     .map((event) => ({
@@ -218,9 +225,10 @@ export async function retryOne(
   if (!ev) return null;
   const d = await getDelivery(ctx.pool, eventId, row.id);
   const attempt = (d?.attempts ?? 0) + 1;
+  const at = new Date();
   const { body, props } = message(ev, attempt);
   await ctx.publisher.publish(ctx.topology.redeliver, names(ctx, row).queue, body, props);
-  await markPending(ctx, row, [eventId], d?.attempts ?? 0);
+  await markPending(ctx, row, [eventId], d?.attempts ?? 0, at);
   return { attempt };
 }
 

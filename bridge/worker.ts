@@ -56,6 +56,7 @@ export class SubscriptionWorker {
   private ch: Channel | null = null;
   private tag: string | null = null;
   private stopped = false;
+  private finished = false;
   private inflight = 0;
   private readonly idle: (() => void)[] = [];
   private mode: BreakerMode = 'closed';
@@ -146,18 +147,24 @@ export class SubscriptionWorker {
 
   /** Stops consuming, lets attempts in flight finish (bounded), then closes the channel (requeues the rest). */
   async stop(graceMs = 5000): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    if (this.probeTimer) clearTimeout(this.probeTimer);
-    if (this.reattachTimer) clearTimeout(this.reattachTimer);
-    await this.cancel();
-    for (const w of this.waiters.splice(0)) w();
-    for (const s of [...this.sleepers]) s();
+    if (this.finished) return;
+    this.finished = true;
+    await this.halt();
     if (this.inflight > 0)
       await Promise.race([new Promise<void>((r) => this.idle.push(r)), new Promise((r) => setTimeout(r, graceMs))]);
     const ch = this.ch;
     this.ch = null;
     if (ch) await ch.close().catch(() => undefined);
+  }
+
+  /** Stops taking and attempting messages at once; those held are requeued when the channel closes. */
+  async halt(): Promise<void> {
+    this.stopped = true;
+    if (this.probeTimer) clearTimeout(this.probeTimer);
+    if (this.reattachTimer) clearTimeout(this.reattachTimer);
+    for (const w of this.waiters.splice(0)) w();
+    for (const s of [...this.sleepers]) s();
+    await this.cancel();
   }
 
   // ---------------------------------------------------------------- circuit breaker

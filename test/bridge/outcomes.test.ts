@@ -1,0 +1,244 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { destroy, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
+import { bridgeStarter } from '../../bridge/index.js';
+import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { Receiver, seed } from './receiver.js';
+
+// Outcomes of an attempt and the retry ladder, with real receivers and short schedules (seconds).
+const env = testEnv();
+let srv: Running;
+const rx = new Receiver();
+const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
+  http(srv.url, env, m, p, body, auth);
+let APP: [string, string];
+
+before(async () => {
+  await rx.listen();
+  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] });
+  APP = await seed(
+    call,
+    'hooks',
+    ['flaky', 'gone', 'limited', 'unavailable', 'hang', 'refused', 'moved', 'aging', 'replayed'].map((a) => `t.${a}`),
+  );
+});
+after(async () => {
+  await srv?.close();
+  await rx.close();
+  await destroy(env);
+});
+
+async function subscribe(name: string, extra: Record<string, unknown> = {}) {
+  const r = await call(
+    'POST',
+    '/v1/subscriptions',
+    { application: 'hooks', subscription: name, action: `t.${name}`, handler: rx.url(`/${name}`), ...extra },
+    'admin',
+  );
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  return r.body as { id: string; queue: string };
+}
+const publish = async (action: string, payload: unknown = {}) => {
+  const r = await call('POST', '/v1/events', { action, payload }, APP);
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  return r.body.event as string;
+};
+const attempts = async (event: string, sub: string) =>
+  (await call('GET', `/v1/deliveries/${event}/${sub}/attempts`, undefined, 'admin')).body.items as any[];
+const delivery = async (event: string, sub: string) =>
+  (await call('GET', `/v1/deliveries?event=${event}&subscription=${sub}`, undefined, 'admin')).body.items[0];
+const deadLetters = async (sub: string) =>
+  (await call('GET', `/v1/subscriptions/${sub}/dead-letters`, undefined, 'admin')).body;
+
+describe('outcomes', { concurrency: true }, () => {
+  test('fails twice, then succeeds on attempt 3 at the scheduled times', async () => {
+    const s = await subscribe('flaky', { retry_schedule: [1, 2], max_attempts: 5 });
+    rx.on('/flaky', (_r, n) => (n < 2 ? { status: 500, body: `nope ${n}` } : { status: 204 }));
+    const id = await publish('t.flaky', { x: 1 });
+    await eventually(() => rx.at('/flaky').length >= 3, 10_000);
+    const [a1, a2, a3] = rx.at('/flaky');
+    assert.deepEqual(
+      [a1, a2, a3].map((r) => r!.headers['x-amebo-attempt']),
+      ['1', '2', '3'],
+    );
+    assert.equal(a3!.json.attempt, 3);
+    assert.ok(
+      [a1, a2, a3].every((r) => r!.headers['webhook-id'] === id),
+      'webhook-id is stable across retries',
+    );
+    const g1 = a2!.at - a1!.at;
+    const g2 = a3!.at - a2!.at;
+    assert.ok(g1 >= 950 && g1 < 2500, `first retry after ~1 s, was ${g1} ms`);
+    assert.ok(g2 >= 1950 && g2 < 3500, `second retry after ~2 s, was ${g2} ms`);
+    const d = await eventually(async () => {
+      const x = await delivery(id, s.id);
+      return x?.state === 'delivered' ? x : null;
+    });
+    assert.equal(d.attempts, 3);
+    const log = await attempts(id, s.id);
+    assert.deepEqual(
+      log.map((a) => [a.attempt, a.status, a.error_class]),
+      [
+        [1, 500, 'http_5xx'],
+        [2, 500, 'http_5xx'],
+        [3, 204, null],
+      ],
+    );
+    assert.equal(log[0].response_excerpt, 'nope 0');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(rx.at('/flaky').length, 3, 'no attempt after success');
+  });
+
+  test('410 disables the subscription and dead-letters the event', async () => {
+    const s = await subscribe('gone', { retry_schedule: [1] });
+    rx.on('/gone', () => ({ status: 410 }));
+    const id = await publish('t.gone');
+    const sub = await eventually(async () => {
+      const r = await call('GET', `/v1/subscriptions/${s.id}`, undefined, 'admin');
+      return r.body.paused ? r.body : null;
+    });
+    assert.match(sub.disabled_reason, /410/);
+    const dl = await eventually(async () => ((await deadLetters(s.id)).count === 1 ? deadLetters(s.id) : null));
+    assert.equal(dl.items[0].event, id);
+    assert.equal(dl.items[0].reason, 'gone');
+    assert.equal(dl.items[0].last_status, 410);
+    await publish('t.gone');
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(rx.at('/gone').length, 1, 'a disabled subscription gets nothing more');
+    assert.equal((await delivery(id, s.id)).state, 'dead');
+  });
+
+  test('429 Retry-After: the smallest schedule step at least as long', async () => {
+    await subscribe('limited', { retry_schedule: [1, 3] });
+    rx.on('/limited', (_r, n) => (n === 0 ? { status: 429, headers: { 'retry-after': '2' } } : {}));
+    await publish('t.limited');
+    await eventually(() => rx.at('/limited').length >= 2, 8000);
+    const [a, b] = rx.at('/limited');
+    const gap = b!.at - a!.at;
+    assert.ok(gap >= 2950 && gap < 4500, `waited the 3 s step, not 1 s: ${gap} ms`);
+  });
+
+  test('503 Retry-After longer than every step: a delay queue of its own', async () => {
+    const s = await subscribe('unavailable', { retry_schedule: [1, 2] });
+    rx.on('/unavailable', (_r, n) => (n === 0 ? { status: 503, headers: { 'retry-after': '4' } } : {}));
+    const id = await publish('t.unavailable');
+    await eventually(() => rx.at('/unavailable').length >= 2, 9000);
+    const [a, b] = rx.at('/unavailable');
+    const gap = b!.at - a!.at;
+    assert.ok(gap >= 3950 && gap < 5500, `Retry-After 4 s honoured: ${gap} ms`);
+    await eventually(async () => (await delivery(id, s.id))?.state === 'delivered');
+  });
+
+  test('timeouts and refused connections retry, then die at max_attempts', async () => {
+    const s1 = await subscribe('hang', { retry_schedule: [1], max_attempts: 2, timeout_ms: 300 });
+    rx.on('/hang', () => ({ delayMs: 2000 }));
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as { port: number }).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const s2 = await subscribe('refused', {
+      retry_schedule: [1],
+      max_attempts: 2,
+      handler: `http://127.0.0.1:${port}/nobody`,
+    });
+    const [e1, e2] = [await publish('t.hang'), await publish('t.refused')];
+    for (const [e, s, cls] of [
+      [e1, s1, 'timeout'],
+      [e2, s2, 'connection_refused'],
+    ] as const) {
+      const d = await eventually(
+        async () => ((await delivery(e, s.id))?.state === 'dead' ? delivery(e, s.id) : null),
+        8000,
+      );
+      assert.equal(d.attempts, 2);
+      const log = await attempts(e, s.id);
+      assert.deepEqual(
+        log.map((a) => [a.attempt, a.status, a.error_class]),
+        [
+          [1, null, cls],
+          [2, null, cls],
+        ],
+      );
+      const dl = await deadLetters(s.id);
+      assert.equal(dl.count, 1);
+      assert.equal(dl.items[0].reason, 'max_attempts');
+      assert.equal(dl.items[0].attempts, 2);
+    }
+    const t = (await attempts(e1, s1.id))[0];
+    assert.ok(
+      t.latency_ms >= 250 && t.latency_ms < 1500,
+      `the whole attempt is bounded by timeout_ms: ${t.latency_ms}`,
+    );
+  });
+
+  test('3xx is a failure: redirects are never followed', async () => {
+    const s = await subscribe('moved', { max_attempts: 1 });
+    rx.on('/moved', () => ({ status: 302, headers: { location: rx.url('/elsewhere') } }));
+    const id = await publish('t.moved');
+    await eventually(async () => (await delivery(id, s.id))?.state === 'dead', 5000);
+    const log = await attempts(id, s.id);
+    assert.equal(log[0].status, 302);
+    assert.equal(log[0].error_class, 'redirect');
+    assert.equal(rx.at('/elsewhere').length, 0);
+  });
+
+  test('max_age ends in dead letters; resurrect brings them back with attempts reset', async () => {
+    const s = await subscribe('aging', { retry_schedule: [1], max_attempts: 100, max_age: 2 });
+    rx.on('/aging', () => ({ status: 500 }));
+    const ids = [await publish('t.aging', { i: 1 }), await publish('t.aging', { i: 2 })];
+    const dl = await eventually(async () => {
+      const x = await deadLetters(s.id);
+      return x.count === 2 ? x : null;
+    }, 8000);
+    assert.deepEqual(
+      dl.items.map((i: any) => i.reason),
+      ['max_age', 'max_age'],
+    );
+    assert.deepEqual(dl.items.map((i: any) => i.event).sort(), [...ids].sort());
+    const n = rx.at('/aging').length;
+    assert.ok(n >= 4 && n <= 6, `2 or 3 attempts each inside 2 s: ${n}`);
+    assert.equal((await deadLetters(s.id)).count, 2, 'listing does not consume');
+
+    rx.on('/aging', () => ({}));
+    const r = await call('POST', `/v1/subscriptions/${s.id}/dead-letters/resurrect`, { limit: 10 }, APP);
+    assert.equal(r.status, 200);
+    assert.equal(r.body.resurrected, 2);
+    await eventually(() => rx.at('/aging').length >= n + 2, 5000);
+    const back = rx.at('/aging').slice(n);
+    assert.deepEqual(
+      back.map((x) => x.headers['x-amebo-attempt']),
+      ['1', '1'],
+    );
+    assert.deepEqual(back.map((x) => x.headers['webhook-id']).sort(), [...ids].sort());
+    assert.equal((await deadLetters(s.id)).count, 0);
+    for (const id of ids) await eventually(async () => (await delivery(id, s.id))?.state === 'delivered');
+  });
+
+  test('replay re-delivers a time range; retry resends one', async () => {
+    const s = await subscribe('replayed');
+    const from = new Date(Date.now() - 1000).toISOString();
+    const ids = [await publish('t.replayed', { i: 1 }), await publish('t.replayed', { i: 2 })];
+    await eventually(() => rx.at('/replayed').length >= 2);
+    await new Promise((r) => setTimeout(r, 50));
+    const to = new Date().toISOString();
+    const late = await publish('t.replayed', { i: 3 }); // outside the range
+    await eventually(() => rx.at('/replayed').length >= 3);
+    const r = await call('POST', `/v1/subscriptions/${s.id}/replay`, { from, to }, APP);
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    assert.equal(r.body.count, 2);
+    await eventually(() => rx.at('/replayed').length >= 5, 5000);
+    assert.deepEqual(rx.ids('/replayed').slice(3).sort(), [...ids].sort());
+    const bad = await call('POST', `/v1/subscriptions/${s.id}/replay`, { from: 'yesterday' }, APP);
+    assert.equal(bad.status, 400);
+
+    const again = await call('POST', `/v1/deliveries/${late}/${s.id}/retry`, undefined, APP);
+    assert.equal(again.status, 202, JSON.stringify(again.body));
+    await eventually(() => rx.at('/replayed').length >= 6, 5000);
+    const last = rx.at('/replayed')[5]!;
+    assert.equal(last.headers['webhook-id'], late);
+    assert.equal(last.headers['x-amebo-attempt'], '2', 'one more attempt after the first');
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(rx.at('/replayed').length, 6);
+  });
+});

@@ -121,11 +121,24 @@ export function toWireError(err: unknown): WireError {
   return { type: 'RuntimeError', message, args: [message] };
 }
 
-function safeString(v: unknown): string {
-  try {
-    return typeof v === 'object' || typeof v === 'function' ? (JSON.stringify(v) ?? typeof v) : String(v);
-  } catch {
-    return Object.prototype.toString.call(v);
+export function safeString(v: unknown): string {
+  switch (typeof v) {
+    case 'string':
+      return v;
+    case 'number':
+    case 'boolean':
+    case 'bigint':
+      return v.toString();
+    case 'undefined':
+      return 'undefined';
+    case 'symbol':
+      return v.description ?? 'symbol';
+    default:
+      try {
+        return JSON.stringify(v) ?? typeof v;
+      } catch {
+        return Object.prototype.toString.call(v);
+      }
   }
 }
 

@@ -11,6 +11,7 @@
 import { EventEmitter } from 'node:events';
 import type { Channel, ChannelModel } from 'amqplib';
 import type { Logger } from 'pino';
+import { safeString } from './errors.js';
 import { asciiJsonString } from './json.js';
 import { quiet, type Link } from './link.js';
 import { DECLARE, logExchange, type ServiceAddress } from './names.js';
@@ -240,15 +241,7 @@ export function logBindings(f: LogFilter): Array<Record<string, unknown>> {
 
 export function recordOfLog(domain: string, content: Buffer, h: Record<string, unknown>): LogRecord {
   const s = (v: unknown): string =>
-    typeof v === 'string'
-      ? v
-      : Buffer.isBuffer(v)
-        ? v.toString('utf8')
-        : v === undefined || v === null
-          ? ''
-          : typeof v === 'object'
-            ? JSON.stringify(v)
-            : String(v);
+    Buffer.isBuffer(v) ? v.toString('utf8') : v === undefined || v === null ? '' : safeString(v);
   const raw = content.toString('utf8');
   let message = raw;
   try {

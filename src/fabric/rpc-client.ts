@@ -6,9 +6,11 @@
  * Unroutable calls fail at once: the target exchange is checked passively on a throwaway channel
  * (404 → no such service; amqp-fabric declares it instead, which leaks an exchange per target that
  * never runs), then the call is published `mandatory` (basic.return 312 → no such method).
+ * Calls are not publisher-confirmed: the reply (or the return, or the deadline) settles every call,
+ * and confirms would cost a broker round of work per call for nothing a caller could act on.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Message } from 'amqplib';
+import type { Channel, ChannelModel, ConsumeMessage, Message } from 'amqplib';
 import type { Logger } from 'pino';
 import { FabricError, FabricUnavailableError, fromWireError, RpcTimeoutError, ServiceNotFoundError } from './errors.js';
 import { encodePythonJson, parsePythonJson } from './json.js';
@@ -38,32 +40,47 @@ interface Pending {
   exchange: string;
   method: string;
   fqn: string;
-  body: Buffer;
   timeoutMs: number;
-  deadline: number;
   timer: NodeJS.Timeout;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
-  /** The channel the call was last published on and not yet confirmed there. */
-  unconfirmedOn: ConfirmChannel | null;
+  /** The channel the call went out on: a 404 there fails the calls it carried. */
+  ch: Channel | null;
+}
+
+/**
+ * One publishing channel per target service: a publish to a vanished exchange closes its channel
+ * with 404, and the broker discards whatever followed on that channel, so targets must not share one.
+ */
+interface Target {
+  exchange: string;
+  ch: Channel | null;
+  opening: Promise<Channel> | null;
+  lastUsed: number;
 }
 
 const NOT_FOUND = 404;
+/**
+ * The local timer fires this long after the message's expiration, so a call that expired in the
+ * queue comes back through rpc.dlx first and is reported as `expired` (never executed) rather than
+ * as a plain deadline (maybe executed).
+ */
+const EXPIRY_GRACE_MS = 50;
+/** Idle target channels beyond this are closed, least recently used first. */
+const MAX_TARGET_CHANNELS = 64;
 
 export class RpcClient {
   private readonly link: Link;
   private readonly log: Logger;
   private readonly defaultTimeoutMs: number;
   readonly replyQueue: string;
-  private pub: ConfirmChannel | null = null;
   private replyCh: Channel | null = null;
   private readonly pending = new Map<string, Pending>();
   /** Exchanges seen to exist on the current connection; dropped when a publish hits 404. */
   private readonly known = new Set<string>();
   private readonly checking = new Map<string, Promise<boolean>>();
-  /** Calls waiting for a publish channel (reconnecting, or recreating one after a channel error). */
-  private waiting: Pending[] = [];
-  private channelErrors = new WeakMap<Channel, Error>();
+  private readonly targets = new Map<string, Target>();
+  private readonly headers: { From: string };
   private started: Promise<void> | null = null;
   private closing = false;
   private idleWaiters: Array<() => void> = [];
@@ -75,6 +92,7 @@ export class RpcClient {
     this.defaultTimeoutMs = defaultTimeoutMs;
     // Private to this connector (exclusive); the name only has to be unique and recognisable.
     this.replyQueue = `${ownFqn}.reply-${randomBytes(8).toString('hex')}`;
+    this.headers = { From: this.replyQueue };
   }
 
   /** Sets up the reply queue on first use; most services never call anyone. */
@@ -95,30 +113,6 @@ export class RpcClient {
     await rc.bindQueue(this.replyQueue, RPC_DLX, '', { From: this.replyQueue, 'x-match': 'any' });
     await rc.consume(this.replyQueue, (m) => this.onReply(m), { noAck: true, exclusive: true });
     this.replyCh = rc;
-    await this.openPublisher(model);
-  }
-
-  private async openPublisher(model: ChannelModel): Promise<void> {
-    const ch = await model.createConfirmChannel();
-    ch.on('error', (err: Error) => {
-      this.channelErrors.set(ch, err);
-      this.log.debug({ err: err.message }, 'fabric: rpc call channel error');
-    });
-    ch.on('return', (m: Message) => this.onReturn(m));
-    ch.on('close', () => {
-      if (this.pub === ch) this.pub = null;
-      // A server-side channel error (404 on a vanished exchange) leaves the connection up: carry on
-      // with a new channel. A lost connection is rebuilt by setup.
-      const live = this.link.model;
-      if (!this.closing && live === model && this.channelErrors.has(ch))
-        this.openPublisher(model).catch((err: Error) =>
-          this.log.warn({ err: err.message }, 'fabric: could not reopen the call channel'),
-        );
-    });
-    this.pub = ch;
-    const queued = this.waiting;
-    this.waiting = [];
-    for (const p of queued) if (this.pending.get(p.id) === p) this.publish(p);
   }
 
   /** Calls `method` on the service at `address` with keyword arguments `args`. */
@@ -139,32 +133,117 @@ export class RpcClient {
     const deadline = Date.now() + timeoutMs;
     const exchange = rpcExchange(address);
     const fqn = fqnOf(address);
-    if (!this.started) await withDeadline(this.ensureStarted(), deadline, fqn, method, timeoutMs);
-    if (!this.known.has(exchange)) {
-      const exists = await withDeadline(this.checkExchange(exchange, deadline), deadline, fqn, method, timeoutMs);
-      if (!exists)
-        throw new ServiceNotFoundError(`no service ${fqn} (exchange ${exchange} does not exist)`, 'no_service');
-    }
     const body = Buffer.from(encodePythonJson(args ?? {}));
+    const ch =
+      this.readyChannel(exchange) ??
+      (await withDeadline(this.prepare(exchange, fqn, deadline), deadline, fqn, method, timeoutMs));
     return new Promise((resolve, reject) => {
       const id = randomUUID();
-      const remaining = Math.max(1, deadline - Date.now());
       const p: Pending = {
         id,
         exchange,
         method,
         fqn,
-        body,
         timeoutMs,
-        deadline,
-        timer: setTimeout(() => this.onDeadline(id), remaining),
+        timer: setTimeout(() => this.onDeadline(id), Math.max(1, deadline - Date.now()) + EXPIRY_GRACE_MS),
         resolve,
         reject,
-        unconfirmedOn: null,
+        ch,
       };
       this.pending.set(id, p);
-      this.publish(p);
+      try {
+        ch.publish(exchange, methodQueue(exchange, method), body, {
+          mandatory: true,
+          contentType: 'application/json',
+          correlationId: id,
+          replyTo: this.replyQueue,
+          headers: this.headers,
+          type: 'call',
+          deliveryMode: 1,
+          priority: 5,
+          expiration: String(timeoutMs),
+          timestamp: Math.floor(Date.now() / 1000),
+        });
+      } catch {
+        // The channel closed between the lookup and the publish (connection lost): the caller may retry.
+        this.settle(p, new FabricUnavailableError(`call to ${fqn}.${method} not sent: broker connection lost`));
+      }
     });
+  }
+
+  /** The hot path: a live channel to a target known to exist. */
+  private readyChannel(exchange: string): Channel | null {
+    if (!this.known.has(exchange)) return null;
+    const t = this.targets.get(exchange);
+    if (!t?.ch) return null;
+    t.lastUsed = Date.now();
+    return t.ch;
+  }
+
+  /** Slow path: connect, start the reply queue, check the exchange exists, open its channel. */
+  private async prepare(exchange: string, fqn: string, deadline: number): Promise<Channel> {
+    await this.ensureStarted();
+    if (!this.known.has(exchange)) {
+      const exists = await this.checkExchange(exchange, deadline);
+      if (!exists)
+        throw new ServiceNotFoundError(`no service ${fqn} (exchange ${exchange} does not exist)`, 'no_service');
+    }
+    let t = this.targets.get(exchange);
+    if (!t) {
+      t = { exchange, ch: null, opening: null, lastUsed: Date.now() };
+      this.targets.set(exchange, t);
+      this.evictIdleTargets();
+    }
+    t.lastUsed = Date.now();
+    if (t.ch) return t.ch;
+    t.opening ??= this.openTarget(t, deadline).finally(() => {
+      if (t) t.opening = null;
+    });
+    return t.opening;
+  }
+
+  private async openTarget(t: Target, deadline: number): Promise<Channel> {
+    if (!(await this.link.waitConnected(deadline - Date.now())))
+      throw new FabricUnavailableError('broker not connected');
+    const model = this.link.model!;
+    const ch = await model.createChannel();
+    ch.on('error', (err: Error & { code?: number }) => {
+      if (err.code === NOT_FOUND && err.message.includes(`'${t.exchange}'`)) this.onVanished(t.exchange, ch);
+      else this.log.debug({ err: err.message, exchange: t.exchange }, 'fabric: rpc call channel error');
+    });
+    ch.on('close', () => {
+      if (t.ch === ch) t.ch = null;
+    });
+    ch.on('return', (m: Message) => this.onReturn(m));
+    t.ch = ch;
+    return ch;
+  }
+
+  /**
+   * The service went away (its auto-delete exchange with it) after we checked: every call sent on
+   * that channel is lost with its queue, so all fail now rather than at their deadlines.
+   */
+  private onVanished(exchange: string, ch: Channel): void {
+    this.known.delete(exchange);
+    for (const p of [...this.pending.values()])
+      if (p.ch === ch)
+        this.settle(
+          p,
+          new ServiceNotFoundError(`no service ${p.fqn} (exchange ${exchange} no longer exists)`, 'no_service'),
+        );
+  }
+
+  private evictIdleTargets(): void {
+    if (this.targets.size <= MAX_TARGET_CHANNELS) return;
+    const busy = new Set<Channel | null>();
+    for (const p of this.pending.values()) busy.add(p.ch);
+    const idle = [...this.targets.values()]
+      .filter((t) => !t.opening && !busy.has(t.ch))
+      .sort((a, b) => a.lastUsed - b.lastUsed);
+    for (const t of idle.slice(0, this.targets.size - MAX_TARGET_CHANNELS)) {
+      this.targets.delete(t.exchange);
+      void t.ch?.close().catch(() => undefined);
+    }
   }
 
   private async checkExchange(exchange: string, deadline: number): Promise<boolean> {
@@ -185,66 +264,6 @@ export class RpcClient {
       this.checking.set(exchange, check);
     }
     return check;
-  }
-
-  private publish(p: Pending): void {
-    const ch = this.pub;
-    if (!ch) {
-      this.waiting.push(p);
-      return;
-    }
-    const remaining = p.deadline - Date.now();
-    if (remaining <= 0) return; // the timer settles it
-    p.unconfirmedOn = ch;
-    try {
-      ch.publish(
-        p.exchange,
-        methodQueue(p.exchange, p.method),
-        p.body,
-        {
-          mandatory: true,
-          contentType: 'application/json',
-          correlationId: p.id,
-          replyTo: this.replyQueue,
-          headers: { From: this.replyQueue },
-          type: 'call',
-          deliveryMode: 1,
-          priority: 5,
-          expiration: String(Math.ceil(remaining)),
-          timestamp: Math.floor(Date.now() / 1000),
-        },
-        (err) => this.onConfirm(p, ch, err as Error | null),
-      );
-    } catch {
-      // The channel closed under us (IllegalOperationError): wait for the next one.
-      p.unconfirmedOn = null;
-      this.waiting.push(p);
-    }
-  }
-
-  private onConfirm(p: Pending, ch: ConfirmChannel, err: Error | null): void {
-    if (p.unconfirmedOn !== ch) return;
-    p.unconfirmedOn = null;
-    if (!err || this.pending.get(p.id) !== p) return;
-    const chErr = this.channelErrors.get(ch);
-    if (!chErr) {
-      // Either a broker nack or a lost connection. After a nack nothing was routed; after a lost
-      // connection the call may have been delivered, so it is left to its deadline rather than sent twice.
-      if (err.message === 'message nacked')
-        this.settle(p, new FabricError(`call to ${p.fqn}.${p.method} was refused by the broker`));
-      return;
-    }
-    if ((chErr as { code?: number }).code === NOT_FOUND && chErr.message.includes(`'${p.exchange}'`)) {
-      // The service went away between the check and the publish: its auto-delete exchange is gone.
-      this.known.delete(p.exchange);
-      this.settle(
-        p,
-        new ServiceNotFoundError(`no service ${p.fqn} (exchange ${p.exchange} does not exist)`, 'no_service'),
-      );
-      return;
-    }
-    // Another call's error closed the channel; the broker discards what followed it, so send again.
-    this.publish(p);
   }
 
   private onReturn(m: Message): void {
@@ -337,11 +356,11 @@ export class RpcClient {
       clearTimeout(t);
     }
     for (const p of [...this.pending.values()]) this.settle(p, new FabricUnavailableError('connector closed'));
-    const pub = this.pub;
     const rc = this.replyCh;
-    this.pub = null;
     this.replyCh = null;
-    await Promise.all([pub?.close().catch(() => undefined), rc?.close().catch(() => undefined)]);
+    const chans = [...this.targets.values()].map((t) => t.ch);
+    this.targets.clear();
+    await Promise.all([...chans, rc].map(async (c) => c?.close().catch(() => undefined)));
   }
 }
 

@@ -28,8 +28,9 @@ export type RpcApi = object | Map<string, RpcHandler>;
 
 export interface RpcRegisterOptions {
   /**
-   * Calls this instance runs at once across all methods of this registration (the channel's
-   * prefetch). amqp-fabric runs one per method queue.
+   * Calls of one method this instance runs at once (the consumer prefetch of each method queue);
+   * further calls wait in the queue, where other instances of the clique can take them.
+   * amqp-fabric runs one.
    * @default 16
    */
   concurrency?: number;
@@ -94,6 +95,7 @@ export class RpcServer implements RpcRegistration {
   private readonly concurrency: number;
   private readonly drainTimeoutMs: number;
   private ch: ConfirmChannel | null = null;
+  private acker: Acker | null = null;
   private consumerTags: string[] = [];
   private running = 0;
   private closing = false;
@@ -135,9 +137,11 @@ export class RpcServer implements RpcRegistration {
     ch.on('close', () => {
       if (this.ch === ch) this.ch = null;
     });
-    // Global (per-channel) prefetch bounds the calls running at once on this instance, whatever the
-    // number of methods; calls beyond it stay queued for other members of the clique.
-    await ch.prefetch(this.concurrency, true);
+    // Per consumer, so per method as in amqp-fabric (which runs one call per method queue): calls
+    // beyond it stay queued for other members of the clique. A per-channel (global) limit would
+    // cost the broker a shared counter on every delivery and ack.
+    await ch.prefetch(this.concurrency, false);
+    const acker = new Acker(ch);
     await ch.assertExchange(this.exchange, 'direct', DECLARE.rpcExchange);
     await ch.assertExchange(RPC_DLX, 'headers', DECLARE.dlx);
     const tags: string[] = [];
@@ -145,14 +149,15 @@ export class RpcServer implements RpcRegistration {
       const q = methodQueue(this.exchange, method);
       await ch.assertQueue(q, DECLARE.methodQueue);
       await ch.bindQueue(q, this.exchange, q);
-      const { consumerTag } = await ch.consume(q, (msg) => this.onCall(ch, method, msg), { noAck: false });
+      const { consumerTag } = await ch.consume(q, (msg) => this.onCall(ch, acker, method, msg), { noAck: false });
       tags.push(consumerTag);
     }
     this.ch = ch;
+    this.acker = acker;
     this.consumerTags = tags;
   }
 
-  private onCall(ch: Channel, method: string, msg: ConsumeMessage | null): void {
+  private onCall(ch: ConfirmChannel, acker: Acker, method: string, msg: ConsumeMessage | null): void {
     if (!msg) {
       // The broker cancelled us (the queue was deleted): rebuild on the live connection.
       if (this.closing || this.ch !== ch) return;
@@ -164,13 +169,14 @@ export class RpcServer implements RpcRegistration {
       return;
     }
     this.running++;
-    void this.run(ch as ConfirmChannel, method, msg).finally(() => {
+    acker.delivered(msg);
+    void this.run(ch, acker, method, msg).finally(() => {
       this.running--;
       if (this.running === 0) for (const w of this.idleWaiters.splice(0)) w();
     });
   }
 
-  private async run(ch: ConfirmChannel, method: string, msg: ConsumeMessage): Promise<void> {
+  private async run(ch: ConfirmChannel, acker: Acker, method: string, msg: ConsumeMessage): Promise<void> {
     const p = msg.properties;
     let type: 'result' | 'error' = 'result';
     let body: string;
@@ -189,7 +195,7 @@ export class RpcServer implements RpcRegistration {
     }
     const replyTo = p.replyTo as string | undefined;
     if (!replyTo) {
-      safeAck(ch, msg);
+      acker.ack(msg);
       return;
     }
     const props: Options.Publish = {
@@ -199,15 +205,14 @@ export class RpcServer implements RpcRegistration {
       type,
       timestamp: Math.floor(Date.now() / 1000),
       priority: 0,
-      headers: {},
     };
     await new Promise<void>((resolve) => {
       try {
         ch.publish('', replyTo, Buffer.from(body), props, (err) => {
           // A reply the broker refused must not be lost silently: rejecting dead-letters the call
           // to rpc.dlx, which brings it back to its caller as failed (wire spec §2).
-          if (err) safeReject(ch, msg);
-          else safeAck(ch, msg);
+          if (err) acker.reject(msg);
+          else acker.ack(msg);
           resolve();
         });
       } catch {
@@ -231,6 +236,7 @@ export class RpcServer implements RpcRegistration {
       ]);
       clearTimeout(t);
     }
+    this.acker?.flush();
     this.ch = null;
     if (ch) await ch.close().catch(() => undefined);
   }
@@ -261,18 +267,67 @@ function encodeError(err: unknown): string {
   }
 }
 
-function safeAck(ch: Channel, msg: ConsumeMessage): void {
-  try {
-    ch.ack(msg);
-  } catch {
-    // channel closed: the broker requeues the call
-  }
-}
+/**
+ * Acks calls once their replies are confirmed, coalescing: confirms arrive in bursts, and one ack
+ * with `multiple` settles a whole run of calls, which spares the broker most ack frames. Calls that
+ * finish out of order are acked one by one, so a slow call never pins the prefetch credit of the
+ * fast ones after it.
+ */
+export class Acker {
+  private readonly ch: Channel;
+  /** Delivered, not yet settled, in delivery-tag order. */
+  private readonly order: ConsumeMessage[] = [];
+  private readonly done = new Map<number, ConsumeMessage>();
+  private readonly settled = new Set<number>();
+  private scheduled = false;
 
-function safeReject(ch: Channel, msg: ConsumeMessage): void {
-  try {
-    ch.reject(msg, false);
-  } catch {
-    // channel closed: the broker requeues the call
+  constructor(ch: Channel) {
+    this.ch = ch;
+  }
+
+  delivered(m: ConsumeMessage): void {
+    this.order.push(m);
+  }
+
+  ack(m: ConsumeMessage): void {
+    this.done.set(m.fields.deliveryTag, m);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** At once: a later `multiple` ack only covers deliveries still unacked, so this one stays rejected. */
+  reject(m: ConsumeMessage): void {
+    this.settled.add(m.fields.deliveryTag);
+    try {
+      this.ch.reject(m, false);
+    } catch {
+      // channel closed: the broker requeues the call
+    }
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    let last: ConsumeMessage | null = null;
+    while (this.order.length > 0) {
+      const tag = this.order[0]!.fields.deliveryTag;
+      const m = this.done.get(tag);
+      if (m) {
+        this.done.delete(tag);
+        last = m;
+      } else if (!this.settled.delete(tag)) break;
+      this.order.shift();
+    }
+    try {
+      if (last) this.ch.ack(last, true);
+      for (const [tag, m] of this.done) {
+        this.ch.ack(m);
+        this.settled.add(tag);
+      }
+    } catch {
+      // channel closed: unacked calls are requeued by the broker
+    }
+    this.done.clear();
   }
 }

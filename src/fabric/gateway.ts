@@ -1,0 +1,74 @@
+/**
+ * HTTP gateway to any RPC service on the fabric (Python or TypeScript):
+ * `POST /v1/rpc/:domain/:type/:id/:method` with the keyword arguments as the JSON body.
+ * Failures are `AmeboError`s, serialized by the caller's error handler.
+ */
+import type { FastifyInstance } from 'fastify';
+import { AmeboError } from '../errors.js';
+import type { FabricConnector } from './connector.js';
+import { FabricUnavailableError, RemoteError, RpcTimeoutError, ServiceNotFoundError } from './errors.js';
+import { encodeStrictJson } from './json.js';
+import { isValidMethod, isValidPart } from './names.js';
+
+export interface RpcGatewayOptions {
+  /** The connector calls go out on. */
+  fabric: FabricConnector;
+  /**
+   * Deadline when the request gives no `?timeout_ms=`.
+   * @default 10000
+   */
+  defaultTimeoutMs?: number;
+  /**
+   * Largest `?timeout_ms=` accepted.
+   * @default 300000
+   */
+  maxTimeoutMs?: number;
+}
+
+/** Registers the route; usable directly or as a plugin (`app.register(rpcGatewayRoutes, opts)`). */
+export async function rpcGatewayRoutes(app: FastifyInstance, opts: RpcGatewayOptions): Promise<void> {
+  const defaultTimeoutMs = opts.defaultTimeoutMs ?? 10_000;
+  const maxTimeoutMs = opts.maxTimeoutMs ?? 300_000;
+  app.post('/v1/rpc/:domain/:type/:id/:method', async (req, reply) => {
+    const { domain, type, id, method } = req.params as Record<'domain' | 'type' | 'id' | 'method', string>;
+    const problems: Array<{ instancePath: string; message: string }> = [];
+    for (const [k, v] of Object.entries({ domain, type, id }))
+      if (!isValidPart(v)) problems.push({ instancePath: `/params/${k}`, message: 'must match [A-Za-z0-9_-]{1,63}' });
+    if (!isValidMethod(method))
+      problems.push({ instancePath: '/params/method', message: 'must match [A-Za-z_][A-Za-z0-9_]{0,127}' });
+    const body: unknown = req.body ?? {};
+    if (body === null || typeof body !== 'object' || Array.isArray(body))
+      problems.push({ instancePath: '/body', message: 'must be a JSON object of keyword arguments' });
+    let timeoutMs = defaultTimeoutMs;
+    const raw = (req.query as { timeout_ms?: string }).timeout_ms;
+    if (raw !== undefined) {
+      timeoutMs = Number(raw);
+      if (!/^\d+$/.test(raw) || timeoutMs < 1 || timeoutMs > maxTimeoutMs)
+        problems.push({ instancePath: '/query/timeout_ms', message: `must be an integer from 1 to ${maxTimeoutMs}` });
+    }
+    if (problems.length) throw new AmeboError('VALIDATION', undefined, problems);
+    let result: unknown;
+    try {
+      result = await opts.fabric.rpcCall({ domain, type, id }, method, body as object, { timeoutMs });
+    } catch (err) {
+      throw toAmeboError(err, `${domain}.${type}.${id}`, method);
+    }
+    // Results may hold bigints and non-finite numbers (from Python): strict JSON for HTTP clients.
+    return reply.type('application/json; charset=utf-8').send(encodeStrictJson({ result }));
+  });
+}
+
+function toAmeboError(err: unknown, fqn: string, method: string): unknown {
+  if (err instanceof RemoteError)
+    return new AmeboError('RPC_REMOTE', `${fqn}.${method} raised ${err.type}: ${err.message}`, {
+      type: err.type,
+      message: err.message,
+    });
+  if (err instanceof RpcTimeoutError)
+    return new AmeboError('RPC_TIMEOUT', err.message, { reason: err.reason, timeout_ms: err.timeoutMs });
+  if (err instanceof ServiceNotFoundError)
+    return new AmeboError('SERVICE_NOT_FOUND', err.message, { reason: err.reason });
+  if (err instanceof FabricUnavailableError)
+    return new AmeboError('UNAVAILABLE', `RabbitMQ unavailable: ${err.message}`);
+  return err;
+}

@@ -208,13 +208,13 @@ class Parser {
 export function encodePythonJson(value: unknown): string {
   // The native encoder is much faster and right whenever there is no bigint and no non-finite number.
   if (!needsCustom(value, 0)) return JSON.stringify(value) ?? 'null';
-  return encode(value, false, 0) ?? 'null';
+  return encode(value, false, []) ?? 'null';
 }
 
 /** Strict JSON (RFC 8259) for HTTP clients: non-finite numbers become `null`, `bigint` its digits. */
 export function encodeStrictJson(value: unknown): string {
   if (!needsCustom(value, 0)) return JSON.stringify(value) ?? 'null';
-  return encode(value, true, 0) ?? 'null';
+  return encode(value, true, []) ?? 'null';
 }
 
 function needsCustom(v: unknown, depth: number): boolean {
@@ -240,8 +240,7 @@ function needsCustom(v: unknown, depth: number): boolean {
   }
 }
 
-function encode(v: unknown, strict: boolean, depth: number): string | undefined {
-  if (depth > MAX_DEPTH) throw new TypeError('value nested too deeply to encode');
+function encode(v: unknown, strict: boolean, stack: object[]): string | undefined {
   switch (typeof v) {
     case 'string':
       return JSON.stringify(v);
@@ -255,16 +254,23 @@ function encode(v: unknown, strict: boolean, depth: number): string | undefined 
       return v ? 'true' : 'false';
     case 'object': {
       if (v === null) return 'null';
-      const tj = (v as { toJSON?: unknown }).toJSON;
-      if (typeof tj === 'function') return encode((tj as () => unknown).call(v), strict, depth + 1);
-      if (Array.isArray(v)) return `[${v.map((x) => encode(x, strict, depth + 1) ?? 'null').join(',')}]`;
-      const parts: string[] = [];
-      for (const k in v) {
-        if (!Object.hasOwn(v, k)) continue;
-        const e = encode((v as Record<string, unknown>)[k], strict, depth + 1);
-        if (e !== undefined) parts.push(`${JSON.stringify(k)}:${e}`);
+      if (stack.includes(v)) throw new TypeError('Converting circular structure to JSON');
+      if (stack.length >= MAX_DEPTH) throw new TypeError('value nested too deeply to encode');
+      stack.push(v);
+      try {
+        const tj = (v as { toJSON?: unknown }).toJSON;
+        if (typeof tj === 'function') return encode((tj as () => unknown).call(v), strict, stack);
+        if (Array.isArray(v)) return `[${v.map((x) => encode(x, strict, stack) ?? 'null').join(',')}]`;
+        const parts: string[] = [];
+        for (const k in v) {
+          if (!Object.hasOwn(v, k)) continue;
+          const e = encode((v as Record<string, unknown>)[k], strict, stack);
+          if (e !== undefined) parts.push(`${JSON.stringify(k)}:${e}`);
+        }
+        return `{${parts.join(',')}}`;
+      } finally {
+        stack.pop();
       }
-      return `{${parts.join(',')}}`;
     }
     default:
       return undefined;

@@ -1,0 +1,111 @@
+/**
+ * Fabric test helpers: unique domains per test (so tests never see each other's services), bounded
+ * waits, connectors closed after each test, and closing one broker connection by name.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once, type EventEmitter } from 'node:events';
+import { promisify } from 'node:util';
+import type { TestContext } from 'node:test';
+import { FabricConnector, type FabricConnectorOptions } from '../../src/fabric/index.js';
+
+export const AMQP_URL = process.env.AMEBO_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+export const REDIS_URL = process.env.AMEBO_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
+
+export const hex = (n = 4): string => randomBytes(n).toString('hex');
+/** A domain nobody else uses: every exchange and queue of the test lives under it. */
+export const uniqueDomain = (): string => `t${hex()}`;
+
+/** Opens a connector and closes it when the test ends. */
+export async function open(t: TestContext, opts: Omit<FabricConnectorOptions, 'amqpUrl'>): Promise<FabricConnector> {
+  const c = new FabricConnector({ amqpUrl: AMQP_URL, ...opts });
+  await c.open({ timeoutMs: 10_000 });
+  t.after(() => c.close());
+  return c;
+}
+
+/** Polls `fn` until it returns a truthy value; fails after `timeoutMs`. */
+export async function waitFor<T>(
+  fn: () => T | Promise<T>,
+  timeoutMs: number,
+  what: string,
+  everyMs = 25,
+): Promise<NonNullable<T>> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** The next `event` from `emitter` matching `filter`, bounded. */
+export async function nextEvent<T>(
+  emitter: EventEmitter,
+  event: string,
+  timeoutMs: number,
+  filter: (v: T) => boolean = () => true,
+): Promise<T> {
+  const ac = new AbortController();
+  const t = setTimeout(() => ac.abort(), timeoutMs);
+  try {
+    for (;;) {
+      const [v] = (await once(emitter, event, { signal: ac.signal })) as [T];
+      if (filter(v)) return v;
+    }
+  } catch (err) {
+    if (ac.signal.aborted) throw new Error(`no ${event} event within ${timeoutMs} ms`);
+    throw err;
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Rejects if `p` takes longer than `ms`. */
+export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+const run = promisify(execFile);
+
+/**
+ * Has the broker close the connections whose `connection_name` is `name` (only ours: other
+ * people's tests share the broker). Returns how many were closed.
+ */
+export async function closeConnectionsNamed(name: string): Promise<number> {
+  const { stdout } = await run(
+    'rabbitmqctl',
+    ['list_connections', 'name', 'client_properties', '--formatter', 'json', '-q'],
+    { timeout: 20_000 },
+  );
+  const rows = JSON.parse(stdout || '[]') as Array<{
+    name: string;
+    client_properties: Array<[string, string, unknown]>;
+  }>;
+  const targets = rows.filter((r) => r.client_properties.some(([k, , v]) => k === 'connection_name' && v === name));
+  for (const r of targets)
+    await run('rabbitmqctl', ['close_connection', r.name, 'fabric test: forced close'], { timeout: 20_000 });
+  return targets.length;
+}
+
+/** Measures how long `p` takes to settle, and how it settled. */
+export async function timed<T>(p: Promise<T>): Promise<{ ms: number; value?: T; error?: unknown }> {
+  const t0 = Date.now();
+  try {
+    const value = await p;
+    return { ms: Date.now() - t0, value };
+  } catch (error) {
+    return { ms: Date.now() - t0, error };
+  }
+}

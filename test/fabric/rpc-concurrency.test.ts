@@ -1,0 +1,38 @@
+/** One instance runs several calls at once (amqp-fabric runs one per method), bounded by `concurrency`. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { open, sleep, timed, uniqueDomain } from './helpers.js';
+
+const SLOW_MS = 300;
+
+test('N slow calls on one instance finish in about the time of one; concurrency bounds it', async (t) => {
+  const domain = uniqueDomain();
+  let running = 0;
+  let peak = 0;
+  const api = {
+    slow: async () => {
+      peak = Math.max(peak, ++running);
+      await sleep(SLOW_MS);
+      running--;
+      return true;
+    },
+  };
+  const server = await open(t, { domain, type: 'svc', id: 'wide' });
+  await server.rpcRegister(api); // default concurrency 16
+  const narrow = await open(t, { domain, type: 'svc', id: 'narrow' });
+  await narrow.rpcRegister(api, { concurrency: 2 });
+  const client = await open(t, { domain, type: 'client', id: 'k1', keepAliveMs: 0 });
+
+  const wide = await client.rpcProxy<typeof api>(domain, 'wide', 'svc', { timeoutMs: 5000 });
+  await wide.health_check();
+  const r = await timed(Promise.all(Array.from({ length: 10 }, () => wide.slow())));
+  assert.deepEqual(r.value, Array(10).fill(true));
+  assert.equal(peak, 10);
+  assert.ok(r.ms < 2 * SLOW_MS, `10 calls took ${r.ms} ms (one takes ${SLOW_MS})`);
+
+  peak = 0;
+  const two = await client.rpcProxy<typeof api>(domain, 'narrow', 'svc', { timeoutMs: 5000 });
+  const r2 = await timed(Promise.all(Array.from({ length: 4 }, () => two.slow())));
+  assert.equal(peak, 2);
+  assert.ok(r2.ms >= 2 * SLOW_MS - 20, `4 calls at concurrency 2 took only ${r2.ms} ms`);
+});

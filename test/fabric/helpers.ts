@@ -34,7 +34,7 @@ export async function waitFor<T>(
   const until = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
-    if (v) return v as NonNullable<T>;
+    if (v) return v;
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(everyMs);
   }
@@ -55,7 +55,7 @@ export async function nextEvent<T>(
       if (filter(v)) return v;
     }
   } catch (err) {
-    if (ac.signal.aborted) throw new Error(`no ${event} event within ${timeoutMs} ms`);
+    if (ac.signal.aborted) throw new Error(`no ${event} event within ${timeoutMs} ms`, { cause: err });
     throw err;
   } finally {
     clearTimeout(t);

@@ -20,14 +20,14 @@ interface Instance {
 
 function startInstance(args: string[]): Instance {
   const proc = spawn(process.execPath, ['--import', 'tsx', fixture, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
+  const lines = createInterface({ input: proc.stdout })[Symbol.asyncIterator]();
   return { proc, lines };
 }
 
 async function nextLine(i: Instance, ms: number): Promise<string> {
   const r = await within(i.lines.next(), ms, 'child output');
   if (r.done) throw new Error('child exited');
-  return r.value as string;
+  return r.value;
 }
 
 test('a call in flight on an instance killed with SIGKILL is served by another member of the clique', async (t) => {

@@ -129,13 +129,23 @@ export class SubscriptionWorker {
     }, 1000);
   }
 
+  private consuming = false;
+
+  /** Starts the consumer unless one runs or is starting; cancels it at once if the state moved meanwhile. */
   private async consume(): Promise<void> {
     const ch = this.ch;
-    if (!ch || this.tag || this.stopped) return;
-    const { consumerTag } = await ch.consume(this.queue, (msg) => {
-      if (msg) void this.handle(ch, msg);
-    });
-    if (this.ch === ch) this.tag = consumerTag;
+    if (!ch || this.tag || this.consuming || this.stopped || this.mode === 'open') return;
+    this.consuming = true;
+    try {
+      const { consumerTag } = await ch.consume(this.queue, (msg) => {
+        if (msg) void this.handle(ch, msg);
+      });
+      if (this.ch !== ch) return;
+      this.tag = consumerTag;
+      if (this.stopped || this.mode === 'open') await this.cancel();
+    } finally {
+      this.consuming = false;
+    }
   }
 
   private async cancel(): Promise<void> {
@@ -188,6 +198,7 @@ export class SubscriptionWorker {
     if (this.mode === 'closed') return;
     this.d.log.info({ queue: this.queue }, 'consumer resumed: circuit closed');
     this.mode = 'closed';
+    this.probing = false;
     this.breakerState = null;
     for (const w of this.waiters.splice(0)) w();
     if (this.ch && !this.tag) void this.consume().catch(() => undefined);
@@ -227,7 +238,7 @@ export class SubscriptionWorker {
     if (!b) return;
     const bad = a.status === null ? !a.fatal : a.status >= 500 || a.status === 429;
     if (probe) {
-      this.probing = false;
+      // `probing` stays set until the state moves on: no second probe slips in meanwhile.
       if (!bad) {
         await b.success(this.endpoint, true);
         this.onClosed();

@@ -1,0 +1,155 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { destroy, eventually, http, REDIS_URL, start, testEnv, type Running } from '../helpers/harness.js';
+import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { Receiver, seed } from './receiver.js';
+
+// Real bridge processes: three side by side deliver each event once; kill -9 mid-delivery loses
+// nothing; a RabbitMQ connection loss and a Redis disconnection are survived without a restart.
+const run = promisify(execFile);
+const env = testEnv();
+let srv: Running; // api + relay only: every delivery here is made by a child process
+const rx = new Receiver();
+const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
+  http(srv.url, env, m, p, body, auth);
+let APP: [string, string];
+const children = new Set<ChildProcess>();
+
+function spawnBridge(opts: Record<string, unknown> = {}): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', new URL('./bridge-process.ts', import.meta.url).pathname], {
+    env: {
+      ...process.env,
+      AMEBO_TEST_OVERRIDES: JSON.stringify(env.overrides),
+      AMEBO_TEST_BRIDGE: JSON.stringify({ breaker: false, ...opts }),
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('bridge process did not start in 30 s')), 30_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('READY')) {
+        clearTimeout(t);
+        resolve(child);
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`bridge process exited ${code}`)));
+  });
+}
+
+const stopChild = (c: ChildProcess): Promise<void> =>
+  new Promise((r) => {
+    if (c.exitCode !== null || c.signalCode !== null) return r();
+    c.once('exit', () => r());
+    c.kill('SIGTERM');
+    setTimeout(() => c.kill('SIGKILL'), 8000).unref();
+  });
+
+before(async () => {
+  await rx.listen();
+  srv = await start(env, { plugins: [deliveryRoutes] }, { roles: 'api,relay' });
+  APP = await seed(call, 'proc', ['p.three', 'p.kill', 'p.late']);
+});
+after(async () => {
+  await Promise.all([...children].map(stopChild));
+  await srv?.close();
+  await rx.close();
+  await destroy(env);
+});
+
+async function subscribe(name: string, extra: Record<string, unknown> = {}) {
+  const r = await call(
+    'POST',
+    '/v1/subscriptions',
+    { application: 'proc', subscription: name, action: `p.${name}`, handler: rx.url(`/${name}`), ...extra },
+    'admin',
+  );
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  return r.body as { id: string; queue: string };
+}
+const queueState = (q: string) => srv.amebo.broker.withThrowawayChannel((ch) => ch.checkQueue(q));
+async function publishMany(action: string, n: number): Promise<string[]> {
+  const r = await call(
+    'POST',
+    '/v1/events/batch',
+    { events: Array.from({ length: n }, (_, i) => ({ action, payload: { i } })) },
+    APP,
+  );
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.results.map((x: { event: string }) => x.event);
+}
+const count = (xs: string[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
+
+test('three bridge processes side by side deliver each event exactly once', async () => {
+  const bridges = await Promise.all([spawnBridge(), spawnBridge(), spawnBridge()]);
+  const s = await subscribe('three');
+  await eventually(async () => (await queueState(s.queue)).consumerCount === 3, 10_000);
+  const ids = await publishMany('p.three', 300);
+  await eventually(() => new Set(rx.ids('/three')).size === 300, 20_000);
+  await new Promise((r) => setTimeout(r, 500));
+  const c = count(rx.ids('/three'));
+  assert.equal(rx.at('/three').length, 300, 'no duplicates when receivers succeed');
+  assert.deepEqual([...c.keys()].sort(), [...ids].sort());
+  await Promise.all(bridges.map(stopChild));
+});
+
+test('kill -9 of a bridge mid-delivery loses nothing: its unacked messages are redelivered', async () => {
+  const s = await subscribe('kill');
+  rx.on('/kill', () => ({ delayMs: 150 }));
+  const a = await spawnBridge({ prefetch: 5 });
+  await eventually(async () => (await queueState(s.queue)).consumerCount === 1, 10_000);
+  const ids = await publishMany('p.kill', 40);
+  await eventually(() => rx.at('/kill').length >= 12, 10_000);
+  a.kill('SIGKILL');
+  const atKill = new Set(rx.ids('/kill'));
+  await new Promise((r) => a.once('exit', r));
+  await spawnBridge({ prefetch: 5 });
+  await eventually(() => ids.every((id) => rx.ids('/kill').includes(id)), 20_000);
+  await eventually(async () => (await queueState(s.queue)).messageCount === 0, 5000);
+  const dup = [...count(rx.ids('/kill'))].filter(([, n]) => n > 1).map(([id]) => id);
+  assert.ok(dup.length >= 1 && dup.length <= 5, `only what the killed process held is sent again: ${dup.length}`);
+  assert.ok(
+    dup.every((id) => atKill.has(id)),
+    'duplicates are events that were in flight at the kill',
+  );
+});
+
+test('RabbitMQ connection loss and Redis disconnection: the bridge recovers by itself', async () => {
+  const survivor = [...children].find((c) => c.exitCode === null)!;
+  const pid = survivor.pid!;
+  // Close only this process's AMQP connection (others' tests share the broker).
+  const { stdout } = await run('rabbitmqctl', ['-q', 'list_connections', 'pid', 'client_properties'], {
+    timeout: 20_000,
+  });
+  const line = stdout.split('\n').find((l) => l.includes(`amebo ${pid}"`) || l.includes(`amebo ${pid}>>`));
+  assert.ok(line, `the bridge's connection is listed:\n${stdout.slice(0, 500)}`);
+  const connPid = /<[^>]+>/.exec(line)![0];
+  const before = rx.at('/kill').length;
+  const ids = await publishMany('p.kill', 30);
+  await eventually(() => rx.at('/kill').length >= before + 5, 10_000);
+  await run('rabbitmqctl', ['-q', 'close_connection', connPid, 'test: connection loss'], { timeout: 20_000 });
+  await eventually(() => ids.every((id) => rx.ids('/kill').includes(id)), 30_000);
+  assert.equal(survivor.exitCode, null, 'the same process, not a restart');
+
+  // Redis: kill the bridge's own connections (by client name), then change the registry meanwhile.
+  const redis = new Redis(REDIS_URL);
+  try {
+    const list = (await redis.client('LIST')) as string;
+    const mine = list.split('\n').filter((l) => / name=amebo-bridge-\d+/.test(l) && l.includes(`amebo-bridge-${pid}`));
+    assert.equal(mine.length, 2, 'command and subscriber connections are named');
+    for (const l of mine) await redis.client('KILL', 'ID', /id=(\d+)/.exec(l)![1]!);
+    const s = await subscribe('late'); // announced while the bridge's subscriber may be away
+    const late = await publishMany('p.late', 5);
+    await eventually(() => late.every((id) => rx.ids('/late').includes(id)), 15_000);
+    await eventually(async () => (await queueState(s.queue)).consumerCount === 1, 5000);
+    const again = (await redis.client('LIST')) as string;
+    assert.ok(again.includes(`name=amebo-bridge-${pid}-sub`), 'the subscriber reconnected');
+  } finally {
+    redis.disconnect();
+  }
+  assert.equal(survivor.exitCode, null);
+});

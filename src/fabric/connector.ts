@@ -278,8 +278,8 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
     ch.on('close', () => {
       if (this.controlCh === ch) this.controlCh = null;
     });
+    // The data exchange is declared on first use: durable exchanges outlive us, no need to leave one per service.
     await ch.assertExchange(this.discoveryExchange, 'headers', DECLARE.durableHeaders);
-    await ch.assertExchange(this.dataExchange, 'headers', DECLARE.durableHeaders);
     this.controlCh = ch;
     // Announce at once (amqp-fabric waits one interval), also after a reconnect.
     if (this.keepAliveMs > 0 && this.state !== 'closing') this.sendKeepAlive(false);

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { once, type EventEmitter } from 'node:events';
 import { promisify } from 'node:util';
 import type { TestContext } from 'node:test';
+import amqp from 'amqplib';
 import { FabricConnector, type FabricConnectorOptions } from '../../src/fabric/index.js';
 
 export const AMQP_URL = process.env.AMEBO_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -16,12 +17,43 @@ export const hex = (n = 4): string => randomBytes(n).toString('hex');
 /** A domain nobody else uses: every exchange and queue of the test lives under it. */
 export const uniqueDomain = (): string => `t${hex()}`;
 
-/** Opens a connector and closes it when the test ends. */
+interface Opened {
+  connectors: FabricConnector[];
+  domains: Set<string>;
+}
+const opened = new WeakMap<TestContext, Opened>();
+
+/**
+ * Opens a connector; when the test ends, closes every connector it opened, then deletes the durable
+ * exchanges of its domains (`{domain}.data`, `{domain}.log.records`), which would otherwise stay.
+ */
 export async function open(t: TestContext, opts: Omit<FabricConnectorOptions, 'amqpUrl'>): Promise<FabricConnector> {
+  let o = opened.get(t);
+  if (!o) {
+    const mine: Opened = { connectors: [], domains: new Set() };
+    opened.set(t, (o = mine));
+    t.after(async () => {
+      await Promise.all(mine.connectors.map((c) => c.close()));
+      await deleteDomainExchanges([...mine.domains]);
+    });
+  }
   const c = new FabricConnector({ amqpUrl: AMQP_URL, ...opts });
+  o.connectors.push(c);
+  o.domains.add(opts.domain);
   await c.open({ timeoutMs: 10_000 });
-  t.after(() => c.close());
   return c;
+}
+
+/** Deletes the durable per-domain exchanges a test created. */
+export async function deleteDomainExchanges(domains: string[]): Promise<void> {
+  if (!domains.length) return;
+  const conn = await amqp.connect(AMQP_URL);
+  try {
+    const ch = await conn.createChannel();
+    for (const d of domains) for (const ex of [`${d}.data`, `${d}.log.records`]) await ch.deleteExchange(ex);
+  } finally {
+    await conn.close();
+  }
 }
 
 /** Polls `fn` until it returns a truthy value; fails after `timeoutMs`. */

@@ -1,0 +1,141 @@
+/** Keep-alives on msc.discovery and listServices: wire format, exact filters, status changes, no flapping under load. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import amqp from 'amqplib';
+import type { ServiceChange } from '../../src/fabric/index.js';
+import { AMQP_URL, nextEvent, open, sleep, uniqueDomain, waitFor } from './helpers.js';
+
+test('keep-alives carry string headers and a JSON body with version, host, pid, started_at, every interval', async (t) => {
+  const domain = uniqueDomain();
+  const conn = await amqp.connect(AMQP_URL);
+  t.after(() => conn.close());
+  const ch = await conn.createChannel();
+  const { queue } = await ch.assertQueue('', { exclusive: true });
+  await ch.bindQueue(queue, 'msc.discovery', '', { 'x-match': 'all', msg_type: 'keep_alive', service_domain: domain });
+  const got: Array<{ at: number; m: amqp.ConsumeMessage }> = [];
+  await ch.consume(queue, (m) => m && got.push({ at: Date.now(), m }), { noAck: true });
+
+  await open(t, { domain, type: 'pricing', id: 'p1', version: '1.2.3', keepAliveMs: 200 });
+  await waitFor(() => got.length >= 3, 3000, 'three keep-alives');
+  const { m } = got[0]!;
+  const h = m.properties.headers!;
+  for (const k of ['msg_type', 'service_domain', 'service_type', 'service_id'])
+    assert.equal(typeof h[k], 'string', `${k} must be a string`);
+  assert.deepEqual(
+    [h.msg_type, h.service_domain, h.service_type, h.service_id],
+    ['keep_alive', domain, 'pricing', 'p1'],
+  );
+  const body = JSON.parse(m.content.toString()) as Record<string, unknown>;
+  assert.equal(body.version, '1.2.3');
+  assert.equal(body.pid, process.pid);
+  assert.equal(typeof body.host, 'string');
+  assert.ok(!Number.isNaN(Date.parse(body.started_at as string)));
+  const gap = got[2]!.at - got[1]!.at;
+  assert.ok(gap > 100 && gap < 500, `keep-alives ${gap} ms apart, interval 200`);
+});
+
+test('listServices matches domain and type exactly (proj does not match project1)', async (t) => {
+  const proj = uniqueDomain();
+  const project1 = `${proj}ject1`;
+  await open(t, { domain: proj, type: 'calc', id: 'a', keepAliveMs: 200 });
+  await open(t, { domain: proj, type: 'calculator', id: 'b', keepAliveMs: 200 });
+  await open(t, { domain: project1, type: 'calc', id: 'c', keepAliveMs: 200 });
+  const lister = await open(t, { domain: proj, type: 'lister', id: 'l1', keepAliveMs: 200, keepAliveListen: true });
+
+  // Wait until all three were heard (the project1 one included), so its absence below means something.
+  await waitFor(async () => (await lister.listServices({ domain: project1 })).length === 1, 3000, 'project1 listed');
+  await waitFor(async () => (await lister.listServices({ domain: proj })).length === 3, 3000, 'proj listed');
+  const inProj = await lister.listServices({ domain: proj });
+  assert.deepEqual(
+    inProj.map((s) => s.fqn),
+    [`${proj}.calc.a`, `${proj}.calculator.b`, `${proj}.lister.l1`],
+  );
+  const calc = await lister.listServices({ domain: proj, type: 'calc' });
+  assert.deepEqual(
+    calc.map((s) => [s.id, s.status, s.instances]),
+    [['a', 'up', 1]],
+  );
+  assert.equal(calc[0]!.host !== null && calc[0]!.version === '0.0.0', true);
+});
+
+test('status changes are announced: up, then down on goodbye; silence goes stale, then down', async (t) => {
+  const domain = uniqueDomain();
+  const lister = await open(t, { domain, type: 'lister', id: 'l1', keepAliveMs: 0, serviceTtlMs: 900 });
+  const changes: ServiceChange[] = [];
+  await lister.watchServices((c) => {
+    if (c.domain === domain) changes.push(c);
+  });
+
+  const svc = await open(t, { domain, type: 'svc', id: 's1', keepAliveMs: 200 });
+  const up = await nextEvent<ServiceChange>(lister, 'service', 3000, (c) => c.fqn === `${domain}.svc.s1`);
+  assert.deepEqual([up.type, up.service_type, up.id, up.status, up.previous], ['service', 'svc', 's1', 'up', null]);
+  const goodbye = nextEvent<ServiceChange>(lister, 'service', 2000, (c) => c.fqn === `${domain}.svc.s1`);
+  await svc.close();
+  const down = await goodbye;
+  assert.deepEqual([down.status, down.previous], ['down', 'up']);
+  // at once, not after the 900 ms TTL
+  assert.ok(Date.parse(down.last_seen) - Date.parse(up.last_seen) < 900);
+
+  // A sender that goes silent without goodbye (a killed process), here one raw keep-alive.
+  const conn = await amqp.connect(AMQP_URL);
+  t.after(() => conn.close());
+  const ch = await conn.createChannel();
+  ch.publish('msc.discovery', '', Buffer.alloc(0), {
+    headers: { msg_type: 'keep_alive', service_domain: domain, service_type: 'py', service_id: 'silent' },
+  });
+  const silent = (): string[] => changes.filter((c) => c.fqn === `${domain}.py.silent`).map((c) => c.status);
+  await waitFor(() => silent().length === 3, 3000, 'up, stale and down');
+  assert.deepEqual(silent(), ['up', 'stale', 'down']);
+  const listed = await lister.listServices({ domain, type: 'py' });
+  assert.deepEqual(
+    listed.map((s) => [s.id, s.status, s.version]),
+    [['silent', 'down', null]],
+  );
+});
+
+test('a long, CPU-yielding handler does not make its service drop out of listServices', async (t) => {
+  const domain = uniqueDomain();
+  const api = {
+    // 1.5 s of work in 10 ms slices: slow, but it lets the event loop run between slices.
+    crunch: async () => {
+      const until = Date.now() + 1500;
+      let n = 0;
+      while (Date.now() < until) {
+        const slice = Date.now() + 10;
+        while (Date.now() < slice) n++;
+        await new Promise((r) => setImmediate(r));
+      }
+      return n > 0;
+    },
+  };
+  const svc = await open(t, { domain, type: 'busy', id: 'b1', keepAliveMs: 200 });
+  await svc.rpcRegister(api);
+  // stale after 300 ms of silence: more than one missed keep-alive would show
+  const lister = await open(t, {
+    domain,
+    type: 'lister',
+    id: 'l1',
+    keepAliveMs: 0,
+    serviceTtlMs: 900,
+    keepAliveListen: true,
+  });
+  const flaps: ServiceChange[] = [];
+  lister.on('service', (c) => c.fqn === `${domain}.busy.b1` && c.status !== 'up' && flaps.push(c));
+  await waitFor(
+    async () => (await lister.listServices({ domain, type: 'busy' }))[0]?.status === 'up',
+    3000,
+    'service up',
+  );
+
+  const call = (await lister.rpcProxy<typeof api>(domain, 'b1', 'busy', { timeoutMs: 5000 })).crunch();
+  const statuses = new Set<string>();
+  let done = false;
+  void call.finally(() => (done = true));
+  while (!done) {
+    for (const s of await lister.listServices({ domain, type: 'busy' })) statuses.add(s.status);
+    await sleep(100);
+  }
+  assert.equal(await call, true);
+  assert.deepEqual([...statuses], ['up']);
+  assert.deepEqual(flaps, []);
+});

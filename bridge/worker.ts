@@ -142,7 +142,7 @@ export class SubscriptionWorker {
       });
       if (this.ch !== ch) return;
       this.tag = consumerTag;
-      if (this.stopped || this.mode === 'open') await this.cancel();
+      if (this.stopped || (this.mode as BreakerMode) === 'open') await this.cancel();
     } finally {
       this.consuming = false;
     }

@@ -119,8 +119,8 @@ test('fan-out: each event once to each matching subscription, signed, encrypted,
     const r = await call('GET', `/v1/deliveries?subscription=${subs.plain!.id}&limit=100`, undefined, 'admin');
     return r.body.items.length === 20 && r.body.items.every((x: any) => x.state === 'delivered') ? r : null;
   }, 5000);
-  assert.equal(d.body.items[0].attempts, 1);
-  assert.equal(d.body.items[0].last_status, 200);
+  assert.equal(d!.body.items[0].attempts, 1);
+  assert.equal(d!.body.items[0].last_status, 200);
   const att = await call('GET', `/v1/deliveries/${placed[0]}/${subs.plain!.id}/attempts`, undefined, SHOP);
   assert.equal(att.status, 200);
   assert.equal(att.body.items.length, 1);

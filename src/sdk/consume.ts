@@ -1,0 +1,244 @@
+/**
+ * Native consumer for `transport: amqp` subscriptions (design §7): the same retry ladder and dead
+ * letters as the HTTP bridge, and async_service's rule: a message is acked only after the handler
+ * resolved and everything it published is confirmed by the broker.
+ */
+import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
+import { pino, type Logger } from 'pino';
+import { Broker } from '../broker/connection.js';
+import { HEADER } from '../broker/message.js';
+import { ConfirmPublisher } from '../broker/publisher.js';
+import { Topology } from '../broker/topology.js';
+import { decide } from '../../bridge/ladder.js';
+
+/** An event as a native consumer receives it. */
+export interface AmeboEvent<P = unknown> {
+  id: string;
+  action: string;
+  application: string;
+  payload: P;
+  deduper: string | null;
+  timestamp: string;
+  conversation_id: string | null;
+  schema_version?: number;
+}
+
+export interface HandlerContext {
+  /** 1 on the first delivery, then 2, 3... on retries. */
+  attempt: number;
+  /** The broker headers (traceparent, conversation_id, x-amebo-*). */
+  headers: Record<string, unknown>;
+  /**
+   * Publishes with a broker confirm. The incoming message is acked only once every publish made
+   * here is confirmed; a failed publish counts as a handler failure (retried).
+   */
+  publish(
+    exchange: string,
+    routingKey: string,
+    body: Buffer | string | object,
+    options?: Options.Publish,
+  ): Promise<void>;
+}
+
+export type Handler<P> = (event: AmeboEvent<P>, ctx: HandlerContext) => Promise<void>;
+
+/** Thrown by a handler for an event that retrying cannot fix: dead-lettered at once. */
+export class PermanentError extends Error {
+  override name = 'PermanentError';
+}
+
+export interface ConsumeOptions<P = unknown> {
+  /** RabbitMQ URL. */
+  amqpUrl: string;
+  /** The subscription's queue (`queue` in the POST /v1/subscriptions answer). */
+  queue: string;
+  /** Amebo's RabbitMQ name prefix (AMEBO_PREFIX). @default 'amebo' */
+  prefix?: string;
+  handler: Handler<P>;
+  /** Delays between attempts, seconds; use the subscription's `retry_schedule`. @default [5, 30, 120, 600, 3600] */
+  retrySchedule?: number[];
+  /** @default 10 */
+  maxAttempts?: number;
+  /** Seconds from the first attempt after which a failing event is dead-lettered. @default 259200 */
+  maxAge?: number;
+  /** Messages in flight (handled concurrently). @default 50 */
+  prefetch?: number;
+  /** Queue type of Amebo's retry queues (AMEBO_QUEUE_TYPE). @default 'quorum' */
+  queueType?: 'quorum' | 'classic';
+  logger?: Logger;
+  /** Connection name shown by RabbitMQ. @default 'amebo-consumer <pid>' */
+  name?: string;
+}
+
+export interface Consumer {
+  /** Stops taking messages, waits for handlers in flight (at most `graceMs`), closes the connection. */
+  close(graceMs?: number): Promise<void>;
+}
+
+const BROKER_HEADERS = [
+  'x-death',
+  'x-first-death-exchange',
+  'x-first-death-queue',
+  'x-first-death-reason',
+  'x-last-death-exchange',
+  'x-last-death-queue',
+  'x-last-death-reason',
+  'x-delivery-count',
+];
+
+/** Consumes an Amebo queue with `handler`; reconnects by itself. */
+export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Consumer> {
+  const log = opts.logger ?? pino({ level: 'silent' });
+  const topology = new Topology({
+    prefix: opts.prefix ?? 'amebo',
+    queueType: opts.queueType ?? 'quorum',
+    deliveryLimit: 20,
+  });
+  const ladder = {
+    scheduleMs: (opts.retrySchedule ?? [5, 30, 120, 600, 3600]).map((s) => s * 1000),
+    maxAttempts: opts.maxAttempts ?? 10,
+    maxAgeMs: (opts.maxAge ?? 3 * 86400) * 1000,
+  };
+  const broker = new Broker({ url: opts.amqpUrl, logger: log, name: opts.name ?? `amebo-consumer ${process.pid}` });
+  await broker.open(10_000);
+  const publisher = new ConfirmPublisher(broker, { logger: log });
+  await publisher.start();
+  const declared = new Set<number>();
+  let stopping = false;
+  let inflight = 0;
+  const idle: (() => void)[] = [];
+  let current: { ch: Channel; tag: string } | null = null;
+
+  const ensureRetry = async (ms: number): Promise<void> => {
+    if (declared.has(ms)) return;
+    await broker.withThrowawayChannel((ch) => topology.declareRetry(ch, ms)).catch(() => undefined);
+    declared.add(ms);
+  };
+
+  const copy = (msg: ConsumeMessage, headers: Record<string, unknown>): Options.Publish => {
+    const p = msg.properties;
+    const h: Record<string, unknown> = { ...(p.headers ?? {}) };
+    for (const k of BROKER_HEADERS) delete h[k];
+    return {
+      persistent: true,
+      contentType: p.contentType ?? 'application/json',
+      messageId: p.messageId,
+      appId: p.appId,
+      type: p.type,
+      timestamp: p.timestamp,
+      headers: { ...h, ...headers },
+    };
+  };
+
+  const handle = async (ch: Channel, msg: ConsumeMessage): Promise<void> => {
+    const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
+    const attempt = Math.max(1, Number(headers[HEADER.attempt] ?? 1) || 1);
+    const firstAt = Number(headers[HEADER.firstAttemptAt]) || Date.now();
+    const published: Promise<void>[] = [];
+    let error: Error | null = null;
+    try {
+      const event = JSON.parse(msg.content.toString('utf8')) as AmeboEvent<P>;
+      await opts.handler(event, {
+        attempt,
+        headers,
+        publish(exchange, routingKey, body, options = {}) {
+          const buf = Buffer.isBuffer(body)
+            ? body
+            : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+          const p = publisher.publish(exchange, routingKey, buf, {
+            persistent: true,
+            contentType: 'application/json',
+            ...options,
+            headers: { [HEADER.conversation]: headers[HEADER.conversation], ...(options.headers ?? {}) },
+          });
+          published.push(p);
+          return p;
+        },
+      });
+      await Promise.all(published);
+    } catch (err) {
+      await Promise.allSettled(published);
+      error = err instanceof Error ? err : new Error(String(err));
+    }
+    const fatal = error instanceof PermanentError || error instanceof SyntaxError;
+    const d = decide({ status: error ? null : 200, fatal }, attempt, firstAt, Date.now(), ladder);
+    if (d.kind === 'delivered') return ack(ch, msg);
+    if (d.kind === 'retry') {
+      await ensureRetry(d.delayMs);
+      await publisher.publish(
+        topology.retry(d.delayMs),
+        opts.queue,
+        msg.content,
+        copy(msg, { [HEADER.attempt]: attempt + 1, [HEADER.firstAttemptAt]: firstAt }),
+      );
+      log.debug({ attempt, delayMs: d.delayMs, err: error?.message }, 'handler failed; retry scheduled');
+      return ack(ch, msg);
+    }
+    await publisher.publish(
+      topology.dead,
+      opts.queue,
+      msg.content,
+      copy(msg, {
+        [HEADER.reason]: d.kind === 'dead' && d.reason !== 'fatal' ? d.reason : 'permanent_error',
+        [HEADER.attempt]: attempt,
+        'x-amebo-dead-at': Date.now(),
+        'x-amebo-last-error': (error?.message ?? '').slice(0, 500),
+      }),
+    );
+    log.warn({ attempt, err: error?.message }, 'event dead-lettered');
+    ack(ch, msg);
+  };
+
+  const hook = async (model: ChannelModel): Promise<void> => {
+    if (stopping) return;
+    declared.clear();
+    const ch = await model.createChannel();
+    ch.on('error', (err: Error) => log.warn({ err: err.message }, 'consumer channel error'));
+    await ch.prefetch(opts.prefetch ?? 50);
+    const { consumerTag } = await ch.consume(opts.queue, (msg) => {
+      if (!msg) return;
+      inflight++;
+      void handle(ch, msg)
+        .catch((err: unknown) => {
+          // Retry copy or dead letter not confirmed: leave it unacked; requeue after a pause.
+          log.warn({ err: (err as Error).message }, 'message not settled; requeued');
+          setTimeout(() => {
+            try {
+              ch.nack(msg, false, true);
+            } catch {
+              /* channel gone: the broker requeues it */
+            }
+          }, 1000);
+        })
+        .finally(() => {
+          inflight--;
+          if (inflight === 0) for (const r of idle.splice(0)) r();
+        });
+    });
+    current = { ch, tag: consumerTag };
+  };
+  await broker.addHook(hook);
+
+  return {
+    async close(graceMs = 10_000) {
+      if (stopping) return;
+      stopping = true;
+      broker.removeHook(hook);
+      const c = current;
+      current = null;
+      if (c) await c.ch.cancel(c.tag).catch(() => undefined);
+      if (inflight > 0)
+        await Promise.race([new Promise<void>((r) => idle.push(r)), new Promise((r) => setTimeout(r, graceMs))]);
+      await publisher.close();
+      await broker.close();
+    },
+  };
+}
+
+function ack(ch: Channel, msg: ConsumeMessage): void {
+  try {
+    ch.ack(msg);
+  } catch {
+    /* the channel died: the broker redelivers (at-least-once) */
+  }
+}

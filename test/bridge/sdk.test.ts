@@ -1,0 +1,128 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import amqp from 'amqplib';
+import { AMQP_URL, destroy, drainQueue, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
+import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { consume, PermanentError, type Consumer } from '../../src/sdk/consume.js';
+import { seed } from './receiver.js';
+
+// Native AMQP subscriptions: the SDK consumer acks after the handler and its confirmed publishes,
+// retries through the amebo.retry.<ms> queues and dead-letters like the bridge.
+const env = testEnv();
+let srv: Running;
+const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
+  http(srv.url, env, m, p, body, auth);
+let APP: [string, string];
+let sub: { id: string; queue: string };
+const outQueue = `${env.cfg.prefix}.test.out`;
+const consumers: Consumer[] = [];
+
+before(async () => {
+  srv = await start(env, { plugins: [deliveryRoutes] });
+  APP = await seed(call, 'inventory', ['stock.changed']);
+  const r = await call(
+    'POST',
+    '/v1/subscriptions',
+    {
+      application: 'inventory',
+      subscription: 'native',
+      action: 'stock.changed',
+      transport: 'amqp',
+      retry_schedule: [1],
+      max_attempts: 3,
+    },
+    'admin',
+  );
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  sub = r.body;
+  const conn = await amqp.connect(AMQP_URL);
+  const ch = await conn.createChannel();
+  await ch.assertQueue(outQueue, { durable: false });
+  await conn.close();
+});
+after(async () => {
+  for (const c of consumers) await c.close(1000);
+  await srv?.close();
+  await destroy(env);
+});
+
+const publish = async (payload: unknown) => {
+  const r = await call('POST', '/v1/events', { action: 'stock.changed', payload }, APP);
+  assert.equal(r.status, 202);
+  return r.body.event as string;
+};
+
+test('consume: retry ladder, confirmed publishes before the ack, dead letters with the reason', async () => {
+  const seen: { sku: string; attempt: number; at: number }[] = [];
+  const c = await consume<{ sku: string }>({
+    amqpUrl: AMQP_URL,
+    queue: sub.queue,
+    prefix: env.cfg.prefix,
+    retrySchedule: [1],
+    maxAttempts: 3,
+    handler: async (e, ctx) => {
+      seen.push({ sku: e.payload.sku, attempt: ctx.attempt, at: Date.now() });
+      assert.equal(e.action, 'stock.changed');
+      if (e.payload.sku === 'flaky' && ctx.attempt === 1) throw new Error('first try fails');
+      if (e.payload.sku === 'broken') throw new Error('always broken');
+      if (e.payload.sku === 'poison') throw new PermanentError('cannot ever work');
+      await ctx.publish('', outQueue, { from: e.id, sku: e.payload.sku });
+    },
+  });
+  consumers.push(c);
+  const ok = await publish({ sku: 'fine' });
+  const flaky = await publish({ sku: 'flaky' });
+  const broken = await publish({ sku: 'broken' });
+  const poison = await publish({ sku: 'poison' });
+
+  const out = await drainQueue(outQueue, 2, 8000);
+  assert.deepEqual(out.map((m) => JSON.parse(m.content.toString()).from).sort(), [ok, flaky].sort());
+  const f = seen.filter((s) => s.sku === 'flaky');
+  assert.deepEqual(
+    f.map((s) => s.attempt),
+    [1, 2],
+  );
+  assert.ok(f[1]!.at - f[0]!.at >= 950, 'the retry came back after the 1 s step');
+
+  const dl = await eventually(async () => {
+    const r = await call('GET', `/v1/subscriptions/${sub.id}/dead-letters`, undefined, APP);
+    return r.body.count === 2 ? r.body : null;
+  }, 8000);
+  const byEvent = new Map(dl.items.map((i: any) => [i.event, i]));
+  assert.equal((byEvent.get(broken) as any).reason, 'max_attempts');
+  assert.equal((byEvent.get(broken) as any).attempts, 3);
+  assert.equal((byEvent.get(broken) as any).last_error, 'always broken');
+  assert.equal((byEvent.get(poison) as any).reason, 'permanent_error');
+  assert.deepEqual(
+    seen.filter((s) => s.sku === 'broken').map((s) => s.attempt),
+    [1, 2, 3],
+  );
+  assert.equal(seen.filter((s) => s.sku === 'poison').length, 1, 'a permanent error is not retried');
+  await c.close();
+  consumers.pop();
+});
+
+test('a message is not acked until the handler resolves: a consumer that stops mid-handler loses nothing', async () => {
+  let release!: () => void;
+  const first = await consume({
+    amqpUrl: AMQP_URL,
+    queue: sub.queue,
+    prefix: env.cfg.prefix,
+    handler: () => new Promise<void>((r) => (release = r)),
+  });
+  const id = await publish({ sku: 'slow' });
+  await eventually(() => release !== undefined, 5000);
+  await first.close(200); // the handler has not resolved: the message must come back
+  release();
+  const got: string[] = [];
+  const second = await consume<{ sku: string }>({
+    amqpUrl: AMQP_URL,
+    queue: sub.queue,
+    prefix: env.cfg.prefix,
+    handler: async (e) => {
+      got.push(e.id);
+    },
+  });
+  consumers.push(second);
+  await eventually(() => got.includes(id), 5000);
+});

@@ -1,0 +1,124 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { Webhook } from 'standardwebhooks';
+import { decide, parseRetryAfter, retryDelay, topicMatches } from '../../bridge/ladder.js';
+import { secretKey, signatureHeader } from '../../bridge/envelope.js';
+import { isPrivateAddress } from '../../bridge/ssrf.js';
+import { Sender } from '../../bridge/sender.js';
+
+// Pure rules of the bridge: the retry ladder, Retry-After, topic matching, signatures, SSRF ranges.
+const s = { scheduleMs: [1000, 2000, 4000], maxAttempts: 5, maxAgeMs: 60_000 };
+
+test('ladder: 2xx delivered, 410 disables, failures climb the schedule, the last step repeats', () => {
+  assert.deepEqual(decide({ status: 204 }, 1, 0, 0, s), { kind: 'delivered' });
+  assert.equal(decide({ status: 410 }, 1, 0, 0, s).kind, 'disable');
+  for (const [attempt, delay] of [
+    [1, 1000],
+    [2, 2000],
+    [3, 4000],
+    [4, 4000],
+  ])
+    assert.deepEqual(decide({ status: 500 }, attempt!, 0, 0, s), { kind: 'retry', delayMs: delay, reason: 'http_500' });
+  assert.deepEqual(decide({ status: null }, 5, 0, 0, s), { kind: 'dead', reason: 'max_attempts' });
+  assert.deepEqual(decide({ status: 400 }, 2, 0, 58_500, s), { kind: 'dead', reason: 'max_age' });
+  assert.deepEqual(decide({ status: null, fatal: true }, 1, 0, 0, s), { kind: 'dead', reason: 'fatal' });
+  assert.equal(decide({ status: 302 }, 1, 0, 0, s).kind, 'retry', '3xx is a failure');
+});
+
+test('Retry-After: honoured only on 429/503, the smallest step at least as long, else its own delay', () => {
+  assert.equal(retryDelay(s.scheduleMs, 1, 1500), 2000);
+  assert.equal(retryDelay(s.scheduleMs, 1, 500), 1000, 'never sooner than the schedule');
+  assert.equal(retryDelay(s.scheduleMs, 1, 9500), 10_000, 'longer than every step: rounded up to the second');
+  assert.equal((decide({ status: 429, retryAfterMs: 3000 }, 1, 0, 0, s) as { delayMs: number }).delayMs, 4000);
+  assert.equal((decide({ status: 500, retryAfterMs: 3000 }, 1, 0, 0, s) as { delayMs: number }).delayMs, 1000);
+  assert.equal(parseRetryAfter('7'), 7000);
+  assert.equal(parseRetryAfter(new Date(Date.now() + 10_000).toUTCString())! > 8000, true);
+  assert.equal(parseRetryAfter('soon'), null);
+  assert.equal(parseRetryAfter('0'), null);
+  assert.equal(parseRetryAfter('999999999'), 86_400_000, 'capped at a day');
+});
+
+test('topic patterns match like a RabbitMQ topic exchange', () => {
+  assert.ok(topicMatches('orders.*', 'orders.placed'));
+  assert.ok(!topicMatches('orders.*', 'orders.v1.placed'));
+  assert.ok(topicMatches('orders.#', 'orders.v1.placed'));
+  assert.ok(topicMatches('#.created', 'user.created'));
+  assert.ok(topicMatches('#', 'a.b.c'));
+  assert.ok(topicMatches('user.created', 'user.created'));
+  assert.ok(!topicMatches('user.created', 'user.deleted'));
+});
+
+test('signatures: the same bytes the standardwebhooks package computes, one per secret', () => {
+  const secrets = [`whsec_${randomBytes(24).toString('base64')}`, `whsec_${randomBytes(24).toString('base64')}`];
+  const body = JSON.stringify({ id: 'e1', payload: { ü: '✓' } });
+  const ts = Math.floor(Date.now() / 1000);
+  const header = signatureHeader(secrets.map(secretKey), 'e1', ts, body);
+  assert.equal(header.split(' ')[0], new Webhook(secrets[0]!).sign('e1', new Date(ts * 1000), body));
+  for (const sec of secrets)
+    new Webhook(sec).verify(body, { 'webhook-id': 'e1', 'webhook-timestamp': String(ts), 'webhook-signature': header });
+  assert.throws(() =>
+    new Webhook(secrets[0]!).verify(body + ' ', {
+      'webhook-id': 'e1',
+      'webhook-timestamp': String(ts),
+      'webhook-signature': header,
+    }),
+  );
+});
+
+test('SSRF: private, loopback, link-local and metadata ranges are refused', () => {
+  for (const a of [
+    '127.0.0.1',
+    '10.1.2.3',
+    '172.16.0.1',
+    '192.168.1.1',
+    '169.254.169.254',
+    '100.64.0.1',
+    '0.0.0.0',
+    '::1',
+    'fe80::1',
+    'fd00::1',
+    '::ffff:127.0.0.1',
+  ])
+    assert.ok(isPrivateAddress(a), a);
+  for (const a of ['93.184.216.34', '8.8.8.8', '2606:4700::1111', '172.32.0.1']) assert.ok(!isPrivateAddress(a), a);
+});
+
+test('SSRF at delivery time: a loopback target is blocked (dead at once), unless allow-listed', async () => {
+  const srv = createServer((_q, r) => r.end('ok'));
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  const target = (host: string) => ({
+    id: 'x',
+    label: 'a/b',
+    url: new URL(`http://${host}:${port}/`),
+    timeoutMs: 2000,
+    format: 'amebo' as const,
+    keys: [randomBytes(24)],
+    encryptionKey: null,
+  });
+  const e = {
+    id: 'e',
+    action: 'a',
+    application: 'a',
+    deduper: null,
+    timestamp: '',
+    conversation_id: null,
+    payload: {},
+  };
+  const blocked = new Sender({ connectTimeoutMs: 1000, blockPrivateTargets: true, allowedHosts: [] });
+  const allowed = new Sender({ connectTimeoutMs: 1000, blockPrivateTargets: true, allowedHosts: ['localhost'] });
+  try {
+    for (const host of ['127.0.0.1', 'localhost']) {
+      const a = await blocked.send(target(host), e, 1);
+      assert.equal(a.errorClass, 'blocked', host);
+      assert.equal(a.fatal, true);
+    }
+    assert.equal((await allowed.send(target('localhost'), e, 1)).status, 200);
+  } finally {
+    await blocked.close();
+    await allowed.close();
+    srv.close();
+  }
+});

@@ -118,17 +118,17 @@ const run = promisify(execFile);
 export async function closeConnectionsNamed(name: string): Promise<number> {
   const { stdout } = await run(
     'rabbitmqctl',
-    ['list_connections', 'name', 'client_properties', '--formatter', 'json', '-q'],
+    ['list_connections', 'pid', 'client_properties', '-q', '--no-table-headers'],
     { timeout: 20_000 },
   );
-  const rows = JSON.parse(stdout || '[]') as Array<{
-    name: string;
-    client_properties: Array<[string, string, unknown]>;
-  }>;
-  const targets = rows.filter((r) => r.client_properties.some(([k, , v]) => k === 'connection_name' && v === name));
-  for (const r of targets)
-    await run('rabbitmqctl', ['close_connection', r.name, 'fabric test: forced close'], { timeout: 20_000 });
-  return targets.length;
+  const needle = `{"connection_name","${name}"}`;
+  const pids = stdout
+    .split('\n')
+    .filter((line) => line.includes(needle))
+    .map((line) => line.split('\t')[0]!);
+  for (const pid of pids)
+    await run('rabbitmqctl', ['close_connection', pid, 'fabric test: forced close'], { timeout: 20_000 });
+  return pids.length;
 }
 
 /** Measures how long `p` takes to settle, and how it settled. */

@@ -18,7 +18,7 @@ test('parses what json.dumps writes: NaN, Infinity, -Infinity, integers beyond 2
   assert.equal(parsePythonJson('-Infinity'), -Infinity);
   assert.equal(parsePythonJson(Buffer.from('35')), 35);
   // a long float keeps being a float, not a bigint
-  assert.equal(parsePythonJson('1234567890123456789.5'), 1234567890123456789.5);
+  assert.equal(parsePythonJson('1234567890123456789.5'), Number('1234567890123456789.5'));
 });
 
 test('the special tokens inside strings stay text, escapes and unicode survive', () => {

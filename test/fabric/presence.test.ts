@@ -74,6 +74,8 @@ test('presence lists services up, then down (remembered), agrees across processe
     3000,
     'down',
   );
+  assert.equal(down.instances, 0);
+  assert.equal((await second.list({ domain }))[0]?.status, 'down');
   await waitFor(() => changes.some((c) => c.status === 'down'), 2000, 'a down change event');
   assert.deepEqual(
     changes.map((c) => [c.type, c.fqn, c.status]),

@@ -42,7 +42,7 @@ function reasonOf(h: Record<string, unknown>): string {
   const death = (h['x-death'] as { reason?: string }[] | undefined)?.[0];
   if (death?.reason === 'delivery_limit') return 'delivery_limit';
   return (
-    death?.reason ?? (typeof h['x-first-death-reason'] === 'string' ? (h['x-first-death-reason'] as string) : 'unknown')
+    death?.reason ?? (typeof h['x-first-death-reason'] === 'string' ? (h['x-first-death-reason']) : 'unknown')
   );
 }
 

@@ -31,7 +31,7 @@ function spawnBridge(opts: Record<string, unknown> = {}): Promise<ChildProcess> 
   child.on('exit', () => children.delete(child));
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('bridge process did not start in 30 s')), 30_000);
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       if (d.toString().includes('READY')) {
         clearTimeout(t);
         resolve(child);

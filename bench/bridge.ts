@@ -1,0 +1,349 @@
+/**
+ * Bridge benchmark: end-to-end latency publish → webhook received at a fixed 1,000 events/s, and
+ * the most deliveries per second to a local receiver, next to a bare amqplib consumer that POSTs
+ * each message with undici (same prefetch, same receiver), measured in the same run.
+ * Loopback only; each phase bounded in time (BENCH_SECONDS, BENCH_EVENTS).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import { pathToFileURL } from 'node:url';
+import amqp from 'amqplib';
+import { Agent, Pool, request } from 'undici';
+import type { Section } from './run.js';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const EVENTS = Number(process.env.BENCH_EVENTS ?? 10_000);
+const RATE = Number(process.env.BENCH_RATE ?? 1000);
+const PREFETCH = 200;
+
+// ------------------------------------------------------------------ children
+
+async function childAmebo(): Promise<void> {
+  const { loadConfig } = await import('../src/config.js');
+  const { createLogger } = await import('../src/log.js');
+  const { startAmebo } = await import('../src/app.js');
+  const { startBridge } = await import('../bridge/index.js');
+  const { deliveryRoutes } = await import('../src/api/delivery-routes.js');
+  const cfg = loadConfig({ ...JSON.parse(process.env.BENCH_OVERRIDES!), roles: 'api,bridge,relay' }, {});
+  const amebo = await startAmebo(cfg, createLogger(cfg.logLevel), {
+    parts: [startBridge],
+    plugins: [deliveryRoutes],
+  });
+  const addr = amebo.api!.server.address();
+  process.stdout.write(`READY ${typeof addr === 'object' && addr ? addr.port : 0}\n`);
+  process.on('SIGTERM', () => void amebo.close().then(() => process.exit(0)));
+}
+
+/** The baseline: consume, POST the body with undici, ack. Nothing else. */
+async function childBare(): Promise<void> {
+  const [url, queue, target] = [process.env.BENCH_AMQP!, process.env.BENCH_QUEUE!, process.env.BENCH_TARGET!];
+  const conn = await amqp.connect(url);
+  const ch = await conn.createChannel();
+  await ch.prefetch(PREFETCH);
+  const agent = new Agent({ keepAliveTimeout: 30_000, connections: 256 });
+  await ch.consume(queue, (m) => {
+    if (!m) return;
+    void request(target, {
+      method: 'POST',
+      dispatcher: agent,
+      headers: { 'content-type': 'application/json' },
+      body: m.content,
+      headersTimeout: 15_000,
+      bodyTimeout: 15_000,
+    })
+      .then(async (res) => {
+        await res.body.dump();
+        ch.ack(m);
+      })
+      .catch(() => ch.nack(m, false, true));
+  });
+  process.stdout.write('READY 0\n');
+  process.on('SIGTERM', () => void conn.close().then(() => process.exit(0)));
+}
+
+function spawnChild(
+  kind: 'amebo' | 'bare',
+  env: Record<string, string>,
+): Promise<{ port: number; child: ChildProcess }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--child', kind], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${kind} did not start`)), 60_000);
+    child.stdout.on('data', (d: Buffer) => {
+      const m = /READY (\d+)/.exec(d.toString());
+      if (m) {
+        clearTimeout(t);
+        resolve({ port: Number(m[1]), child });
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`${kind} exited ${code}`)));
+  });
+}
+
+const stop = (c: ChildProcess): Promise<void> =>
+  new Promise((r) => {
+    if (c.exitCode !== null) return r();
+    c.once('exit', () => r());
+    c.kill('SIGTERM');
+    setTimeout(() => c.kill('SIGKILL'), 10_000).unref();
+  });
+
+// ------------------------------------------------------------------ receiver and load
+
+/** The local webhook receiver: answers 200 at once and records latency from the `t` in the payload. */
+class Sink {
+  server: Server;
+  port = 0;
+  count = new Map<string, number>();
+  first = new Map<string, number>();
+  last = new Map<string, number>();
+  lat = new Map<string, number[]>();
+  constructor() {
+    this.server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const now = performance.now();
+        res.writeHead(200).end();
+        const path = req.url ?? '/';
+        this.count.set(path, (this.count.get(path) ?? 0) + 1);
+        if (!this.first.has(path)) this.first.set(path, now);
+        this.last.set(path, now);
+        try {
+          const j = JSON.parse(Buffer.concat(chunks).toString()) as { payload?: { t?: number } };
+          const t = j.payload?.t;
+          if (typeof t === 'number') {
+            let l = this.lat.get(path);
+            if (!l) this.lat.set(path, (l = []));
+            l.push(now - t);
+          }
+        } catch {
+          /* not ours */
+        }
+      });
+    });
+    this.server.keepAliveTimeout = 60_000;
+  }
+  async listen(): Promise<void> {
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
+    this.port = (this.server.address() as { port: number }).port;
+  }
+  got(path: string): number {
+    return this.count.get(path) ?? 0;
+  }
+  async waitFor(path: string, n: number, timeoutMs: number): Promise<boolean> {
+    const end = Date.now() + timeoutMs;
+    while (this.got(path) < n && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+    return this.got(path) >= n;
+  }
+}
+
+const pct = (xs: number[], p: number): number => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+
+/** Calls `send(i)` at `rate` per second for `seconds`, without waiting for answers to pace. */
+async function paced(rate: number, seconds: number, send: (i: number) => Promise<unknown>): Promise<number> {
+  const start = performance.now();
+  const total = rate * seconds;
+  let sent = 0;
+  const pending = new Set<Promise<unknown>>();
+  while (sent < total) {
+    const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate));
+    while (sent < due) {
+      const p = send(sent++).catch(() => undefined);
+      pending.add(p);
+      void p.finally(() => pending.delete(p));
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await Promise.all(pending);
+  return sent;
+}
+
+// ------------------------------------------------------------------ the run
+
+export async function run(): Promise<Section> {
+  const { testEnv, destroy, AMQP_URL } = await import('../test/helpers/harness.js');
+  const env = testEnv({ logLevel: 'silent' });
+  const sink = new Sink();
+  await sink.listen();
+  const target = (p: string) => `http://127.0.0.1:${sink.port}${p}`;
+  const conn = await amqp.connect(AMQP_URL);
+  const ch = await conn.createConfirmChannel();
+  const children: ChildProcess[] = [];
+  const notes: string[] = [];
+  try {
+    // --- Amebo
+    const a = await spawnChild('amebo', { BENCH_OVERRIDES: JSON.stringify(env.overrides) });
+    children.push(a.child);
+    const api = new Pool(`http://127.0.0.1:${a.port}`, { connections: 32, keepAliveTimeout: 30_000 });
+    const admin = { authorization: `Bearer ${env.adminToken}`, 'content-type': 'application/json' };
+    const post = async (path: string, body: unknown, headers: Record<string, string> = admin) => {
+      const r = await api.request({ method: 'POST', path, headers, body: JSON.stringify(body) });
+      const text = await r.body.text();
+      if (r.statusCode >= 300) throw new Error(`${path}: ${r.statusCode} ${text}`);
+      return JSON.parse(text || '{}') as Record<string, any>;
+    };
+    const secret = 'bench-app-secret-0123456789';
+    await post('/v1/applications', { application: 'bench', secret });
+    const appAuth = {
+      authorization: `Basic ${Buffer.from(`bench:${secret}`).toString('base64')}`,
+      'content-type': 'application/json',
+    };
+    await post('/v1/actions', { action: 'bench.tick', application: 'bench', schemata: {} }, appAuth);
+    await post('/v1/actions', { action: 'bench.bulk', application: 'bench', schemata: {} }, appAuth);
+    await post('/v1/subscriptions', {
+      application: 'bench',
+      subscription: 'lat',
+      action: 'bench.tick',
+      handler: target('/amebo-lat'),
+    });
+    const bulk = await post('/v1/subscriptions', {
+      application: 'bench',
+      subscription: 'bulk',
+      action: 'bench.bulk',
+      handler: target('/amebo-bulk'),
+    });
+    await new Promise((r) => setTimeout(r, 500));
+
+    // Latency at a fixed rate, twice: (1) from the publish to the events exchange (the bridge's
+    // share, the same starting point as the bare loop), (2) from POST /v1/events (the whole path).
+    const { eventBody, eventProperties } = await import('../src/broker/message.js');
+    const { uuidv7 } = await import('../src/ids.js');
+    const brokerPublish = async (t: number) => {
+      const e = {
+        id: uuidv7(),
+        action: 'bench.tick',
+        application: 'bench',
+        payloadJson: JSON.stringify({ t, sku: 'sku-123', qty: 2 }),
+        deduper: null,
+        conversationId: null,
+        createdAt: new Date(),
+        schemaVersion: 1,
+      };
+      ch.publish(`${env.cfg.prefix}.events`, 'bench.tick', eventBody(e), eventProperties(e));
+    };
+    await paced(200, 1, async () => brokerPublish(performance.now()));
+    await sink.waitFor('/amebo-lat', 200, 10_000);
+    sink.lat.set('/amebo-lat', []);
+    let base = sink.got('/amebo-lat');
+    const sentA = await paced(RATE, SECONDS, async () => brokerPublish(performance.now()));
+    await sink.waitFor('/amebo-lat', base + sentA, 15_000);
+    const latA = sink.lat.get('/amebo-lat') ?? [];
+
+    sink.lat.set('/amebo-lat', []);
+    base = sink.got('/amebo-lat');
+    const postLat: number[] = [];
+    const sentH = await paced(RATE, SECONDS, async () => {
+      const t = performance.now();
+      await post('/v1/events', { action: 'bench.tick', payload: { t, sku: 'sku-123', qty: 2 } }, appAuth);
+      postLat.push(performance.now() - t);
+    });
+    await sink.waitFor('/amebo-lat', base + sentH, 15_000);
+    const latH = sink.lat.get('/amebo-lat') ?? [];
+
+    // max delivery rate: fill the paused subscription's queue, then resume and time the drain
+    await post(`/v1/subscriptions/${bulk.id}/pause`, {});
+    await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < EVENTS; i += 1000)
+      await post(
+        '/v1/events/batch',
+        {
+          events: Array.from({ length: Math.min(1000, EVENTS - i) }, (_, k) => ({
+            action: 'bench.bulk',
+            payload: { n: i + k, sku: 'sku-123', qty: 2 },
+          })),
+        },
+        appAuth,
+      );
+    for (let k = 0; k < 200 && (await ch.checkQueue(bulk.queue)).messageCount < EVENTS; k++)
+      await new Promise((r) => setTimeout(r, 50));
+    await post(`/v1/subscriptions/${bulk.id}/resume`, {});
+    const doneA = await sink.waitFor('/amebo-bulk', EVENTS, 120_000);
+    // From the first delivery to the last: the resume announcement's latency is not the bridge's rate.
+    const rateA =
+      ((sink.got('/amebo-bulk') - 1) / (sink.last.get('/amebo-bulk')! - sink.first.get('/amebo-bulk')!)) * 1000;
+    if (!doneA) notes.push(`amebo delivered ${sink.got('/amebo-bulk')} of ${EVENTS} within the bound`);
+    await api.close();
+    await stop(a.child);
+
+    // --- bare amqplib + undici loop on its own queue
+    const q = `${env.cfg.prefix}.bare`;
+    await ch.assertQueue(q, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    const b = await spawnChild('bare', { BENCH_AMQP: AMQP_URL, BENCH_QUEUE: q, BENCH_TARGET: target('/bare-lat') });
+    children.push(b.child);
+    const body = (t: number) =>
+      Buffer.from(JSON.stringify({ id: 'x', action: 'bench.tick', payload: { t, sku: 'sku-123', qty: 2 } }));
+    await paced(200, 1, async () => ch.publish('', q, body(performance.now()), { persistent: true }));
+    await sink.waitFor('/bare-lat', 200, 10_000);
+    sink.lat.set('/bare-lat', []);
+    const baseB = sink.got('/bare-lat');
+    const sentB = await paced(RATE, SECONDS, async () =>
+      ch.publish('', q, body(performance.now()), { persistent: true }),
+    );
+    await sink.waitFor('/bare-lat', baseB + sentB, 15_000);
+    const latB = sink.lat.get('/bare-lat') ?? [];
+    await stop(b.child);
+
+    const q2 = `${env.cfg.prefix}.bare2`;
+    await ch.assertQueue(q2, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    for (let i = 0; i < EVENTS; i++)
+      if (
+        !ch.publish('', q2, Buffer.from(JSON.stringify({ id: String(i), payload: { n: i, sku: 'sku-123', qty: 2 } })), {
+          persistent: true,
+        })
+      )
+        await new Promise((r) => ch.once('drain', r));
+    await ch.waitForConfirms();
+    const b2 = await spawnChild('bare', { BENCH_AMQP: AMQP_URL, BENCH_QUEUE: q2, BENCH_TARGET: target('/bare-bulk') });
+    children.push(b2.child);
+    await sink.waitFor('/bare-bulk', EVENTS, 120_000);
+    const rateB =
+      ((sink.got('/bare-bulk') - 1) / (sink.last.get('/bare-bulk')! - sink.first.get('/bare-bulk')!)) * 1000;
+    await stop(b2.child);
+
+    notes.push(
+      `latency (broker →): ${latA.length} events published to the events exchange, delivered by the bridge (signed envelope, records) vs ${latB.length} published straight to a queue for the bare loop`,
+      `latency (POST →): ${latH.length} events via POST /v1/events (schema check, outbox commit, confirm, relay-free publish, bridge); the POST alone answered in p50 ${pct(postLat, 50).toFixed(1)} / p99 ${pct(postLat, 99).toFixed(1)} ms; the baseline column repeats the bare loop`,
+      `rate: ${EVENTS} events queued first, then drained (amebo: envelope, HMAC signature, delivery records; bare: POST as is); prefetch ${PREFETCH} both`,
+      'targets: p99 < 25 ms at 1,000 events/s; delivery rate >= 60% of the bare loop',
+    );
+    return {
+      title: 'Bridge: publish → webhook received',
+      rows: [
+        { metric: `p50 latency at ${RATE} ev/s (broker →)`, amebo: pct(latA, 50), baseline: pct(latB, 50), unit: 'ms' },
+        { metric: `p99 latency at ${RATE} ev/s (broker →)`, amebo: pct(latA, 99), baseline: pct(latB, 99), unit: 'ms' },
+        { metric: `p50 latency at ${RATE} ev/s (POST →)`, amebo: pct(latH, 50), baseline: pct(latB, 50), unit: 'ms' },
+        { metric: `p99 latency at ${RATE} ev/s (POST →)`, amebo: pct(latH, 99), baseline: pct(latB, 99), unit: 'ms' },
+        { metric: 'max delivery rate', amebo: rateA, baseline: rateB, unit: 'deliveries/s', higherIsBetter: true },
+      ],
+      notes,
+    };
+  } finally {
+    await Promise.all(children.map(stop));
+    await conn.close().catch(() => undefined);
+    sink.server.closeAllConnections();
+    sink.server.close();
+    await destroy(env).catch(() => undefined);
+  }
+}
+
+if (process.argv[2] === '--child') {
+  await (process.argv[3] === 'amebo' ? childAmebo() : childBare());
+} else if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const s = await run();
+  process.stdout.write(
+    `\n## ${s.title}\n${'metric'.padEnd(36)} ${'amebo'.padStart(10)} ${'baseline'.padStart(10)} ${'ratio'.padStart(7)}  unit\n`,
+  );
+  for (const r of s.rows)
+    process.stdout.write(
+      `${r.metric.padEnd(36)} ${r.amebo.toFixed(2).padStart(10)} ${r.baseline.toFixed(2).padStart(10)} ${(r.amebo / r.baseline).toFixed(2).padStart(7)}  ${r.unit}\n`,
+    );
+  for (const n of s.notes) process.stdout.write(`  - ${n}\n`);
+  process.exit(0);
+}

@@ -41,9 +41,7 @@ function reasonOf(h: Record<string, unknown>): string {
   // Dead-lettered by RabbitMQ itself (x-delivery-limit poison guard, rejection, expiry).
   const death = (h['x-death'] as { reason?: string }[] | undefined)?.[0];
   if (death?.reason === 'delivery_limit') return 'delivery_limit';
-  return (
-    death?.reason ?? (typeof h['x-first-death-reason'] === 'string' ? (h['x-first-death-reason']) : 'unknown')
-  );
+  return death?.reason ?? (typeof h['x-first-death-reason'] === 'string' ? h['x-first-death-reason'] : 'unknown');
 }
 
 function view(m: GetMessage): DeadLetterView {

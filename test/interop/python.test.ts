@@ -118,7 +118,7 @@ test('a TypeScript proxy calls a Python (amqp-fabric wire) service, and lists it
     timeoutMs: 5000,
   });
   assert.equal(await p.multiply!({ x: 5, y: 7 }), 35);
-  assert.equal(await p.health_check!(), true);
+  assert.equal(await p.health_check(), true);
   const n = (await p.numbers!()) as { nan: number; inf: number; big: bigint };
   assert.ok(Number.isNaN(n.nan));
   assert.equal(n.inf, Infinity);

@@ -294,6 +294,7 @@ export class SubscriptionWorker {
     for (;;) {
       const g = await this.gate();
       if (g === 'stop') return; // unacked: requeued when the channel closes
+      if (this.row.rate_limit && !(await this.pace(this.row.rate_limit))) return;
       const a = await this.d.sender.send(this.target, event, attempt, trace);
       const now = Date.now();
       this.hist.observe(a.latencyMs / 1000);
@@ -368,6 +369,16 @@ export class SubscriptionWorker {
         }
       }
     }
+  }
+
+  private nextSlot = 0;
+
+  /** `rate_limit` per second, per bridge process (N processes side by side may reach N times it). */
+  private async pace(rate: number): Promise<boolean> {
+    const now = Date.now();
+    const slot = Math.max(now, this.nextSlot);
+    this.nextSlot = slot + 1000 / rate;
+    return slot > now ? this.sleep(slot - now) : true;
   }
 
   private sleep(ms: number): Promise<boolean> {

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { listAttempts, listDeliveries, subscriptionById } from '../../bridge/store.js';
 import { listDeadLetters, replay, resurrect, retryOne, sendTest } from '../../bridge/recovery.js';
 import { AmeboError } from '../errors.js';
+import { BrokerUnavailableError } from '../broker/connection.js';
 import { isUuid } from '../ids.js';
 import type { SubscriptionRow } from '../store/registry.js';
 import { parseTime } from './event-routes.js';
@@ -31,6 +32,17 @@ function decodeCursor(c: string | undefined) {
  */
 export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { auth, pool } = ctx;
+
+  /** Broker operations while RabbitMQ is away are a 503 with the contract's code, not a 500. */
+  const onBroker = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof BrokerUnavailableError || /Channel closed|Connection closed/.test((err as Error).message))
+        throw new AmeboError('UNAVAILABLE', 'RabbitMQ is not connected; try again shortly');
+      throw err;
+    }
+  };
 
   const owned = async (req: FastifyRequest): Promise<SubscriptionRow> => {
     if (!ctx.ownedSubscription) throw new AmeboError('INTERNAL', 'subscription routes are not mounted');
@@ -110,7 +122,7 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     { schema: { tags: ['deliveries'], summary: 'Resend one stored event to one subscription now', params: pairParam } },
     async (req, reply) => {
       const { event, row } = await ownedPair(req);
-      const r = await retryOne(ctx, row, event);
+      const r = await onBroker(() => retryOne(ctx, row, event));
       if (!r) throw new AmeboError('EVENT_NOT_FOUND', `no event "${event}"`);
       return reply.status(202).send({ event, subscription: row.id, state: 'pending', attempt: r.attempt });
     },
@@ -156,7 +168,7 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
       const from = parseTime(b.from, '/from')!;
       const to = parseTime(b.to, '/to') ?? new Date();
       if (to <= from) throw new AmeboError('VALIDATION', 'to must be after from', [{ instancePath: '/to' }]);
-      const r = await replay(ctx, row, from, to);
+      const r = await onBroker(() => replay(ctx, row, from, to));
       return reply.status(202).send({ subscription: row.id, count: r.replayed, from, to });
     },
   );
@@ -177,7 +189,7 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     async (req) => {
       const row = await owned(req);
       const { limit } = req.query as { limit: number };
-      return { subscription: row.id, ...(await listDeadLetters(ctx, row, limit)) };
+      return { subscription: row.id, ...(await onBroker(() => listDeadLetters(ctx, row, limit))) };
     },
   );
 
@@ -197,7 +209,7 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     async (req) => {
       const row = await owned(req);
       const limit = (req.body as { limit?: number } | null)?.limit ?? 1000;
-      return { subscription: row.id, ...(await resurrect(ctx, row, limit)) };
+      return { subscription: row.id, ...(await onBroker(() => resurrect(ctx, row, limit))) };
     },
   );
 }

@@ -20,7 +20,9 @@ before(async () => {
   APP = await seed(
     call,
     'hooks',
-    ['flaky', 'gone', 'limited', 'unavailable', 'hang', 'refused', 'moved', 'aging', 'replayed'].map((a) => `t.${a}`),
+    ['flaky', 'gone', 'limited', 'unavailable', 'hang', 'refused', 'moved', 'aging', 'replayed', 'paced'].map(
+      (a) => `t.${a}`,
+    ),
   );
 });
 after(async () => {
@@ -213,6 +215,14 @@ describe('outcomes', { concurrency: true }, () => {
     assert.deepEqual(back.map((x) => x.headers['webhook-id']).sort(), [...ids].sort());
     assert.equal((await deadLetters(s.id)).count, 0);
     for (const id of ids) await eventually(async () => (await delivery(id, s.id))?.state === 'delivered');
+  });
+
+  test('rate_limit paces deliveries', async () => {
+    await subscribe('paced', { rate_limit: 5 });
+    for (let i = 0; i < 6; i++) await publish('t.paced', { i });
+    await eventually(() => rx.at('/paced').length >= 6, 5000);
+    const at = rx.at('/paced').map((r) => r.at);
+    assert.ok(at[5]! - at[0]! >= 900, `6 deliveries at 5/s take about a second: ${at[5]! - at[0]!} ms`);
   });
 
   test('replay re-delivers a time range; retry resends one', async () => {

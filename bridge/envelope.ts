@@ -23,6 +23,27 @@ export interface EnvelopeOptions {
 
 const encoder = new TextEncoder();
 
+/** An event to send: the broker body as is (fast path) and/or parsed. */
+export interface Outgoing {
+  id: string;
+  action: string;
+  raw?: Buffer;
+  event?: BrokerEvent;
+}
+
+const HEAD = Buffer.from('{"id":"');
+
+/**
+ * The amebo envelope spliced from the broker body, which src/broker/message.ts builds as the
+ * envelope minus `subscription` and `attempt` (plus `schema_version`): the payload is neither
+ * parsed nor serialised again. Null when the body has another shape (then it is parsed).
+ */
+export function splicedBody(raw: Buffer, subscription: string, attempt: number): string | null {
+  if (raw.length < 16 || raw[raw.length - 1] !== 0x7d || raw.compare(HEAD, 0, HEAD.length, 0, HEAD.length) !== 0)
+    return null;
+  return `${raw.toString('utf8', 0, raw.length - 1)},"subscription":${JSON.stringify(subscription)},"attempt":${attempt}}`;
+}
+
 /** JWE compact serialisation (alg dir, enc A256GCM) of the payload's JSON: any JOSE library opens it. */
 export async function encryptPayload(payload: unknown, key: Uint8Array): Promise<string> {
   return new CompactEncrypt(encoder.encode(JSON.stringify(payload)))

@@ -261,7 +261,7 @@ export async function sendTest(ctx: ApiContext, row: SubscriptionRow): Promise<A
       keys: ctx.registry.signingSecrets(row).map(secretKey),
       encryptionKey: row.encryption_key ? Buffer.from(ctx.registry.box.open(row.encryption_key), 'base64') : null,
     },
-    e,
+    { id, action, event: e },
     1,
   );
   return { ...a, event: id };

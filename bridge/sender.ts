@@ -1,6 +1,6 @@
 import { Agent, request, errors as undiciErrors } from 'undici';
 import { traceparent as childTraceparent } from '../src/broker/message.js';
-import { buildBody, signatureHeader, type BrokerEvent } from './envelope.js';
+import { buildBody, signatureHeader, splicedBody, type BrokerEvent, type Outgoing } from './envelope.js';
 import { parseRetryAfter, type AttemptResult } from './ladder.js';
 import { BlockedTargetError, checkLiteralHost, guardedLookup } from './ssrf.js';
 
@@ -62,18 +62,21 @@ export class Sender {
   }
 
   /** One delivery attempt of `e` to `t`. Never throws: failures are outcomes. */
-  async send(t: Target, e: BrokerEvent, attempt: number, parentTrace?: string): Promise<Attempt> {
+  async send(t: Target, e: Outgoing, attempt: number, parentTrace?: string): Promise<Attempt> {
     const started = performance.now();
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(new AttemptTimeout()), t.timeoutMs);
     try {
       if (this.block) checkLiteralHost(t.url, this.allowed);
-      const { body, contentType } = await buildBody(e, {
-        subscription: t.label,
-        attempt,
-        format: t.format,
-        encryptionKey: t.encryptionKey,
-      });
+      const fast = e.raw && t.format === 'amebo' && !t.encryptionKey ? splicedBody(e.raw, t.label, attempt) : null;
+      const { body, contentType } = fast
+        ? { body: fast, contentType: 'application/json' }
+        : await buildBody((e.event ??= JSON.parse(e.raw!.toString('utf8')) as BrokerEvent), {
+            subscription: t.label,
+            attempt,
+            format: t.format,
+            encryptionKey: t.encryptionKey,
+          });
       const ts = Math.floor(Date.now() / 1000);
       const res = await request(t.url, {
         method: 'POST',

@@ -6,7 +6,7 @@ import type { Logger } from '../src/log.js';
 import { metrics } from '../src/metrics.js';
 import type { SubscriptionRow } from '../src/store/registry.js';
 import type { Breaker, BreakerState } from './breaker.js';
-import type { BrokerEvent } from './envelope.js';
+import { splicedBody, type BrokerEvent, type Outgoing } from './envelope.js';
 import { decide, type LadderSettings } from './ladder.js';
 import type { Attempt, Sender, Target } from './sender.js';
 import type { Recorder } from './store.js';
@@ -280,14 +280,19 @@ export class SubscriptionWorker {
 
   private async deliver(ch: Channel, msg: ConsumeMessage): Promise<void> {
     const headers = msg.properties.headers ?? {};
-    let event: BrokerEvent;
-    try {
-      event = JSON.parse(msg.content.toString('utf8')) as BrokerEvent;
-      if (typeof event.id !== 'string') throw new Error('no id');
-    } catch {
-      await this.deadLetter(ch, msg, 'malformed', 1, null);
-      return;
-    }
+    const id = msg.properties.messageId as string | undefined;
+    const action = (headers[HEADER.action] as string | undefined) ?? (msg.properties.type as string | undefined);
+    let event: Outgoing;
+    if (id && action && splicedBody(msg.content, '', 1)) event = { id, action, raw: msg.content };
+    else
+      try {
+        const e = JSON.parse(msg.content.toString('utf8')) as BrokerEvent;
+        if (typeof e.id !== 'string' || typeof e.action !== 'string') throw new Error('no id or action');
+        event = { id: e.id, action: e.action, event: e, raw: msg.content };
+      } catch {
+        await this.deadLetter(ch, msg, 'malformed', 1, null);
+        return;
+      }
     let attempt = Math.max(1, Number(headers[HEADER.attempt] ?? 1) || 1);
     const firstAt = Number(headers[HEADER.firstAttemptAt]) || Date.now();
     const trace = typeof headers[HEADER.traceparent] === 'string' ? (headers[HEADER.traceparent] as string) : undefined;

@@ -81,6 +81,7 @@ test('fan-out: each event once to each matching subscription, signed, encrypted,
       'deduper',
       'id',
       'payload',
+      'schema_version',
       'subscription',
       'timestamp',
     ]);

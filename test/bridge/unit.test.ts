@@ -4,7 +4,8 @@ import { createServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { decide, parseRetryAfter, retryDelay, topicMatches } from '../../bridge/ladder.js';
-import { secretKey, signatureHeader } from '../../bridge/envelope.js';
+import { buildBody, secretKey, signatureHeader, splicedBody } from '../../bridge/envelope.js';
+import { eventBody } from '../../src/broker/message.js';
 import { isPrivateAddress } from '../../bridge/ssrf.js';
 import { Sender } from '../../bridge/sender.js';
 
@@ -67,6 +68,28 @@ test('signatures: the same bytes the standardwebhooks package computes, one per 
   );
 });
 
+test('the spliced envelope equals the built one (plus schema_version), payload bytes untouched', async () => {
+  const input = {
+    id: '0192f000-0000-7000-8000-000000000001',
+    action: 'order.placed',
+    application: 'shop',
+    payloadJson: '{"b":1,"a":[1,2,{"subscription":"nested"}],"u":"\u00fc✓"}',
+    deduper: 'k"1',
+    conversationId: null,
+    createdAt: new Date(),
+    schemaVersion: 3,
+  };
+  const raw = eventBody(input);
+  const spliced = splicedBody(raw, 'shop/plain', 2)!;
+  assert.ok(spliced.includes(input.payloadJson), 'the payload JSON text is passed through as published');
+  const built = JSON.parse(
+    (await buildBody(JSON.parse(raw.toString()), { subscription: 'shop/plain', attempt: 2, format: 'amebo' })).body,
+  );
+  assert.deepEqual(JSON.parse(spliced), { ...built, schema_version: 3 });
+  assert.equal(splicedBody(Buffer.from('[1,2]'), 's', 1), null);
+  assert.equal(splicedBody(Buffer.from('{"action":"x","id":"y"}'), 's', 1), null);
+});
+
 test('SSRF: private, loopback, link-local and metadata ranges are refused', () => {
   for (const a of [
     '127.0.0.1',
@@ -98,7 +121,7 @@ test('SSRF at delivery time: a loopback target is blocked (dead at once), unless
     keys: [randomBytes(24)],
     encryptionKey: null,
   });
-  const e = {
+  const ev = {
     id: 'e',
     action: 'a',
     application: 'a',
@@ -107,6 +130,7 @@ test('SSRF at delivery time: a loopback target is blocked (dead at once), unless
     conversation_id: null,
     payload: {},
   };
+  const e = { id: 'e', action: 'a', event: ev };
   const blocked = new Sender({ connectTimeoutMs: 1000, blockPrivateTargets: true, allowedHosts: [] });
   const allowed = new Sender({ connectTimeoutMs: 1000, blockPrivateTargets: true, allowedHosts: ['localhost'] });
   try {
@@ -115,7 +139,8 @@ test('SSRF at delivery time: a loopback target is blocked (dead at once), unless
       assert.equal(a.errorClass, 'blocked', host);
       assert.equal(a.fatal, true);
     }
-    assert.equal((await allowed.send(target('localhost'), e, 1)).status, 200);
+    const ok = await allowed.send(target('localhost'), e, 1);
+    assert.equal(ok.status, 200, String(ok.error));
   } finally {
     await blocked.close();
     await allowed.close();

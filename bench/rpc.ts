@@ -28,7 +28,7 @@ const URL_ = process.env.AMEBO_BENCH_AMQP_URL ?? process.env.AMEBO_AMQP_URL ?? '
 const SEQ_CALLS = Number(process.env.AMEBO_BENCH_RPC_CALLS ?? 2000);
 const TPUT_MS = Number(process.env.AMEBO_BENCH_RPC_MS ?? 5000);
 const CONCURRENCY = 64;
-const SLICES = 4;
+const SLICES = 8;
 const PREFETCH = 128;
 
 type Caller = (x: number, y: number) => Promise<unknown>;

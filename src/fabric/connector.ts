@@ -31,12 +31,14 @@ import {
 } from './logs.js';
 import {
   assertAddress,
+  assertMethod,
   DECLARE,
   DEFAULT_DATA_SUFFIX,
   DEFAULT_DISCOVERY_EXCHANGE,
   dataExchange,
   fqnOf,
   MSG_TYPE,
+  rpcExchange,
   type ServiceAddress,
 } from './names.js';
 import { RpcClient, type CallOptions } from './rpc-client.js';
@@ -390,8 +392,13 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
     const address = { domain, type, id };
     assertAddress(address);
     await this.client.ensureStarted();
-    const call = (method: string) => (args?: object, o?: CallOptions) =>
-      this.client.call(address, method, args, { ...opts, ...o });
+    const target = { exchange: rpcExchange(address), fqn: fqnOf(address) };
+    const client = this.client;
+    const call = (method: string) => {
+      assertMethod(method);
+      return (args?: object, o?: CallOptions): Promise<unknown> =>
+        client.callChecked(target, method, args, o?.timeoutMs ?? opts.timeoutMs);
+    };
     const cache = new Map<string, ReturnType<typeof call>>();
     return new Proxy(Object.create(null) as object, {
       get: (_t, prop) => {

@@ -109,6 +109,7 @@ export class Link extends EventEmitter {
 
   private async setup(model: ChannelModel): Promise<void> {
     model.on('error', () => undefined);
+    coalesceWrites(model);
     // Index loop on purpose: hooks added while this runs are picked up.
     for (let i = 0; i < this.hooks.length; i++) {
       const h = this.hooks[i]!;
@@ -223,6 +224,40 @@ export class Link extends EventEmitter {
       clearTimeout(t);
     }
   }
+}
+
+/**
+ * amqplib's muxer writes each frame group to the socket separately, one syscall each (loopback TCP
+ * writes are costly: the profile of a call is dominated by them). Corking the socket around one
+ * muxer pass sends everything queued in that pass (replies, acks, calls of concurrent callers) in
+ * one writev. Reaches into amqplib internals, so it only applies when they look as expected.
+ */
+function coalesceWrites(model: ChannelModel): void {
+  const conn = (
+    model as unknown as {
+      connection?: { muxer?: { _readIncoming?: () => void }; stream?: { cork?: () => void; uncork?: () => void } };
+    }
+  ).connection;
+  const mux = conn?.muxer;
+  const sock = conn?.stream;
+  if (
+    !mux ||
+    typeof mux._readIncoming !== 'function' ||
+    typeof sock?.cork !== 'function' ||
+    typeof sock.uncork !== 'function'
+  )
+    return;
+  const pass = mux._readIncoming.bind(mux);
+  const cork = sock.cork.bind(sock);
+  const uncork = sock.uncork.bind(sock);
+  mux._readIncoming = () => {
+    cork();
+    try {
+      pass();
+    } finally {
+      uncork();
+    }
+  };
 }
 
 export function redactUrl(url: string): string {

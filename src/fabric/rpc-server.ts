@@ -3,7 +3,7 @@
  * instance with the same FQN (the HA clique). A call is acked only once its reply is confirmed
  * by the broker, so a call in flight on an instance that dies is redelivered to another member.
  */
-import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Options } from 'amqplib';
+import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { toWireError } from './errors.js';
 import { encodePythonJson, parsePythonJson, type JsonValue } from './json.js';
@@ -141,7 +141,7 @@ export class RpcServer implements RpcRegistration {
     // beyond it stay queued for other members of the clique. A per-channel (global) limit would
     // cost the broker a shared counter on every delivery and ack.
     await ch.prefetch(this.concurrency, false);
-    const acker = new Acker(ch);
+    const acker = new Acker(ch, this.concurrency);
     await ch.assertExchange(this.exchange, 'direct', DECLARE.rpcExchange);
     await ch.assertExchange(RPC_DLX, 'headers', DECLARE.dlx);
     const tags: string[] = [];
@@ -170,56 +170,77 @@ export class RpcServer implements RpcRegistration {
     }
     this.running++;
     acker.delivered(msg);
-    void this.run(ch, acker, method, msg).finally(() => {
-      this.running--;
-      if (this.running === 0) for (const w of this.idleWaiters.splice(0)) w();
-    });
-  }
-
-  private async run(ch: ConfirmChannel, acker: Acker, method: string, msg: ConsumeMessage): Promise<void> {
-    const p = msg.properties;
-    let type: 'result' | 'error' = 'result';
-    let body: string;
+    // Plain callbacks rather than async/await: a synchronous handler replies in the same tick.
+    let result: unknown;
     try {
-      const args = decodeArgs(msg.content);
-      const fn = this.handlers.get(method)!;
-      const result = await fn(args, {
+      const p = msg.properties;
+      result = this.handlers.get(method)!(decodeArgs(msg.content), {
         method,
         redelivered: msg.fields.redelivered,
         correlationId: p.correlationId as string | undefined,
       });
+    } catch (err) {
+      this.reply(ch, acker, msg, 'error', encodeError(err));
+      return;
+    }
+    if (isThenable(result))
+      result.then(
+        (v) => this.replyResult(ch, acker, msg, v),
+        (err: unknown) => this.reply(ch, acker, msg, 'error', encodeError(err)),
+      );
+    else this.replyResult(ch, acker, msg, result);
+  }
+
+  private replyResult(ch: ConfirmChannel, acker: Acker, msg: ConsumeMessage, result: unknown): void {
+    let body: string;
+    try {
       body = encodePythonJson(result === undefined ? null : result);
     } catch (err) {
-      type = 'error';
-      body = encodeError(err);
+      this.reply(ch, acker, msg, 'error', encodeError(err));
+      return;
     }
+    this.reply(ch, acker, msg, 'result', body);
+  }
+
+  /** Publishes the reply; the call is acked once the broker confirms it (see {@link Acker}). */
+  private reply(ch: ConfirmChannel, acker: Acker, msg: ConsumeMessage, type: 'result' | 'error', body: string): void {
+    const p = msg.properties;
     const replyTo = p.replyTo as string | undefined;
     if (!replyTo) {
       acker.ack(msg);
+      this.done();
       return;
     }
-    const props: Options.Publish = {
-      contentType: 'application/json',
-      correlationId: p.correlationId as string | undefined,
-      deliveryMode: (p.deliveryMode as number | undefined) ?? 1,
-      type,
-      timestamp: Math.floor(Date.now() / 1000),
-      priority: 0,
-    };
-    await new Promise<void>((resolve) => {
-      try {
-        ch.publish('', replyTo, Buffer.from(body), props, (err) => {
+    try {
+      ch.publish(
+        '',
+        replyTo,
+        Buffer.from(body),
+        {
+          contentType: 'application/json',
+          correlationId: p.correlationId as string | undefined,
+          deliveryMode: (p.deliveryMode as number | undefined) ?? 1,
+          type,
+          timestamp: Math.floor(Date.now() / 1000),
+          priority: 0,
+        },
+        (err) => {
           // A reply the broker refused must not be lost silently: rejecting dead-letters the call
           // to rpc.dlx, which brings it back to its caller as failed (wire spec §2).
           if (err) acker.reject(msg);
           else acker.ack(msg);
-          resolve();
-        });
-      } catch {
-        // The channel is gone; the call is requeued by the broker and served again.
-        resolve();
-      }
-    });
+          this.done();
+        },
+      );
+    } catch {
+      // The channel is gone; the broker requeues the call and it is served again.
+      this.done();
+    }
+  }
+
+  private done(): void {
+    this.running--;
+    if (this.running === 0) for (const w of this.idleWaiters.splice(0)) w();
   }
 
   async close(): Promise<void> {
@@ -258,6 +279,14 @@ function decodeArgs(content: Buffer): Record<string, JsonValue> {
   return v;
 }
 
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (
+    v !== null &&
+    (typeof v === 'object' || typeof v === 'function') &&
+    typeof (v as { then?: unknown }).then === 'function'
+  );
+}
+
 function encodeError(err: unknown): string {
   const e = toWireError(err);
   try {
@@ -268,21 +297,31 @@ function encodeError(err: unknown): string {
 }
 
 /**
- * Acks calls once their replies are confirmed, coalescing: confirms arrive in bursts, and one ack
- * with `multiple` settles a whole run of calls, which spares the broker most ack frames. Calls that
- * finish out of order are acked one by one, so a slow call never pins the prefetch credit of the
- * fast ones after it.
+ * Ack frames are held this long so that one ack with `multiple` settles a run of calls: on a busy
+ * service that spares the broker most ack frames (it shares the CPU with us). The window is far
+ * below any call's deadline; a crash inside it only means a finished call is served again.
+ */
+const ACK_DELAY_MS = 1;
+
+/**
+ * Acks calls once their replies are confirmed, coalescing (see {@link ACK_DELAY_MS}). Acks go out at
+ * once when half the prefetch credit is waiting on them, so low concurrency (amqp-fabric's one
+ * call at a time) never waits for the window. Calls that finish out of order are acked one by one,
+ * so a slow call never pins the prefetch credit of the fast ones after it.
  */
 export class Acker {
   private readonly ch: Channel;
+  private readonly flushAt: number;
   /** Delivered, not yet settled, in delivery-tag order. */
   private readonly order: ConsumeMessage[] = [];
   private readonly done = new Map<number, ConsumeMessage>();
   private readonly settled = new Set<number>();
-  private scheduled = false;
+  private timer: NodeJS.Timeout | null = null;
+  private immediate: NodeJS.Immediate | null = null;
 
-  constructor(ch: Channel) {
+  constructor(ch: Channel, prefetch: number) {
     this.ch = ch;
+    this.flushAt = Math.max(1, Math.floor(prefetch / 2));
   }
 
   delivered(m: ConsumeMessage): void {
@@ -291,10 +330,12 @@ export class Acker {
 
   ack(m: ConsumeMessage): void {
     this.done.set(m.fields.deliveryTag, m);
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => this.flush());
-    }
+    if (this.immediate) return;
+    if (this.done.size >= this.flushAt) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = null;
+      this.immediate = setImmediate(() => this.flush());
+    } else this.timer ??= setTimeout(() => this.flush(), ACK_DELAY_MS);
   }
 
   /** At once: a later `multiple` ack only covers deliveries still unacked, so this one stays rejected. */
@@ -308,7 +349,10 @@ export class Acker {
   }
 
   flush(): void {
-    this.scheduled = false;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.immediate) clearImmediate(this.immediate);
+    this.timer = null;
+    this.immediate = null;
     let last: ConsumeMessage | null = null;
     while (this.order.length > 0) {
       const tag = this.order[0]!.fields.deliveryTag;

@@ -118,8 +118,8 @@ export class LogDestination extends EventEmitter {
       return true;
     }
     const item = this.toMessage(rec);
-    if (this.ch && !this.pushedBack && this.buffer.length === 0) this.send(item);
-    else if (this.buffer.length < this.maxBuffer) this.buffer.push(item);
+    if (this.ch && !this.pushedBack && this.buffer.length === 0 && this.send(item)) return true;
+    if (this.buffer.length < this.maxBuffer) this.buffer.push(item);
     else this.dropped++;
     return true;
   }

@@ -28,9 +28,9 @@ export type RpcApi = object | Map<string, RpcHandler>;
 
 export interface RpcRegisterOptions {
   /**
-   * Calls of one method this instance runs at once (the consumer prefetch of each method queue);
-   * further calls wait in the queue, where other instances of the clique can take them.
-   * amqp-fabric runs one.
+   * Calls this instance runs at once across the methods of this registration (the prefetch of
+   * each method queue's consumer and of the channel); further calls wait in their queues, where
+   * other instances of the clique can take them. amqp-fabric runs one per method.
    * @default 16
    */
   concurrency?: number;
@@ -137,10 +137,12 @@ export class RpcServer implements RpcRegistration {
     ch.on('close', () => {
       if (this.ch === ch) this.ch = null;
     });
-    // Per consumer, so per method as in amqp-fabric (which runs one call per method queue): calls
-    // beyond it stay queued for other members of the clique. A per-channel (global) limit would
-    // cost the broker a shared counter on every delivery and ack.
+    // Calls beyond the limit stay queued, where other members of the clique can take them. The
+    // per-channel (global) limit costs the broker a shared counter on every delivery and ack, so it
+    // is set only when several methods could together exceed the per-consumer one.
     await ch.prefetch(this.concurrency, false);
+    if ([...this.handlers.keys()].filter((m) => m !== 'health_check').length > 1)
+      await ch.prefetch(this.concurrency, true);
     const acker = new Acker(ch, this.concurrency);
     await ch.assertExchange(this.exchange, 'direct', DECLARE.rpcExchange);
     await ch.assertExchange(RPC_DLX, 'headers', DECLARE.dlx);

@@ -35,4 +35,14 @@ test('N slow calls on one instance finish in about the time of one; concurrency 
   const r2 = await timed(Promise.all(Array.from({ length: 4 }, () => two.slow())));
   assert.equal(peak, 2);
   assert.ok(r2.ms >= 2 * SLOW_MS - 20, `4 calls at concurrency 2 took only ${r2.ms} ms`);
+
+  // The bound is per instance, across methods.
+  peak = 0;
+  const both = await open(t, { domain, type: 'svc', id: 'both' });
+  await both.rpcRegister({ a: api.slow, b: api.slow }, { concurrency: 2 });
+  const ab = await client.rpcProxy<{ a(): boolean; b(): boolean }>(domain, 'both', 'svc', { timeoutMs: 5000 });
+  const r3 = await timed(Promise.all([ab.a(), ab.b(), ab.a(), ab.b()]));
+  assert.deepEqual(r3.value, [true, true, true, true]);
+  assert.equal(peak, 2);
+  assert.ok(r3.ms >= 2 * SLOW_MS - 20, `4 calls over two methods at concurrency 2 took only ${r3.ms} ms`);
 });

@@ -4,6 +4,8 @@ import type { SubscriptionRow } from '../src/store/registry.js';
 
 /** All bridge SQL: delivery states (one row per event × subscription) and the attempt log. */
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export type DeliveryState = 'pending' | 'delivered' | 'retrying' | 'dead';
 
 export interface DeliveryRecord {
@@ -30,8 +32,11 @@ export interface AttemptRecord {
 }
 
 // A later write never loses to an earlier one that reaches PostgreSQL after it (several workers).
+// Rows of a subscription deleted meanwhile are skipped (the FK would fail the whole batch).
 const UPSERT_DELIVERIES = `INSERT INTO deliveries (event, subscription, state, attempts, last_status, last_error, next_attempt_at, updated_at)
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::text[], $7::timestamptz[], $8::timestamptz[])
+  SELECT u.* FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::text[], $7::timestamptz[], $8::timestamptz[])
+    AS u(event, subscription, state, attempts, last_status, last_error, next_attempt_at, updated_at)
+  WHERE EXISTS (SELECT 1 FROM subscriptions s WHERE s.id = u.subscription)
   ON CONFLICT (event, subscription) DO UPDATE SET state = EXCLUDED.state, attempts = EXCLUDED.attempts,
     last_status = EXCLUDED.last_status, last_error = EXCLUDED.last_error, next_attempt_at = EXCLUDED.next_attempt_at,
     updated_at = EXCLUDED.updated_at
@@ -103,6 +108,7 @@ export class Recorder {
   }
 
   delivery(r: DeliveryRecord): void {
+    if (!UUID.test(r.event)) return; // a foreign message id: nothing to key a record on
     const key = `${r.event}/${r.subscription}`;
     const prev = this.deliveries.get(key);
     if (!prev || prev.at <= r.at) this.deliveries.set(key, r);
@@ -110,6 +116,7 @@ export class Recorder {
   }
 
   attempt(r: AttemptRecord): void {
+    if (!UUID.test(r.event)) return;
     this.attempts.push(r);
     if (this.attempts.length > this.maxBuffered) {
       this.attempts.splice(0, this.attempts.length - this.maxBuffered);

@@ -20,7 +20,7 @@ before(async () => {
   APP = await seed(
     call,
     'hooks',
-    ['flaky', 'gone', 'limited', 'unavailable', 'hang', 'refused', 'moved', 'aging', 'replayed', 'paced'].map(
+    ['flaky', 'gone', 'limited', 'unavailable', 'hang', 'refused', 'moved', 'aging', 'replayed', 'paced', 'junk'].map(
       (a) => `t.${a}`,
     ),
   );
@@ -215,6 +215,16 @@ describe('outcomes', { concurrency: true }, () => {
     assert.deepEqual(back.map((x) => x.headers['webhook-id']).sort(), [...ids].sort());
     assert.equal((await deadLetters(s.id)).count, 0);
     for (const id of ids) await eventually(async () => (await delivery(id, s.id))?.state === 'delivered');
+  });
+
+  test('a malformed message is dead-lettered at once; records and deliveries go on', async () => {
+    const s = await subscribe('junk');
+    await srv.amebo.publisher.publish('', s.queue, Buffer.from('not json'), { messageId: 'not-a-uuid' });
+    const dl = await eventually(async () => ((await deadLetters(s.id)).count === 1 ? deadLetters(s.id) : null));
+    assert.equal(dl.items[0].reason, 'malformed');
+    const id = await publish('t.junk', { ok: true });
+    await eventually(async () => (await delivery(id, s.id))?.state === 'delivered');
+    assert.equal(rx.at('/junk').length, 1);
   });
 
   test('rate_limit paces deliveries', async () => {

@@ -6,7 +6,7 @@ import { Webhook } from 'standardwebhooks';
 import { decide, parseRetryAfter, retryDelay, topicMatches } from '../../bridge/ladder.js';
 import { buildBody, secretKey, signatureHeader, splicedBody } from '../../bridge/envelope.js';
 import { eventBody } from '../../src/broker/message.js';
-import { isPrivateAddress } from '../../bridge/ssrf.js';
+import { guardedLookup, isPrivateAddress } from '../../bridge/ssrf.js';
 import { Sender } from '../../bridge/sender.js';
 
 // Pure rules of the bridge: the retry ladder, Retry-After, topic matching, signatures, SSRF ranges.
@@ -106,6 +106,15 @@ test('SSRF: private, loopback, link-local and metadata ranges are refused', () =
   ])
     assert.ok(isPrivateAddress(a), a);
   for (const a of ['93.184.216.34', '8.8.8.8', '2606:4700::1111', '172.32.0.1']) assert.ok(!isPrivateAddress(a), a);
+});
+
+test('SSRF: the connect-time lookup refuses names that resolve to private addresses', async () => {
+  const look = (allowed: string[]) =>
+    new Promise<unknown>((resolve) =>
+      guardedLookup(new Set(allowed))('localhost', {}, (err: unknown, addr: unknown) => resolve(err ?? addr)),
+    );
+  assert.equal(((await look([])) as Error).name, 'BlockedTargetError');
+  assert.match(String(await look(['localhost'])), /^(127\.0\.0\.1|::1)$/);
 });
 
 test('SSRF at delivery time: a loopback target is blocked (dead at once), unless allow-listed', async () => {

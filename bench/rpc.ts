@@ -174,7 +174,7 @@ export async function run(): Promise<Section> {
       rows,
       notes: [
         `${lf.length} sequential calls per side in ${SLICES} alternating slices; throughput over ${TPUT_MS} ms per side, ${CONCURRENCY} calls in flight, prefetch ${PREFETCH} on both servers`,
-        `fabric path: passive-checked exchange, mandatory publish on a confirm channel with expiration and deadline timer, reply confirmed before the call is acked; bare: default exchange, no confirms`,
+        `fabric path (wire-compatible with amqp-fabric): per-service direct exchange, mandatory publish with expiration, From header and deadline timer, method queue with rpc.dlx; replies confirmed before the call is acked; bare: default exchange, no expiration, no confirms, immediate acks`,
         `round trip p50 ratio ${r50.toFixed(2)} (target <= 1.30): ${r50 <= 1.3 ? 'met' : 'NOT met'}; throughput ratio ${rt.toFixed(2)} (target >= 0.80): ${rt >= 0.8 ? 'met' : 'NOT met'}`,
       ],
     };

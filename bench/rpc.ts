@@ -1,5 +1,5 @@
 /**
- * RPC benchmark: the fabric's call path (confirmed, mandatory, deadline-carrying calls; replies
+ * RPC benchmark: the fabric's call path (mandatory, deadline-carrying calls; replies
  * confirmed before the call is acked) next to a bare amqplib request/reply loop measured in the same
  * run on the same broker. Both sides alternate in short slices so load from other processes on
  * the machine hits them alike. Bounded: a fixed number of sequential calls and fixed time windows.

@@ -81,7 +81,11 @@ export class Link extends EventEmitter {
       if (!this.closed) this.log.warn({ err: err.message }, 'fabric: broker connection lost; reconnecting');
       this.emit('disconnect', err);
     });
-    conn.on('connect-failed', (err: Error) => this.log.debug({ err: err.message }, 'fabric: connect attempt failed'));
+    let lastFailure = '';
+    conn.on('connect-failed', (err: Error) => {
+      lastFailure = err.message;
+      this.log.debug({ err: err.message }, 'fabric: connect attempt failed');
+    });
     conn.on('error', (err: Error) => this.log.debug({ err: err.message }, 'fabric: connection error'));
     conn.on('handler-error', (err: Error, event: string) => this.log.error({ err, event }, 'fabric: listener threw'));
     let timer: NodeJS.Timeout | undefined;
@@ -92,7 +96,9 @@ export class Link extends EventEmitter {
           timer = setTimeout(
             () =>
               reject(
-                new FabricUnavailableError(`broker unreachable at ${redactUrl(this.opts.url)} after ${timeoutMs} ms`),
+                new FabricUnavailableError(
+                  `broker unreachable at ${redactUrl(this.opts.url)} after ${timeoutMs} ms${lastFailure ? ` (${lastFailure})` : ''}`,
+                ),
               ),
             timeoutMs,
           );

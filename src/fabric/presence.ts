@@ -77,7 +77,8 @@ export class Presence extends EventEmitter<PresenceEvents> {
   private readonly ttlMs: number;
   private readonly rememberMs: number;
   private readonly log: Logger;
-  private readonly link: Link;
+  private link: Link | null = null;
+  private readonly amqpUrl: string;
   private readonly directory: Directory;
   private readonly queue: string;
   private readonly lastWrite = new Map<string, number>();
@@ -87,19 +88,12 @@ export class Presence extends EventEmitter<PresenceEvents> {
   constructor(opts: PresenceOptions) {
     super();
     this.redis = opts.redis;
+    this.amqpUrl = opts.amqpUrl;
     this.prefix = opts.redisPrefix ?? 'amebo:';
     this.exchange = opts.discoveryExchange ?? DEFAULT_DISCOVERY_EXCHANGE;
     this.ttlMs = (opts.ttlSeconds ?? 10) * 1000;
     this.rememberMs = (opts.rememberSeconds ?? 3600) * 1000;
     this.log = opts.logger ?? pino({ level: 'silent' });
-    this.link = new Link({
-      url: opts.amqpUrl,
-      name: `amebo-presence:${hostname()}:${process.pid}`,
-      logger: this.log,
-      heartbeatSeconds: 10,
-      reconnectInitialDelayMs: 200,
-      reconnectMaxDelayMs: 5000,
-    });
     this.directory = new Directory(this.thresholds(), this.rememberMs);
     this.queue = `amebo.presence.${hostname()}.${process.pid}.${randomBytes(3).toString('hex')}`;
   }
@@ -116,8 +110,24 @@ export class Presence extends EventEmitter<PresenceEvents> {
   async start(timeoutMs = 10_000): Promise<void> {
     if (this.started) return;
     this.started = true;
-    await this.link.open(timeoutMs);
-    await this.link.addSetup((model) => this.setup(model));
+    // A new link per start: one whose first open failed is closed for good.
+    const link = new Link({
+      url: this.amqpUrl,
+      name: `amebo-presence:${hostname()}:${process.pid}`,
+      logger: this.log,
+      heartbeatSeconds: 10,
+      reconnectInitialDelayMs: 200,
+      reconnectMaxDelayMs: 5000,
+    });
+    try {
+      await link.open(timeoutMs);
+      await link.addSetup((model) => this.setup(model));
+    } catch (err) {
+      this.started = false;
+      await link.close();
+      throw err;
+    }
+    this.link = link;
     this.sweepTimer = setInterval(() => {
       for (const c of this.directory.sweep()) this.emit('change', c);
     }, 500);
@@ -201,7 +211,10 @@ export class Presence extends EventEmitter<PresenceEvents> {
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
-    await this.link.close();
+    this.started = false;
+    const link = this.link;
+    this.link = null;
+    await link?.close();
   }
 }
 

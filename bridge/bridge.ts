@@ -7,7 +7,7 @@ import { Breaker, type BreakerOptions } from './breaker.js';
 import { secretKey } from './envelope.js';
 import { Sender, type Target } from './sender.js';
 import { activeHttpSubscriptions, disableSubscription, Recorder, subscriptionById } from './store.js';
-import { SubscriptionWorker } from './worker.js';
+import { SubscriptionWorker, type HeldState, type HeldStore } from './worker.js';
 
 export interface BridgeOptions {
   /** Circuit breaker settings; `false` turns it off. */
@@ -73,6 +73,32 @@ export class Bridge {
       ...(opts.recordIntervalMs ? { intervalMs: opts.recordIntervalMs } : {}),
     });
   }
+
+  /** Ordered subscriptions' held events, in Redis (in memory while Redis is away). */
+  private readonly heldLocal = new Map<string, HeldState>();
+  private readonly held: HeldStore = {
+    get: async (sub, ev) => {
+      const k = `${this.a.cfg.redisPrefix}held:${sub}:${ev}`;
+      try {
+        const v = await this.cmd?.get(k);
+        if (v) return JSON.parse(v) as HeldState;
+      } catch {
+        /* Redis away */
+      }
+      return this.heldLocal.get(k) ?? null;
+    },
+    set: async (sub, ev, st, ttlMs) => {
+      const k = `${this.a.cfg.redisPrefix}held:${sub}:${ev}`;
+      if (this.heldLocal.size > 10_000) this.heldLocal.clear();
+      this.heldLocal.set(k, st);
+      await this.cmd?.set(k, JSON.stringify(st), 'PX', Math.round(ttlMs)).catch(() => undefined);
+    },
+    del: async (sub, ev) => {
+      const k = `${this.a.cfg.redisPrefix}held:${sub}:${ev}`;
+      this.heldLocal.delete(k);
+      await this.cmd?.del(k).catch(() => undefined);
+    },
+  };
 
   private readonly hook = async (model: ChannelModel): Promise<void> => {
     this.model = model;
@@ -175,6 +201,7 @@ export class Bridge {
       ensureRetryQueue: (ms) => this.ensureRetryQueue(ms),
       onGone: (r, reason) => this.gone(r, reason),
       model: () => this.model,
+      held: this.held,
     });
     this.workers.set(id, worker);
     this.index(worker);

@@ -25,7 +25,29 @@ export interface WorkerDeps {
   onGone(row: SubscriptionRow, reason: string): Promise<void>;
   /** The live connection, or null while reconnecting. */
   model(): ChannelModel | null;
+  /** Where an ordered subscription keeps a held event's progress across channel losses (Redis). */
+  held: HeldStore;
 }
+
+/** Progress of an ordered subscription's head event, which is retried in place (never re-published). */
+export interface HeldState {
+  /** The number of the next attempt. */
+  next: number;
+  firstAt: number;
+  /** When the next attempt is due (epoch ms). */
+  at: number;
+}
+export interface HeldStore {
+  get(sub: string, event: string): Promise<HeldState | null>;
+  set(sub: string, event: string, s: HeldState, ttlMs: number): Promise<void>;
+  del(sub: string, event: string): Promise<void>;
+}
+
+/**
+ * RabbitMQ closes a channel holding an unacked message past `consumer_timeout` (30 min by
+ * default), so an ordered subscription never waits longer than this in one go.
+ */
+export const ORDERED_MAX_WAIT_MS = 20 * 60_000;
 
 type BreakerMode = 'closed' | 'open' | 'half';
 
@@ -294,7 +316,16 @@ export class SubscriptionWorker {
         return;
       }
     let attempt = Math.max(1, Number(headers[HEADER.attempt] ?? 1) || 1);
-    const firstAt = Number(headers[HEADER.firstAttemptAt]) || Date.now();
+    let firstAt = Number(headers[HEADER.firstAttemptAt]) || Date.now();
+    if (this.ordered) {
+      // Redelivered after a crash or a channel loss: carry on where the last holder stopped.
+      const h = await this.d.held.get(this.row.id, event.id);
+      if (h) {
+        attempt = Math.max(attempt, h.next);
+        firstAt = h.firstAt;
+        if (h.at > Date.now() && !(await this.sleep(Math.min(h.at - Date.now(), ORDERED_MAX_WAIT_MS)))) return;
+      }
+    }
     const trace = typeof headers[HEADER.traceparent] === 'string' ? (headers[HEADER.traceparent] as string) : undefined;
     for (;;) {
       const g = await this.gate();
@@ -319,6 +350,7 @@ export class SubscriptionWorker {
       const base = { event: event.id, subscription: this.row.id, attempts: attempt, lastStatus: a.status };
       switch (dec.kind) {
         case 'delivered':
+          if (this.ordered && attempt > 1) await this.d.held.del(this.row.id, event.id);
           safeAck(ch, msg);
           metrics.delivered.inc({ subscription: this.target.label, outcome: 'delivered' });
           this.d.recorder.delivery({
@@ -334,6 +366,7 @@ export class SubscriptionWorker {
           const reason =
             dec.kind === 'disable' ? 'gone' : dec.reason === 'fatal' ? (a.errorClass ?? 'fatal') : dec.reason;
           await this.deadLetter(ch, msg, reason, attempt, a);
+          if (this.ordered && attempt > 1) await this.d.held.del(this.row.id, event.id);
           this.d.recorder.delivery({
             ...base,
             state: 'dead',
@@ -349,6 +382,13 @@ export class SubscriptionWorker {
           const next = new Date(now + dec.delayMs);
           if (this.ordered) {
             // Hold the line: the next event waits until this one succeeds or dies.
+            const wait = Math.min(dec.delayMs, ORDERED_MAX_WAIT_MS);
+            await this.d.held.set(
+              this.row.id,
+              event.id,
+              { next: attempt + 1, firstAt, at: now + wait },
+              Math.max(this.ladder.maxAgeMs, wait) + 60_000,
+            );
             this.d.recorder.delivery({
               ...base,
               state: 'retrying',
@@ -357,7 +397,7 @@ export class SubscriptionWorker {
               at: new Date(now),
             });
             metrics.delivered.inc({ subscription: this.target.label, outcome: 'retried' });
-            if (!(await this.sleep(dec.delayMs))) return;
+            if (!(await this.sleep(wait))) return;
             attempt++;
             continue;
           }

@@ -52,7 +52,7 @@ const stopChild = (c: ChildProcess): Promise<void> =>
 before(async () => {
   await rx.listen();
   srv = await start(env, { plugins: [deliveryRoutes] }, { roles: 'api,relay' });
-  APP = await seed(call, 'proc', ['p.three', 'p.kill', 'p.late']);
+  APP = await seed(call, 'proc', ['p.three', 'p.kill', 'p.late', 'p.held']);
 });
 after(async () => {
   await Promise.all([...children].map(stopChild));
@@ -152,4 +152,27 @@ test('RabbitMQ connection loss and Redis disconnection: the bridge recovers by i
     redis.disconnect();
   }
   assert.equal(survivor.exitCode, null);
+});
+
+test('ordered: a held event keeps its attempt count when its bridge dies (kill -9)', async () => {
+  const s = await subscribe('held', { ordered: true, retry_schedule: [1], max_attempts: 4 });
+  rx.on('/held', () => ({ status: 500 }));
+  const holder = [...children].find((c) => c.exitCode === null && c.signalCode === null)!;
+  await eventually(async () => (await queueState(s.queue)).consumerCount >= 1, 10_000);
+  const [id] = await publishMany('p.held', 1);
+  await eventually(() => rx.at('/held').length >= 2, 10_000);
+  holder.kill('SIGKILL');
+  const atKill = rx.at('/held').length;
+  await new Promise((r) => holder.once('exit', r));
+  await spawnBridge();
+  const dl = await eventually(async () => {
+    const r = await call('GET', `/v1/subscriptions/${s.id}/dead-letters`, undefined, 'admin');
+    return r.body.count === 1 ? r.body : null;
+  }, 15_000);
+  assert.equal(dl.items[0].event, id);
+  assert.equal(dl.items[0].reason, 'max_attempts');
+  const seen = rx.at('/held').map((r) => Number(r.headers['x-amebo-attempt']));
+  assert.deepEqual([...new Set(seen)], [1, 2, 3, 4], `attempts carried on across the kill: ${seen.join(',')}`);
+  assert.ok(seen.length <= 5, 'at most the attempt in flight at the kill is repeated');
+  assert.ok(seen[atKill]! >= 2, `the new holder did not start over at attempt 1: ${seen.join(',')}`);
 });

@@ -100,6 +100,37 @@ export class Bridge {
     },
   };
 
+  // Delivery notes for the live tail: published only while some API node has stream clients
+  // (PUBSUB NUMSUB, checked every 2 s), coalesced into one pipeline every 50 ms.
+  private listeners = 0;
+  private notes: string[] = [];
+  private noteTimer: NodeJS.Timeout | null = null;
+  private listenTimer: NodeJS.Timeout | null = null;
+  private get streamChannel(): string {
+    return `${this.a.cfg.redisPrefix}stream`;
+  }
+  private note(n: Record<string, unknown>): void {
+    if (!this.listeners || this.notes.length >= 5000) return;
+    this.notes.push(JSON.stringify(n));
+    this.noteTimer ??= setTimeout(() => {
+      this.noteTimer = null;
+      const batch = this.notes;
+      this.notes = [];
+      if (!this.cmd || !batch.length) return;
+      const p = this.cmd.pipeline();
+      for (const x of batch) p.publish(this.streamChannel, x);
+      p.exec().catch(() => undefined);
+    }, 50);
+  }
+  private async countListeners(): Promise<void> {
+    try {
+      const r = (await this.cmd?.pubsub('NUMSUB', this.streamChannel)) as [string, number | string] | undefined;
+      this.listeners = Number(r?.[1] ?? 0);
+    } catch {
+      this.listeners = 0;
+    }
+  }
+
   private readonly hook = async (model: ChannelModel): Promise<void> => {
     this.model = model;
     this.retryQueues.clear();
@@ -139,6 +170,9 @@ export class Bridge {
     await this.a.broker.addHook(this.hook);
     this.timer = setInterval(() => this.enqueue(() => this.resync()), this.opts.resyncMs ?? 30_000);
     this.timer.unref();
+    await this.countListeners();
+    this.listenTimer = setInterval(() => void this.countListeners(), 2000);
+    this.listenTimer.unref();
     this.log.info({ subscriptions: this.workers.size }, 'bridge started');
   }
 
@@ -202,6 +236,7 @@ export class Bridge {
       onGone: (r, reason) => this.gone(r, reason),
       model: () => this.model,
       held: this.held,
+      note: (n) => this.note(n),
     });
     this.workers.set(id, worker);
     this.index(worker);
@@ -274,6 +309,8 @@ export class Bridge {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.listenTimer) clearInterval(this.listenTimer);
+    if (this.noteTimer) clearTimeout(this.noteTimer);
     this.a.broker.removeHook(this.hook);
     this.a.broker.off('disconnect', this.onDisconnect);
     await this.chain.catch(() => undefined);

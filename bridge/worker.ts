@@ -25,6 +25,8 @@ export interface WorkerDeps {
   onGone(row: SubscriptionRow, reason: string): Promise<void>;
   /** The live connection, or null while reconnecting. */
   model(): ChannelModel | null;
+  /** A delivery outcome for the live tail (`GET /v1/stream`); dropped when nobody listens. */
+  note(n: Record<string, unknown>): void;
   /** Where an ordered subscription keeps a held event's progress across channel losses (Redis). */
   held: HeldStore;
 }
@@ -353,6 +355,7 @@ export class SubscriptionWorker {
           if (this.ordered && attempt > 1) await this.d.held.del(this.row.id, event.id);
           safeAck(ch, msg);
           metrics.delivered.inc({ subscription: this.target.label, outcome: 'delivered' });
+          this.notify(event.id, event.action, 'delivered', attempt, a);
           this.d.recorder.delivery({
             ...base,
             state: 'delivered',
@@ -367,6 +370,7 @@ export class SubscriptionWorker {
             dec.kind === 'disable' ? 'gone' : dec.reason === 'fatal' ? (a.errorClass ?? 'fatal') : dec.reason;
           await this.deadLetter(ch, msg, reason, attempt, a);
           if (this.ordered && attempt > 1) await this.d.held.del(this.row.id, event.id);
+          this.notify(event.id, event.action, 'dead', attempt, a);
           this.d.recorder.delivery({
             ...base,
             state: 'dead',
@@ -379,6 +383,7 @@ export class SubscriptionWorker {
         }
         case 'retry': {
           metrics.delivered.inc({ subscription: this.target.label, outcome: 'failed' });
+          this.notify(event.id, event.action, 'retrying', attempt, a);
           const next = new Date(now + dec.delayMs);
           if (this.ordered) {
             // Hold the line: the next event waits until this one succeeds or dies.
@@ -414,6 +419,21 @@ export class SubscriptionWorker {
         }
       }
     }
+  }
+
+  private notify(eventId: string, action: string, state: string, attempt: number, a: Attempt): void {
+    this.d.note({
+      type: 'delivery',
+      event: eventId,
+      action,
+      subscription: this.row.id,
+      application: this.row.application,
+      subscription_name: this.row.name,
+      state,
+      attempt,
+      status: a.status,
+      error: a.error,
+    });
   }
 
   private nextSlot = 0;

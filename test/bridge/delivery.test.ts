@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { compactDecrypt } from 'jose';
+import WebSocket from 'ws';
 import { destroy, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeStarter } from '../../bridge/index.js';
 import { deliveryRoutes } from '../../src/api/delivery-routes.js';
@@ -194,4 +195,28 @@ test('/test sends a signed synthetic event and reports the outcome', async () =>
   );
   const mine = await call('GET', '/v1/deliveries', undefined, OTHER);
   assert.equal(mine.body.items.length, 0, 'applications list only their own deliveries');
+});
+
+test('delivery outcomes reach the live tail (GET /v1/stream)', async () => {
+  const ws = new WebSocket(`${srv.url.replace('http', 'ws')}/v1/stream?actions=order.*&token=${env.adminToken}`);
+  const notes: any[] = [];
+  ws.on('message', (d) => {
+    const m = JSON.parse((d as Buffer).toString());
+    if (m.type === 'delivery') notes.push(m);
+  });
+  await new Promise((r, j) => {
+    ws.once('open', r);
+    ws.once('error', j);
+  });
+  try {
+    await new Promise((r) => setTimeout(r, 2300)); // the bridge sees a listener within 2 s
+    const id = await publish('order.cancelled', { n: 7 });
+    const n = await eventually(() => notes.find((m) => m.event === id), 5000);
+    assert.equal(n.state, 'delivered');
+    assert.equal(n.action, 'order.cancelled');
+    assert.equal(n.subscription, subs.sealed!.id);
+    assert.equal(n.status, 200);
+  } finally {
+    ws.close();
+  }
 });

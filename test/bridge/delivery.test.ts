@@ -220,3 +220,13 @@ test('delivery outcomes reach the live tail (GET /v1/stream)', async () => {
     ws.close();
   }
 });
+
+test('metrics: delivered, retried/failed, in-flight and latency per subscription', async () => {
+  const r = await http(srv.url, env, 'GET', '/metrics');
+  assert.equal(r.status, 200);
+  const text = String(r.body);
+  const value = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+  assert.ok(value(/amebo_deliveries_total\{subscription="shop\/plain",outcome="delivered"\} (\d+)/) >= 20);
+  assert.ok(value(/amebo_delivery_seconds_count\{subscription="shop\/sealed"\} (\d+)/) >= 25);
+  assert.match(text, /amebo_deliveries_in_flight\{subscription="shop\/plain"\} 0/);
+});

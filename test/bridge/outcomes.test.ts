@@ -90,6 +90,10 @@ describe('outcomes', { concurrency: true }, () => {
     assert.equal(log[0].response_excerpt, 'nope 0');
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(rx.at('/flaky').length, 3, 'no attempt after success');
+    const m = String((await http(srv.url, env, 'GET', '/metrics')).body);
+    assert.match(m, /amebo_deliveries_total\{subscription="hooks\/flaky",outcome="retried"\} 2/);
+    assert.match(m, /amebo_deliveries_total\{subscription="hooks\/flaky",outcome="failed"\} 2/);
+    assert.match(m, /amebo_deliveries_total\{subscription="hooks\/flaky",outcome="delivered"\} 1/);
   });
 
   test('410 disables the subscription and dead-letters the event', async () => {
@@ -167,6 +171,10 @@ describe('outcomes', { concurrency: true }, () => {
       assert.equal(dl.items[0].reason, 'max_attempts');
       assert.equal(dl.items[0].attempts, 2);
     }
+    assert.match(
+      String((await http(srv.url, env, 'GET', '/metrics')).body),
+      /amebo_deliveries_total\{subscription="hooks\/hang",outcome="dead"\} 1/,
+    );
     const t = (await attempts(e1, s1.id))[0];
     assert.ok(
       t.latency_ms >= 250 && t.latency_ms < 1500,

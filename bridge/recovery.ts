@@ -81,7 +81,7 @@ export async function listDeadLetters(
   limit: number,
 ): Promise<{ count: number; items: DeadLetterView[] }> {
   const { dead } = names(ctx, row);
-  return ctx.broker.withThrowawayChannel(async (ch) => {
+  const listed = await ctx.broker.withThrowawayChannel(async (ch) => {
     const { messageCount } = await ch.checkQueue(dead);
     const items: DeadLetterView[] = [];
     for (let i = 0; i < Math.min(limit, messageCount); i++) {
@@ -91,6 +91,14 @@ export async function listDeadLetters(
     }
     return { count: messageCount, items };
   });
+  // The channel's close returns them; wait (bounded) until they are ready again, so a listing or a
+  // resurrect right after this one sees them all.
+  for (let i = 0; i < 40 && listed.items.length; i++) {
+    const { messageCount } = await ctx.broker.withThrowawayChannel((ch) => ch.checkQueue(dead));
+    if (messageCount >= listed.count) break;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return listed;
 }
 
 /**

@@ -260,6 +260,7 @@ describe('outcomes', { concurrency: true }, () => {
     const bad = await call('POST', `/v1/subscriptions/${s.id}/replay`, { from: 'yesterday' }, APP);
     assert.equal(bad.status, 400);
 
+    await eventually(async () => (await delivery(late, s.id))?.state === 'delivered'); // recorded: 1 attempt
     const again = await call('POST', `/v1/deliveries/${late}/${s.id}/retry`, undefined, APP);
     assert.equal(again.status, 202, JSON.stringify(again.body));
     await eventually(() => rx.at('/replayed').length >= 6, 5000);

@@ -240,6 +240,13 @@ export async function retryOne(
 
 let testSender: Sender | null = null;
 
+/** Closes the keep-alive pool of `/test` sends (API shutdown). */
+export async function closeTestSender(): Promise<void> {
+  const s = testSender;
+  testSender = null;
+  await s?.close();
+}
+
 /** Sends a synthetic event to the handler now and reports what happened (not recorded as a delivery). */
 export async function sendTest(ctx: ApiContext, row: SubscriptionRow): Promise<Attempt & { event: string }> {
   testSender ??= new Sender({

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { listAttempts, listDeliveries, subscriptionById } from '../../bridge/store.js';
-import { listDeadLetters, replay, resurrect, retryOne, sendTest } from '../../bridge/recovery.js';
+import { closeTestSender, listDeadLetters, replay, resurrect, retryOne, sendTest } from '../../bridge/recovery.js';
 import { AmeboError } from '../errors.js';
 import { BrokerUnavailableError } from '../broker/connection.js';
 import { isUuid } from '../ids.js';
@@ -32,6 +32,7 @@ function decodeCursor(c: string | undefined) {
  */
 export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { auth, pool } = ctx;
+  app.addHook('onClose', async () => closeTestSender());
 
   /** Broker operations while RabbitMQ is away are a 503 with the contract's code, not a 500. */
   const onBroker = async <T>(fn: () => Promise<T>): Promise<T> => {

@@ -86,6 +86,24 @@ test('two serve processes against the same stores: both migrate safely and serve
       0,
       'each event was published once (both relays idle)',
     );
+    // A schema change on one node is enforced promptly by the other: well within the 30 s cache
+    // TTL, because the invalidation travels over Redis.
+    const put = await http(
+      a.url,
+      env,
+      'PUT',
+      '/v1/actions/invoice.paid/schema?compatibility=NONE',
+      { schemata: { type: 'object', required: ['n', 'currency'] } },
+      'admin',
+    );
+    assert.equal(put.status, 200);
+    await eventually(
+      async () =>
+        (await http(b.url, env, 'POST', '/v1/events', { action: 'invoice.paid', payload: { n: 1 } }, APP)).status ===
+        422,
+      2000,
+      20,
+    );
   } finally {
     await Promise.all([a.close(), b.close()]);
   }

@@ -21,18 +21,6 @@ export interface BridgeOptions {
 }
 
 /** Settings from the environment until the core config carries them (see the issue note). */
-export function envBridgeOptions(env: NodeJS.ProcessEnv = process.env): BridgeOptions {
-  const n = (k: string): number | undefined => (env[k] ? Number(env[k]) : undefined);
-  if (env.AMEBO_BREAKER === 'false') return { breaker: false };
-  return {
-    breaker: {
-      ...(n('AMEBO_BREAKER_THRESHOLD') ? { threshold: n('AMEBO_BREAKER_THRESHOLD') } : {}),
-      ...(n('AMEBO_BREAKER_WINDOW_MS') ? { windowMs: n('AMEBO_BREAKER_WINDOW_MS') } : {}),
-      ...(n('AMEBO_BREAKER_COOLDOWN_MS') ? { cooldownMs: n('AMEBO_BREAKER_COOLDOWN_MS') } : {}),
-    },
-  };
-}
-
 /**
  * The bridge role: one consumer per active HTTP subscription, kept in step with the registry
  * through the Redis announcements (`<prefix>subscriptions`) and a periodic resync; channels and

@@ -147,5 +147,7 @@ export function adminToken(cfg: Config): string | undefined {
 
 const { registerTools } = await import('./cli/tools.js');
 registerTools(program, { adminToken, die });
+const { registerFabricCommands } = await import('./cli/fabric-commands.js');
+registerFabricCommands(program, () => loadConfig().amqpUrl);
 
 await program.parseAsync(process.argv);

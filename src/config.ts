@@ -137,6 +137,15 @@ export const OPTIONS = {
     'start installed-but-stopped local services (RabbitMQ, PostgreSQL, Redis) on loopback at serve',
     'AMEBO_AUTOSTART',
   ),
+  breaker: bool(true, 'circuit breaker per webhook endpoint (state shared in Redis)', 'AMEBO_BREAKER'),
+  breakerThreshold: int(5, "failures within the window that open an endpoint's circuit", 'AMEBO_BREAKER_THRESHOLD', 1),
+  breakerWindowMs: int(30_000, 'window in which breaker failures are counted', 'AMEBO_BREAKER_WINDOW_MS', 100),
+  breakerCooldownMs: int(
+    10_000,
+    'how long an open circuit pauses its subscription before a probe',
+    'AMEBO_BREAKER_COOLDOWN_MS',
+    100,
+  ),
   discoveryExchange: str('msc.discovery', 'amqp-fabric discovery exchange (keep-alives)', 'AMEBO_DISCOVERY_EXCHANGE'),
   serviceTtlSeconds: int(
     10,

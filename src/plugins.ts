@@ -1,16 +1,76 @@
+import { hostname } from 'node:os';
 import type { Config } from './config.js';
 import type { ApiContext } from './api/server.js';
 import type { PartStarter } from './app.js';
+import { announceStream } from './api/stream.js';
 
 /**
  * API plugins of the parts that live outside the core (bridge deliveries, fabric gateway and
- * services, stream, dashboard), mounted by `serve` when their role runs here.
+ * services listing), mounted by `serve` when the api role runs here.
  */
-export async function extraPlugins(_cfg: Config): Promise<NonNullable<ApiContext['plugins']>> {
-  return [];
+export async function extraPlugins(cfg: Config): Promise<NonNullable<ApiContext['plugins']>> {
+  const out: NonNullable<ApiContext['plugins']> = [];
+  if (!cfg.roleSet.has('api')) return out;
+  out.push((await import('./api/delivery-routes.js')).deliveryRoutes);
+  out.push(fabricRoutes);
+  return out;
 }
 
+/** `GET /v1/services` (read from the presence role's Redis fleet) and the HTTP RPC gateway. */
+const fabricRoutes: NonNullable<ApiContext['plugins']>[number] = async (app, ctx) => {
+  const { Presence, servicesRoutes } = await import('./fabric/presence.js');
+  const { rpcGatewayRoutes } = await import('./fabric/gateway.js');
+  const { FabricConnector } = await import('./fabric/connector.js');
+  const presence = new Presence({
+    amqpUrl: ctx.cfg.amqpUrl,
+    redis: ctx.redis,
+    redisPrefix: ctx.cfg.redisPrefix,
+    discoveryExchange: ctx.cfg.discoveryExchange,
+    ttlSeconds: ctx.cfg.serviceTtlSeconds,
+    logger: ctx.log,
+  });
+  // The gateway's own identity on the bus: it calls, it does not serve or announce itself.
+  const fabric = new FabricConnector({
+    amqpUrl: ctx.cfg.amqpUrl,
+    domain: 'amebo',
+    type: 'gateway',
+    id: `${hostname()
+      .replace(/[^A-Za-z0-9_-]/g, '-')
+      .slice(0, 40)}-${process.pid}`,
+    keepAliveMs: 0,
+    discoveryExchange: ctx.cfg.discoveryExchange,
+  });
+  await fabric.open({ timeoutMs: 10_000 });
+  app.addHook('onClose', async () => fabric.close());
+  await app.register(async (scope) => {
+    scope.addHook('onRequest', async (req) => {
+      await ctx.auth.principal(req);
+    });
+    await servicesRoutes(scope, { presence });
+    await rpcGatewayRoutes(scope, { fabric });
+  });
+};
+
 /** Parts beyond the core that this process runs, by role. */
-export async function extraParts(_cfg: Config): Promise<PartStarter[]> {
-  return [];
+export async function extraParts(cfg: Config): Promise<PartStarter[]> {
+  const out: PartStarter[] = [];
+  if (cfg.roleSet.has('bridge')) out.push((await import('../bridge/index.js')).startBridge);
+  if (cfg.roleSet.has('presence')) out.push(startPresence);
+  return out;
 }
+
+/** The presence role: keep-alives into Redis; service up/down onto the live stream. */
+const startPresence: PartStarter = async (amebo) => {
+  const { Presence } = await import('./fabric/presence.js');
+  const presence = new Presence({
+    amqpUrl: amebo.cfg.amqpUrl,
+    redis: amebo.redis,
+    redisPrefix: amebo.cfg.redisPrefix,
+    discoveryExchange: amebo.cfg.discoveryExchange,
+    ttlSeconds: amebo.cfg.serviceTtlSeconds,
+    logger: amebo.ctx.log.child({ role: 'presence' }),
+  });
+  presence.on('change', (change) => void announceStream(amebo.redis, amebo.cfg.redisPrefix, { ...change }));
+  await presence.start(10_000);
+  return { close: () => presence.stop() };
+};

@@ -76,7 +76,10 @@ export class Topology {
     });
     await ch.bindQueue(dq, this.dead, q);
     const extra: Record<string, unknown> = { 'x-dead-letter-exchange': this.dead, 'x-dead-letter-routing-key': q };
-    if (this.queueType === 'quorum') extra['x-delivery-limit'] = this.deliveryLimit;
+    // Ordered queues hold one message unacked while it is retried in place; RabbitMQ's
+    // consumer_timeout hands it back every 30 min and each hand-back would count toward the
+    // delivery limit, so there the bridge's max_attempts/max_age alone decide when it dies.
+    if (this.queueType === 'quorum' && !sub.ordered) extra['x-delivery-limit'] = this.deliveryLimit;
     if (sub.ordered) extra['x-single-active-consumer'] = true;
     await ch.assertQueue(q, { durable: true, arguments: this.queueArgs(extra) });
     await ch.bindQueue(q, this.redeliver, q);

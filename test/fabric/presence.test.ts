@@ -17,7 +17,7 @@ test('presence lists services up, then down (remembered), agrees across processe
     if (keys.length) await redis.del(...keys);
     redis.disconnect();
   });
-  const mk = (): Presence => new Presence({ amqpUrl: AMQP_URL, redis, redisPrefix, ttlSeconds: 1.2 });
+  const mk = (): Presence => new Presence({ amqpUrl: AMQP_URL, redis, redisPrefix, ttlSeconds: 3 });
   const presence = mk();
   await presence.start();
   t.after(() => presence.stop());

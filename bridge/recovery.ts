@@ -1,5 +1,5 @@
 import type { GetMessage, Options } from 'amqplib';
-import { eventBody, eventProperties, HEADER } from '../src/broker/message.js';
+import { BROKER_HEADERS, eventBody, eventProperties, HEADER } from '../src/broker/message.js';
 import type { ApiContext } from '../src/api/server.js';
 import { uuidv7 } from '../src/ids.js';
 import type { SubscriptionRow } from '../src/store/registry.js';
@@ -13,17 +13,6 @@ import { eventById, eventsForReplay, getDelivery, writeDeliveries, type ReplayRo
  * a time range replayed from the event log, one delivery resent, a synthetic test event. Every
  * re-publish is confirmed by the broker before anything is acked or reported.
  */
-
-const BROKER_HEADERS = [
-  'x-death',
-  'x-first-death-exchange',
-  'x-first-death-queue',
-  'x-first-death-reason',
-  'x-last-death-exchange',
-  'x-last-death-queue',
-  'x-last-death-reason',
-  'x-delivery-count',
-];
 
 export interface DeadLetterView {
   event: string | null;

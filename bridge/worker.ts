@@ -1,6 +1,6 @@
-import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
+import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { ConfirmPublisher } from '../src/broker/publisher.js';
-import { HEADER } from '../src/broker/message.js';
+import { copyProperties, HEADER } from '../src/broker/message.js';
 import type { Topology } from '../src/broker/topology.js';
 import type { Logger } from '../src/log.js';
 import { metrics } from '../src/metrics.js';
@@ -52,18 +52,6 @@ export interface HeldStore {
 export const ORDERED_MAX_WAIT_MS = 20 * 60_000;
 
 type BreakerMode = 'closed' | 'open' | 'half';
-
-/** Headers RabbitMQ adds on dead-lettering; dropped from our copies so they do not grow forever. */
-const BROKER_HEADERS = [
-  'x-death',
-  'x-first-death-exchange',
-  'x-first-death-queue',
-  'x-first-death-reason',
-  'x-last-death-exchange',
-  'x-last-death-queue',
-  'x-last-death-reason',
-  'x-delivery-count',
-];
 
 /**
  * Consumes one HTTP subscription's queue: bounded prefetch, each message attempted as it arrives;
@@ -461,22 +449,6 @@ export class SubscriptionWorker {
     });
   }
 
-  private copyProps(msg: ConsumeMessage, headers: Record<string, unknown>): Options.Publish {
-    const p = msg.properties;
-    const h: Record<string, unknown> = { ...(p.headers ?? {}) };
-    for (const k of BROKER_HEADERS) delete h[k];
-    return {
-      persistent: true,
-      contentType: p.contentType ?? 'application/json',
-      messageId: p.messageId,
-      appId: p.appId,
-      type: p.type,
-      timestamp: p.timestamp,
-      correlationId: p.correlationId,
-      headers: { ...h, ...headers },
-    };
-  }
-
   /** The retry copy goes to the delay step's queue and is confirmed before the original is acked. */
   private async retryLater(ch: Channel, msg: ConsumeMessage, nextAttempt: number, firstAt: number, delayMs: number) {
     if (!this.row.retry_schedule.some((s) => s * 1000 === delayMs)) await this.d.ensureRetryQueue(delayMs);
@@ -484,7 +456,7 @@ export class SubscriptionWorker {
       this.d.topology.retry(delayMs),
       this.queue,
       msg.content,
-      this.copyProps(msg, { [HEADER.attempt]: nextAttempt, [HEADER.firstAttemptAt]: firstAt }),
+      copyProperties(msg, { [HEADER.attempt]: nextAttempt, [HEADER.firstAttemptAt]: firstAt }),
     );
     safeAck(ch, msg);
   }
@@ -495,7 +467,7 @@ export class SubscriptionWorker {
       this.d.topology.dead,
       this.queue,
       msg.content,
-      this.copyProps(msg, {
+      copyProperties(msg, {
         [HEADER.reason]: reason,
         [HEADER.attempt]: attempts,
         'x-amebo-dead-at': Date.now(),

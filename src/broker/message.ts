@@ -1,5 +1,5 @@
 import { randomHex } from '../ids.js';
-import type { Options } from 'amqplib';
+import type { ConsumeMessage, Options } from 'amqplib';
 
 /** What every event message carries on the broker (design §5). */
 export interface EventMessageInput {
@@ -61,5 +61,34 @@ export function eventProperties(e: EventMessageInput): Options.Publish {
       [HEADER.conversation]: e.conversationId ?? e.id,
       [HEADER.traceparent]: e.traceparent ?? traceparent(),
     },
+  };
+}
+
+/** Headers RabbitMQ adds on dead-lettering; dropped from our copies so they do not grow forever. */
+export const BROKER_HEADERS = [
+  'x-death',
+  'x-first-death-exchange',
+  'x-first-death-queue',
+  'x-first-death-reason',
+  'x-last-death-exchange',
+  'x-last-death-queue',
+  'x-last-death-reason',
+  'x-delivery-count',
+] as const;
+
+/** Properties of a retry or dead-letter copy of `msg`: the original's, minus broker headers, plus `headers`. */
+export function copyProperties(msg: ConsumeMessage, headers: Record<string, unknown>): Options.Publish {
+  const p = msg.properties;
+  const h: Record<string, unknown> = { ...(p.headers ?? {}) };
+  for (const k of BROKER_HEADERS) delete h[k];
+  return {
+    persistent: true,
+    contentType: p.contentType ?? 'application/json',
+    messageId: p.messageId,
+    appId: p.appId,
+    type: p.type,
+    timestamp: p.timestamp,
+    correlationId: p.correlationId,
+    headers: { ...h, ...headers },
   };
 }

@@ -6,7 +6,7 @@
 import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
 import { pino, type Logger } from 'pino';
 import { Broker } from '../broker/connection.js';
-import { HEADER } from '../broker/message.js';
+import { copyProperties, HEADER } from '../broker/message.js';
 import { ConfirmPublisher } from '../broker/publisher.js';
 import { Topology } from '../broker/topology.js';
 import { decide } from '../../bridge/ladder.js';
@@ -75,17 +75,6 @@ export interface Consumer {
   close(graceMs?: number): Promise<void>;
 }
 
-const BROKER_HEADERS = [
-  'x-death',
-  'x-first-death-exchange',
-  'x-first-death-queue',
-  'x-first-death-reason',
-  'x-last-death-exchange',
-  'x-last-death-queue',
-  'x-last-death-reason',
-  'x-delivery-count',
-];
-
 /** Consumes an Amebo queue with `handler`; reconnects by itself. */
 export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Consumer> {
   const log = opts.logger ?? pino({ level: 'silent' });
@@ -113,21 +102,6 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
     if (declared.has(ms)) return;
     await broker.withThrowawayChannel((ch) => topology.declareRetry(ch, ms)).catch(() => undefined);
     declared.add(ms);
-  };
-
-  const copy = (msg: ConsumeMessage, headers: Record<string, unknown>): Options.Publish => {
-    const p = msg.properties;
-    const h: Record<string, unknown> = { ...(p.headers ?? {}) };
-    for (const k of BROKER_HEADERS) delete h[k];
-    return {
-      persistent: true,
-      contentType: p.contentType ?? 'application/json',
-      messageId: p.messageId,
-      appId: p.appId,
-      type: p.type,
-      timestamp: p.timestamp,
-      headers: { ...h, ...headers },
-    };
   };
 
   const handle = async (ch: Channel, msg: ConsumeMessage): Promise<void> => {
@@ -169,7 +143,7 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
         topology.retry(d.delayMs),
         opts.queue,
         msg.content,
-        copy(msg, { [HEADER.attempt]: attempt + 1, [HEADER.firstAttemptAt]: firstAt }),
+        copyProperties(msg, { [HEADER.attempt]: attempt + 1, [HEADER.firstAttemptAt]: firstAt }),
       );
       log.debug({ attempt, delayMs: d.delayMs, err: error?.message }, 'handler failed; retry scheduled');
       return ack(ch, msg);
@@ -178,7 +152,7 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
       topology.dead,
       opts.queue,
       msg.content,
-      copy(msg, {
+      copyProperties(msg, {
         [HEADER.reason]: d.kind === 'dead' && d.reason !== 'fatal' ? d.reason : 'permanent_error',
         [HEADER.attempt]: attempt,
         'x-amebo-dead-at': Date.now(),

@@ -107,10 +107,22 @@ export class RpcClient {
   private async setup(model: ChannelModel): Promise<void> {
     if (this.closing) return;
     this.known.clear();
-    const rc = quiet(await model.createChannel(), this.log, 'rpc reply');
-    await rc.assertExchange(RPC_DLX, 'headers', DECLARE.dlx);
-    await rc.assertQueue(this.replyQueue, DECLARE.privateQueue);
-    await rc.bindQueue(this.replyQueue, RPC_DLX, '', { From: this.replyQueue, 'x-match': 'any' });
+    // rpc.dlx is auto-delete: when another process removes the last binding between our declare and
+    // our bind, the broker deletes it and the bind fails with 404 (closing the channel). Declare
+    // again on a fresh channel; once our binding exists the exchange stays.
+    let rc: Channel;
+    for (let attempt = 1; ; attempt++) {
+      rc = quiet(await model.createChannel(), this.log, 'rpc reply');
+      try {
+        await rc.assertExchange(RPC_DLX, 'headers', DECLARE.dlx);
+        await rc.assertQueue(this.replyQueue, DECLARE.privateQueue);
+        await rc.bindQueue(this.replyQueue, RPC_DLX, '', { From: this.replyQueue, 'x-match': 'any' });
+        break;
+      } catch (err) {
+        if ((err as { code?: number }).code !== 404 || attempt >= 5) throw err;
+        this.log.debug({ attempt }, 'fabric: rpc.dlx vanished between declare and bind; declaring again');
+      }
+    }
     await rc.consume(this.replyQueue, (m) => this.onReply(m), { noAck: true, exclusive: true });
     this.replyCh = rc;
   }

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
 import type { Logger } from '../log.js';
 import { BrokerUnavailableError, type Broker } from './connection.js';
@@ -19,6 +20,10 @@ export class ConfirmPublisher {
   private readonly window: number;
   private readonly log: Logger;
   private ch: ConfirmChannel | null = null;
+  /** The connection's socket, corked while a burst of publishes is written (see `cork`). */
+  private socket: Socket | null = null;
+  private corked = false;
+  private closed = false;
   private inflight = 0;
   private draining = false;
   private readonly slotWaiters: (() => void)[] = [];
@@ -27,15 +32,27 @@ export class ConfirmPublisher {
     const ch = await model.createConfirmChannel();
     ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'publisher channel error'));
     ch.on('close', () => {
-      if (this.ch === ch) this.ch = null;
+      const mine = this.ch === ch;
+      if (mine) this.ch = null;
       this.draining = false;
       this.wakeAll();
+      // A channel-level error (a publish to a deleted exchange, say) closes the channel while the
+      // connection lives on, so no reconnect will run the hook: open a new channel ourselves. When
+      // the connection is what died, this fails quietly and the broker's recovery runs the hook.
+      if (mine && !this.closed)
+        setTimeout(() => {
+          if (this.ch || this.closed) return;
+          this.hook(model).catch((err: Error) =>
+            this.log.debug({ err: err.message }, 'publisher channel not reopened'),
+          );
+        }, 100).unref();
     });
     ch.on('drain', () => {
       this.draining = false;
       this.wakeAll();
     });
     this.ch = ch;
+    this.socket = (model as unknown as { connection?: { stream?: Socket } }).connection?.stream ?? null;
     this.draining = false;
     for (const w of this.channelWaiters.splice(0)) w();
   };
@@ -100,6 +117,7 @@ export class ConfirmPublisher {
       };
       try {
         const ok = ch.publish(exchange, routingKey, content, options, (err) => settle(err));
+        this.cork(); // after the publish: its frames reach the socket only in amqplib's setImmediate
         if (!ok) this.draining = true;
       } catch (err) {
         settle(err);
@@ -107,7 +125,27 @@ export class ConfirmPublisher {
     });
   }
 
+  /**
+   * amqplib writes every publish to the socket on its own (one syscall each). Publishes made in
+   * the same turn of the event loop are coalesced into one write: the socket is corked at the
+   * first and uncorked in a setImmediate queued behind amqplib's own (its frame buffers signal
+   * 'readable' on the next tick, and its muxer writes them to the socket in a setImmediate).
+   */
+  private cork(): void {
+    const s = this.socket;
+    if (this.corked || !s || typeof s.cork !== 'function' || s.destroyed) return;
+    this.corked = true;
+    s.cork();
+    process.nextTick(() =>
+      setImmediate(() => {
+        this.corked = false;
+        s.uncork();
+      }),
+    );
+  }
+
   async close(): Promise<void> {
+    this.closed = true;
     this.broker.removeHook(this.hook);
     const ch = this.ch;
     this.ch = null;

@@ -135,7 +135,18 @@ export class RpcServer implements RpcRegistration {
     if (this.closing) return;
     const ch = quiet(await model.createConfirmChannel(), this.log, 'rpc server');
     ch.on('close', () => {
-      if (this.ch === ch) this.ch = null;
+      if (this.ch !== ch) return;
+      this.ch = null;
+      // Closed by a channel-level error while the connection lives on: no reconnect will rebuild
+      // it, so do it here (on a dead connection this fails quietly and recovery takes over).
+      if (!this.closing)
+        setTimeout(() => {
+          const m = this.link.model;
+          if (m && !this.ch && !this.closing)
+            this.setup(m).catch((err: Error) =>
+              this.log.debug({ err: err.message }, 'fabric: rpc server not reopened'),
+            );
+        }, 200).unref();
     });
     // Calls beyond the limit stay queued, where other members of the clique can take them. The
     // per-channel (global) limit costs the broker a shared counter on every delivery and ack, so it

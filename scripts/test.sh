@@ -6,5 +6,14 @@ cd "$(dirname "$0")/.."
 [ -d node_modules ] || npm ci --no-audit --no-fund
 bash scripts/services.sh
 shopt -s nullglob
-files=(test/*.test.ts test/*/*.test.ts)
-exec node --import tsx --test --test-concurrency="${AMEBO_TEST_CONCURRENCY:-2}" --test-timeout=180000 "$@" "${files[@]}"
+files=()
+for f in test/*.test.ts test/*/*.test.ts; do [[ $f == test/serial/* ]] || files+=("$f"); done
+# test/serial restarts the shared RabbitMQ and Redis, so it runs alone, after everything else.
+serial=(test/serial/*.test.ts)
+run() { node --import tsx --test --test-concurrency="$1" --test-timeout=240000 "${@:2}"; }
+rc=0
+run "${AMEBO_TEST_CONCURRENCY:-2}" "$@" "${files[@]}" || rc=$?
+if [ ${#serial[@]} -gt 0 ] && [ "${AMEBO_TEST_SERIAL:-1}" = 1 ]; then
+  run 1 "$@" "${serial[@]}" || rc=$?
+fi
+exit $rc

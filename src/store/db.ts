@@ -1,9 +1,13 @@
+import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { Logger } from '../log.js';
 
-const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations/', import.meta.url));
+// src/store/ when run from source, dist/src/store/ when built: the migrations sit at the package root.
+const MIGRATIONS_DIR = ['../../migrations/', '../../../migrations/']
+  .map((rel) => fileURLToPath(new URL(rel, import.meta.url)))
+  .find((dir) => existsSync(dir))!;
 
 export type Pool = pg.Pool;
 

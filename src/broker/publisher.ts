@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net';
 import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
 import type { Logger } from '../log.js';
 import { BrokerUnavailableError, type Broker } from './connection.js';
@@ -20,9 +19,6 @@ export class ConfirmPublisher {
   private readonly window: number;
   private readonly log: Logger;
   private ch: ConfirmChannel | null = null;
-  /** The connection's socket, corked while a burst of publishes is written (see `cork`). */
-  private socket: Socket | null = null;
-  private corked = false;
   private closed = false;
   private inflight = 0;
   private draining = false;
@@ -52,7 +48,6 @@ export class ConfirmPublisher {
       this.wakeAll();
     });
     this.ch = ch;
-    this.socket = (model as unknown as { connection?: { stream?: Socket } }).connection?.stream ?? null;
     this.draining = false;
     for (const w of this.channelWaiters.splice(0)) w();
   };
@@ -117,31 +112,11 @@ export class ConfirmPublisher {
       };
       try {
         const ok = ch.publish(exchange, routingKey, content, options, (err) => settle(err));
-        this.cork(); // after the publish: its frames reach the socket only in amqplib's setImmediate
         if (!ok) this.draining = true;
       } catch (err) {
         settle(err);
       }
     });
-  }
-
-  /**
-   * amqplib writes every publish to the socket on its own (one syscall each). Publishes made in
-   * the same turn of the event loop are coalesced into one write: the socket is corked at the
-   * first and uncorked in a setImmediate queued behind amqplib's own (its frame buffers signal
-   * 'readable' on the next tick, and its muxer writes them to the socket in a setImmediate).
-   */
-  private cork(): void {
-    const s = this.socket;
-    if (this.corked || !s || typeof s.cork !== 'function' || s.destroyed) return;
-    this.corked = true;
-    s.cork();
-    process.nextTick(() =>
-      setImmediate(() => {
-        this.corked = false;
-        s.uncork();
-      }),
-    );
   }
 
   async close(): Promise<void> {

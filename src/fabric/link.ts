@@ -1,15 +1,13 @@
 /**
- * One recovering AMQP connection. amqplib's opt-in recovery restores the socket only: channels,
- * consumers, prefetch and declarations die with it. So every part of the fabric registers a setup
- * hook that rebuilds what it owns on a given connection; hooks run inside amqplib's `setup()` on
- * every (re)connect, before the connection is announced, so nothing sees a half-built connection.
+ * The fabric's AMQP connection: Amebo's recovering connection (`src/broker/link.ts`: setup hooks
+ * rebuilt on every reconnect, coalesced socket writes), failing with the fabric's own errors.
  */
-import { EventEmitter } from 'node:events';
-import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from 'amqplib';
+import type { Channel } from 'amqplib';
 import type { Logger } from 'pino';
+import { RecoveringConnection, redactUrl, type SetupHook } from '../broker/link.js';
 import { FabricUnavailableError } from './errors.js';
 
-export type SetupHook = (model: ChannelModel) => Promise<void>;
+export { redactUrl, type SetupHook };
 
 export interface LinkOptions {
   url: string;
@@ -21,258 +19,18 @@ export interface LinkOptions {
   reconnectMaxDelayMs: number;
 }
 
-interface HookEntry {
-  fn: SetupHook;
-  /** The connection this hook last ran on; a hook added during a setup may have missed it. */
-  ranOn: ChannelModel | null;
-  waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }>;
-}
-
-export class Link extends EventEmitter {
-  private readonly opts: LinkOptions;
-  private readonly log: Logger;
-  private conn: RecoveringChannelModel | null = null;
-  private current: ChannelModel | null = null;
-  private readonly hooks: HookEntry[] = [];
-  private closed = false;
-
+/** The fabric's connection: Amebo's recovering connection, failing with the fabric's errors. */
+export class Link extends RecoveringConnection {
   constructor(opts: LinkOptions) {
-    super();
-    this.opts = opts;
-    this.log = opts.logger;
-  }
-
-  get connected(): boolean {
-    return this.current !== null;
-  }
-
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
-  /** The live connection, or null while (re)connecting. */
-  get model(): ChannelModel | null {
-    return this.current;
-  }
-
-  async open(timeoutMs: number): Promise<void> {
-    const url = new URL(this.opts.url);
-    if (!url.searchParams.has('heartbeat')) url.searchParams.set('heartbeat', String(this.opts.heartbeatSeconds));
-    const conn = await amqp.connect(url.toString(), {
-      noDelay: true,
-      timeout: Math.min(timeoutMs, 10_000),
-      clientProperties: { connection_name: this.opts.name },
-      recovery: {
-        waitForConnect: false,
-        initialDelay: this.opts.reconnectInitialDelayMs,
-        maxDelay: this.opts.reconnectMaxDelayMs,
-        maxRetries: Infinity,
-        setup: (model: ChannelModel) => this.setup(model),
-      },
+    super({
+      ...opts,
+      logPrefix: 'fabric',
+      unreachable: (url, timeoutMs, lastFailure) =>
+        new FabricUnavailableError(
+          `broker unreachable at ${redactUrl(url)} after ${timeoutMs} ms${lastFailure ? ` (${lastFailure})` : ''}`,
+        ),
+      unavailable: (message) => new FabricUnavailableError(message),
     });
-    this.conn = conn;
-    conn.on('connect', (model: ChannelModel) => {
-      this.current = model;
-      this.emit('connect', model);
-      void this.catchUp(model);
-    });
-    conn.on('disconnect', (err: Error) => {
-      this.current = null;
-      if (!this.closed) this.log.warn({ err: err.message }, 'fabric: broker connection lost; reconnecting');
-      this.emit('disconnect', err);
-    });
-    let lastFailure = '';
-    conn.on('connect-failed', (err: Error) => {
-      lastFailure = err.message;
-      this.log.debug({ err: err.message }, 'fabric: connect attempt failed');
-    });
-    conn.on('error', (err: Error) => this.log.debug({ err: err.message }, 'fabric: connection error'));
-    conn.on('handler-error', (err: Error, event: string) => this.log.error({ err, event }, 'fabric: listener threw'));
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await Promise.race([
-        conn.waitForConnect(),
-        new Promise((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new FabricUnavailableError(
-                  `broker unreachable at ${redactUrl(this.opts.url)} after ${timeoutMs} ms${lastFailure ? ` (${lastFailure})` : ''}`,
-                ),
-              ),
-            timeoutMs,
-          );
-        }),
-      ]);
-    } catch (err) {
-      this.closed = true;
-      await conn.close().catch(() => undefined);
-      throw err;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  private async setup(model: ChannelModel): Promise<void> {
-    model.on('error', () => undefined);
-    coalesceWrites(model);
-    // Index loop on purpose: hooks added while this runs are picked up.
-    for (let i = 0; i < this.hooks.length; i++) {
-      const h = this.hooks[i]!;
-      try {
-        await h.fn(model);
-      } catch (err) {
-        this.log.error(
-          { err: (err as Error).message },
-          'fabric: setup after (re)connect failed; retrying the connection',
-        );
-        throw err;
-      }
-      h.ranOn = model;
-    }
-  }
-
-  /** Runs hooks that were added after the setup loop had passed them, and releases their waiters. */
-  private async catchUp(model: ChannelModel): Promise<void> {
-    for (const h of [...this.hooks]) {
-      if (h.ranOn !== model) {
-        try {
-          await h.fn(model);
-          h.ranOn = model;
-        } catch (err) {
-          this.removeEntry(h);
-          for (const w of h.waiters.splice(0)) w.reject(err);
-          continue;
-        }
-      }
-      for (const w of h.waiters.splice(0)) w.resolve();
-    }
-  }
-
-  /**
-   * Registers a setup hook and runs it on the live connection (or on the next one). Resolves once it
-   * ran; if that first run fails the hook is dropped and the error is the caller's.
-   */
-  async addSetup(fn: SetupHook): Promise<void> {
-    if (this.closed) throw new FabricUnavailableError('connector is closed');
-    const entry: HookEntry = { fn, ranOn: null, waiters: [] };
-    this.hooks.push(entry);
-    const model = this.current;
-    if (model) {
-      try {
-        await fn(model);
-        entry.ranOn = model;
-      } catch (err) {
-        this.removeEntry(entry);
-        throw err;
-      }
-      return;
-    }
-    await new Promise<void>((resolve, reject) => entry.waiters.push({ resolve, reject }));
-  }
-
-  removeSetup(fn: SetupHook): void {
-    const e = this.hooks.find((h) => h.fn === fn);
-    if (e) this.removeEntry(e);
-  }
-
-  private removeEntry(e: HookEntry): void {
-    const i = this.hooks.indexOf(e);
-    if (i >= 0) this.hooks.splice(i, 1);
-  }
-
-  /** Waits until connected, at most `timeoutMs`; false on timeout or close. */
-  async waitConnected(timeoutMs: number): Promise<boolean> {
-    if (this.current) return true;
-    if (this.closed || timeoutMs <= 0) return false;
-    return new Promise((resolve) => {
-      const done = (ok: boolean): void => {
-        clearTimeout(t);
-        this.off('connect', onConnect);
-        this.off('closed', onClose);
-        resolve(ok);
-      };
-      const onConnect = (): void => done(true);
-      const onClose = (): void => done(false);
-      const t = setTimeout(() => done(false), timeoutMs);
-      this.once('connect', onConnect);
-      this.once('closed', onClose);
-    });
-  }
-
-  /** A short-lived channel for operations that may close it with an error (passive declares). */
-  async withThrowawayChannel<T>(fn: (ch: Channel) => Promise<T>): Promise<T> {
-    const model = this.current;
-    if (!model) throw new FabricUnavailableError('broker not connected');
-    const ch = await model.createChannel();
-    let dead = false;
-    ch.on('error', () => undefined);
-    ch.on('close', () => (dead = true));
-    try {
-      return await fn(ch);
-    } finally {
-      if (!dead) await ch.close().catch(() => undefined);
-    }
-  }
-
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.emit('closed');
-    const conn = this.conn;
-    this.conn = null;
-    this.current = null;
-    for (const h of this.hooks.splice(0))
-      for (const w of h.waiters.splice(0)) w.reject(new FabricUnavailableError('connector closed'));
-    if (conn) {
-      let t: NodeJS.Timeout | undefined;
-      await Promise.race([conn.close().catch(() => undefined), new Promise((r) => (t = setTimeout(r, 3000)))]);
-      clearTimeout(t);
-    }
-  }
-}
-
-/**
- * amqplib's muxer writes each frame group to the socket separately, one syscall each (loopback TCP
- * writes are costly: the profile of a call is dominated by them). Corking the socket around one
- * muxer pass sends everything queued in that pass (replies, acks, calls of concurrent callers) in
- * one writev. Reaches into amqplib internals, so it only applies when they look as expected.
- */
-function coalesceWrites(model: ChannelModel): void {
-  const conn = (
-    model as unknown as {
-      connection?: { muxer?: { _readIncoming?: () => void }; stream?: { cork?: () => void; uncork?: () => void } };
-    }
-  ).connection;
-  const mux = conn?.muxer;
-  const sock = conn?.stream;
-  if (
-    !mux ||
-    typeof mux._readIncoming !== 'function' ||
-    typeof sock?.cork !== 'function' ||
-    typeof sock.uncork !== 'function'
-  )
-    return;
-  const pass = mux._readIncoming.bind(mux);
-  const cork = sock.cork.bind(sock);
-  const uncork = sock.uncork.bind(sock);
-  mux._readIncoming = () => {
-    cork();
-    try {
-      pass();
-    } finally {
-      uncork();
-    }
-  };
-}
-
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url;
   }
 }
 

@@ -28,14 +28,18 @@ before(async () => {
   await rx.listen();
   srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] });
   APP = await seed(call, 'rs', ['rs.tick']);
+  await subscribe('hook');
+});
+
+async function subscribe(name: string): Promise<void> {
   const r = await call(
     'POST',
     '/v1/subscriptions',
-    { application: 'rs', subscription: 'hook', action: 'rs.tick', handler: rx.url('/hook') },
+    { application: 'rs', subscription: name, action: 'rs.tick', handler: rx.url(`/${name}`) },
     'admin',
   );
   assert.equal(r.status, 201, JSON.stringify(r.body));
-});
+}
 after(async () => {
   await Promise.all(connectors.map((c) => c.close()));
   await srv?.close();
@@ -116,13 +120,7 @@ test('Redis restarts (its data gone) under load: deliveries go on and registry c
     throw new Error(`${delivered(load.accepted).length} of ${load.accepted.length} accepted events never delivered`);
   });
   // A subscription created after the restart is found and delivered to.
-  const r = await call(
-    'POST',
-    '/v1/subscriptions',
-    { application: 'rs', subscription: 'late', action: 'rs.tick', handler: rx.url('/late') },
-    'admin',
-  );
-  assert.equal(r.status, 201, JSON.stringify(r.body));
+  await subscribe('late');
   const e = await eventually(async () => {
     const x = await call('POST', '/v1/events', { action: 'rs.tick', payload: { late: true } }, APP);
     return x.status === 202 ? (x.body.event as string) : null;

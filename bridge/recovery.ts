@@ -1,5 +1,5 @@
-import type { GetMessage, Options } from 'amqplib';
-import { BROKER_HEADERS, eventBody, eventProperties, HEADER } from '../src/broker/message.js';
+import type { GetMessage } from 'amqplib';
+import { copyProperties, eventBody, eventProperties, fromStoredRow, HEADER } from '../src/broker/message.js';
 import type { ApiContext } from '../src/api/server.js';
 import { uuidv7 } from '../src/ids.js';
 import type { SubscriptionRow } from '../src/store/registry.js';
@@ -110,20 +110,17 @@ export async function resurrect(
       const m = await ch.get(dead, { noAck: false });
       if (!m) break;
       n++;
-      const h: Record<string, unknown> = { ...(m.properties.headers ?? {}) };
-      for (const k of [...BROKER_HEADERS, HEADER.reason, HEADER.firstAttemptAt]) delete h[k];
-      for (const k of Object.keys(h)) if (k.startsWith('x-amebo-last-') || k === 'x-amebo-dead-at') delete h[k];
-      h[HEADER.attempt] = 1;
+      // Resurrected: a first attempt again, without the traces of its previous life.
+      const props = copyProperties(
+        m,
+        { [HEADER.attempt]: 1 },
+        (k) =>
+          k === HEADER.reason ||
+          k === HEADER.firstAttemptAt ||
+          k === 'x-amebo-dead-at' ||
+          k.startsWith('x-amebo-last-'),
+      );
       const p = m.properties;
-      const props: Options.Publish = {
-        persistent: true,
-        contentType: p.contentType ?? 'application/json',
-        messageId: p.messageId,
-        appId: p.appId,
-        type: p.type,
-        timestamp: p.timestamp,
-        headers: h,
-      };
       const id = (p.messageId as string | undefined) ?? null;
       if (id) events.push(id);
       pending.push(ctx.publisher.publish(ctx.topology.redeliver, queue, m.content, props).then(() => ch.ack(m)));
@@ -160,16 +157,7 @@ async function markPending(
 }
 
 function message(r: ReplayRow, attempt: number) {
-  const input = {
-    id: r.id,
-    action: r.action,
-    application: r.application,
-    payloadJson: r.payload_text,
-    deduper: r.deduper,
-    conversationId: r.conversation_id,
-    createdAt: r.created_at,
-    schemaVersion: r.schema_version,
-  };
+  const input = fromStoredRow(r);
   const props = eventProperties(input);
   props.headers = { ...props.headers, [HEADER.attempt]: attempt, 'x-amebo-replay': true };
   return { body: eventBody(input), props };

@@ -1,7 +1,7 @@
 import type { Logger } from './log.js';
 import type { Pool } from './store/db.js';
 import { RELAY_SELECT, type OutboxRow } from './store/events.js';
-import { eventBody, eventProperties } from './broker/message.js';
+import { eventBody, eventProperties, fromStoredRow } from './broker/message.js';
 import type { ConfirmPublisher } from './broker/publisher.js';
 import { metrics } from './metrics.js';
 
@@ -84,16 +84,7 @@ export class Relay {
   }
 
   private publish(r: OutboxRow): Promise<void> {
-    const msg = {
-      id: r.id,
-      action: r.action,
-      application: r.application,
-      payloadJson: r.payload_text,
-      deduper: r.deduper,
-      conversationId: r.conversation_id,
-      createdAt: r.created_at,
-      schemaVersion: r.schema_version,
-    };
+    const msg = fromStoredRow(r);
     return this.o.publisher.publish(this.o.exchange, r.action, eventBody(msg), eventProperties(msg));
   }
 

@@ -1,5 +1,5 @@
 import { randomHex } from '../ids.js';
-import type { ConsumeMessage, Options } from 'amqplib';
+import type { ConsumeMessage, GetMessage, Options } from 'amqplib';
 
 /** What every event message carries on the broker (design §5). */
 export interface EventMessageInput {
@@ -13,6 +13,29 @@ export interface EventMessageInput {
   schemaVersion: number;
   traceparent?: string | undefined;
 }
+
+/** An event as the event log stores it (payload kept as its JSON text). */
+export interface StoredEventRow {
+  id: string;
+  action: string;
+  application: string;
+  payload_text: string;
+  deduper: string | null;
+  conversation_id: string | null;
+  created_at: Date;
+  schema_version: number;
+}
+
+export const fromStoredRow = (r: StoredEventRow): EventMessageInput => ({
+  id: r.id,
+  action: r.action,
+  application: r.application,
+  payloadJson: r.payload_text,
+  deduper: r.deduper,
+  conversationId: r.conversation_id,
+  createdAt: r.created_at,
+  schemaVersion: r.schema_version,
+});
 
 export const HEADER = {
   action: 'x-amebo-action',
@@ -76,11 +99,19 @@ export const BROKER_HEADERS = [
   'x-delivery-count',
 ] as const;
 
-/** Properties of a retry or dead-letter copy of `msg`: the original's, minus broker headers, plus `headers`. */
-export function copyProperties(msg: ConsumeMessage, headers: Record<string, unknown>): Options.Publish {
+/**
+ * Properties of a retry, dead-letter or resurrected copy of `msg`: the original's, minus broker
+ * headers (and those `drop` names), plus `headers`.
+ */
+export function copyProperties(
+  msg: ConsumeMessage | GetMessage,
+  headers: Record<string, unknown>,
+  drop: (header: string) => boolean = () => false,
+): Options.Publish {
   const p = msg.properties;
   const h: Record<string, unknown> = { ...(p.headers ?? {}) };
   for (const k of BROKER_HEADERS) delete h[k];
+  for (const k of Object.keys(h)) if (drop(k)) delete h[k];
   return {
     persistent: true,
     contentType: p.contentType ?? 'application/json',

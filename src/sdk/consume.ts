@@ -168,9 +168,20 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
     declared.clear();
     const ch = await model.createChannel();
     ch.on('error', (err: Error) => log.warn({ err: err.message }, 'consumer channel error'));
+    ch.on('close', () => {
+      // A channel-level error or a cancel, with the connection alive: no reconnect will run the
+      // hook, so consume again here (a lost connection is the broker's recovery to handle).
+      if (current?.ch !== ch || stopping) return;
+      current = null;
+      reattach(500);
+    });
     await ch.prefetch(opts.prefetch ?? 50);
     const { consumerTag } = await ch.consume(opts.queue, (msg) => {
-      if (!msg) return;
+      if (!msg) {
+        log.warn({ queue: opts.queue }, 'the broker cancelled the consumer (queue deleted?); consuming again');
+        void ch.close().catch(() => undefined);
+        return;
+      }
       inflight++;
       void handle(ch, msg)
         .catch((err: unknown) => {
@@ -190,6 +201,16 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
         });
     });
     current = { ch, tag: consumerTag };
+  };
+  const reattach = (delayMs: number): void => {
+    setTimeout(() => {
+      const m = broker.current();
+      if (stopping || current || !m) return;
+      hook(m).catch((err: unknown) => {
+        log.warn({ err: (err as Error).message, queue: opts.queue }, 'cannot consume yet; retrying');
+        reattach(Math.min(delayMs * 2, 5000));
+      });
+    }, delayMs).unref();
   };
   await broker.addHook(hook);
 

@@ -126,3 +126,36 @@ test('a message is not acked until the handler resolves: a consumer that stops m
   consumers.push(second);
   await eventually(() => got.includes(id), 5000);
 });
+
+test('a consumer whose queue is deleted and declared again consumes again, without a restart', async () => {
+  const q = `${env.cfg.prefix}.test.recreated`;
+  const conn = await amqp.connect(AMQP_URL);
+  const ch = await conn.createChannel();
+  try {
+    await ch.assertQueue(q, { durable: true });
+    const got: string[] = [];
+    const c = await consume<{ n: number }>({
+      amqpUrl: AMQP_URL,
+      queue: q,
+      prefix: env.cfg.prefix,
+      handler: async (e) => {
+        got.push(String(e.payload.n));
+      },
+    });
+    consumers.push(c);
+    const send = (n: number) =>
+      ch.sendToQueue(q, Buffer.from(JSON.stringify({ id: `e${n}`, action: 'x', payload: { n } })), {
+        persistent: true,
+      });
+    send(1);
+    await eventually(() => got.includes('1'), 5000);
+    await ch.deleteQueue(q); // the broker cancels the consumer
+    await new Promise((r) => setTimeout(r, 300));
+    await ch.assertQueue(q, { durable: true });
+    send(2);
+    await eventually(() => got.includes('2'), 15_000);
+  } finally {
+    await ch.deleteQueue(q).catch(() => undefined);
+    await conn.close();
+  }
+});

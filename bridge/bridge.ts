@@ -223,6 +223,13 @@ export class Bridge {
       ensureRetryQueue: (ms) => this.ensureRetryQueue(ms),
       onGone: (r, reason) => this.gone(r, reason),
       model: () => this.model,
+      redeclare: async (r) => {
+        const fresh = await subscriptionById(this.a.pool, r.id);
+        if (!fresh) return; // deleted: the registry's notice removes the worker
+        await this.a.broker.withThrowawayChannel((ch) =>
+          this.a.topology.declareSubscription(ch, this.a.registry.topologyOf(fresh)),
+        );
+      },
       held: this.held,
       note: (n) => this.note(n),
     });

@@ -25,6 +25,8 @@ export interface WorkerDeps {
   onGone(row: SubscriptionRow, reason: string): Promise<void>;
   /** The live connection, or null while reconnecting. */
   model(): ChannelModel | null;
+  /** Declares the subscription's queues again (after the broker lost them) unless it was deleted. */
+  redeclare(row: SubscriptionRow): Promise<void>;
   /** A delivery outcome for the live tail (`GET /v1/stream`); dropped when nobody listens. */
   note(n: Record<string, unknown>): void;
   /** Where an ordered subscription keeps a held event's progress across channel losses (Redis). */
@@ -151,6 +153,15 @@ export class SubscriptionWorker {
     try {
       const { consumerTag } = await ch.consume(this.queue, (msg) => {
         if (msg) void this.handle(ch, msg);
+        else if (!this.stopped && this.ch === ch) {
+          // The broker cancelled us (queue deleted or failed over): close, and the 'close' handler
+          // attaches again until the queue is there.
+          this.d.log.warn({ queue: this.queue }, 'consumer cancelled by the broker; declaring and attaching again');
+          void this.d
+            .redeclare(this.row)
+            .catch((err: Error) => this.d.log.warn({ err: err.message, queue: this.queue }, 'queue not declared'))
+            .finally(() => void ch.close().catch(() => undefined));
+        }
       });
       if (this.ch !== ch) return;
       this.tag = consumerTag;

@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { compactDecrypt } from 'jose';
 import WebSocket from 'ws';
-import { destroy, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
+import amqp from 'amqplib';
+import { AMQP_URL, destroy, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeStarter } from '../../bridge/index.js';
 import { deliveryRoutes } from '../../src/api/delivery-routes.js';
 import { Receiver, seed } from './receiver.js';
@@ -229,4 +230,29 @@ test('metrics: delivered, retried/failed, in-flight and latency per subscription
   assert.ok(value(/amebo_deliveries_total\{subscription="shop\/plain",outcome="delivered"\} (\d+)/) >= 20);
   assert.ok(value(/amebo_delivery_seconds_count\{subscription="shop\/sealed"\} (\d+)/) >= 25);
   assert.match(text, /amebo_deliveries_in_flight\{subscription="shop\/plain"\} 0/);
+});
+
+test('a subscription queue deleted behind Amebo’s back is declared again and delivery goes on', async () => {
+  const queue = (subs.plain as unknown as { queue: string }).queue;
+  assert.ok(queue, 'the subscription names its queue');
+  const conn = await amqp.connect(AMQP_URL);
+  try {
+    const ch = await conn.createChannel();
+    await ch.deleteQueue(queue);
+  } finally {
+    await conn.close();
+  }
+  const before = rx.at('/plain').length;
+  const id = await eventually(
+    async () => {
+      const e = await publish('order.placed', { n: 'after-delete' });
+      // Events published before the queue is back are not routed anywhere: keep publishing until one lands.
+      await new Promise((r) => setTimeout(r, 300));
+      return rx.ids('/plain').includes(e) ? e : null;
+    },
+    20_000,
+    100,
+  );
+  assert.ok(id);
+  assert.ok(rx.at('/plain').length > before);
 });

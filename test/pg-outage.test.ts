@@ -11,6 +11,8 @@ import {
   type TestEnv,
 } from './helpers/harness.js';
 import { TcpProxy } from './helpers/proxy.js';
+import { createPool } from '../src/store/db.js';
+import { createLogger } from '../src/log.js';
 
 // PostgreSQL going away is Amebo's store failing, not bad input: 503 AMEBO_ERR_UNAVAILABLE, no
 // crash, and everything works again when it returns, without a restart.
@@ -75,4 +77,25 @@ test('PostgreSQL unreachable → 503 with a code; back → accepted again, relay
   );
   assert.ok(seen.includes(ok!.body.event), JSON.stringify(seen));
   assert.equal((await http(srv.url, env, 'GET', '/ready')).status, 200);
+});
+
+test('a checked-out client whose connection dies between queries does not crash the process', async () => {
+  const pool = createPool({ url: env.overrides.databaseUrl!, max: 2, logger: createLogger('silent') });
+  const uncaught: Error[] = [];
+  const onUncaught = (err: Error): void => void uncaught.push(err);
+  process.on('uncaughtException', onUncaught);
+  try {
+    const c = await pool.connect(); // held between queries, as the relay holds its transaction
+    await c.query('BEGIN');
+    proxy.cut();
+    await new Promise((r) => setTimeout(r, 300));
+    await assert.rejects(c.query('SELECT 1'));
+    c.release();
+    assert.deepEqual(uncaught, []);
+    // The pool dropped the dead client and opens a fresh one.
+    assert.equal((await pool.query('SELECT 1 AS one')).rows[0].one, 1);
+  } finally {
+    process.off('uncaughtException', onUncaught);
+    await pool.end();
+  }
 });

@@ -31,6 +31,13 @@ export function createPool(opts: PoolOptions): pg.Pool {
     application_name: opts.applicationName ?? 'amebo',
   });
   pool.on('error', (err) => opts.logger.warn({ err: err.message }, 'idle PostgreSQL client error'));
+  // pg-pool listens for errors of idle clients only: a checked-out client whose connection dies
+  // between two queries (the relay's transaction waiting on broker confirms, say) would emit an
+  // unhandled 'error' and crash the process. Its queries fail anyway, and once released the pool
+  // drops it (it is no longer queryable).
+  pool.on('connect', (client) =>
+    client.on('error', (err) => opts.logger.warn({ err: err.message }, 'PostgreSQL connection lost')),
+  );
   return pool;
 }
 
@@ -40,6 +47,7 @@ export async function ensureDatabase(url: string): Promise<boolean> {
   const name = decodeURIComponent(u.pathname.replace(/^\//, '')) || 'postgres';
   u.pathname = '/postgres';
   const client = new pg.Client({ connectionString: u.toString(), connectionTimeoutMillis: 5000 });
+  client.on('error', () => undefined); // a lost connection fails the query in flight
   await client.connect();
   try {
     const r = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);

@@ -147,6 +147,8 @@ export function adminToken(cfg: Config): string | undefined {
 
 const { registerTools } = await import('./cli/tools.js');
 registerTools(program, { adminToken, die });
+const { registerOpsCommands } = await import('./cli/ops-commands.js');
+registerOpsCommands(program, { adminToken });
 const { registerFabricCommands } = await import('./cli/fabric-commands.js');
 registerFabricCommands(program, () => loadConfig().amqpUrl);
 

@@ -1,0 +1,288 @@
+/**
+ * Operator tools over a running Amebo's HTTP API (admin token): `monitor` (live tail), `inspect`
+ * (an event with each subscription's delivery state, or a subscription with its queues),
+ * `dead-letters`, `resurrect` and `replay`. Unlike async_service's tools they never touch a queue
+ * directly (listing dead letters does not redeliver anything twice, resurrect confirms before it
+ * acks: the server does both), every call has a timeout, and `--count` larger than what exists
+ * ends instead of hanging.
+ *
+ * Exit codes: 0 done; 1 Amebo answered an error (4xx/5xx) or the stream ended early; 2 bad usage;
+ * 3 Amebo unreachable or too slow.
+ */
+import { styleText } from 'node:util';
+import type { Command } from 'commander';
+import WebSocket from 'ws';
+import { loadConfig, type Config } from '../config.js';
+import { api } from './tools.js';
+
+interface OpsDeps {
+  adminToken: (cfg: Config) => string | undefined;
+}
+
+type Flags = Record<string, string | boolean | undefined>;
+
+const out = (s: string): boolean => process.stdout.write(s + '\n');
+const err = (s: string): boolean => process.stderr.write(s + '\n');
+
+function baseUrl(cfg: Config): string {
+  return process.env.AMEBO_URL ?? `http://${cfg.address.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
+}
+
+/** One admin call; prints Amebo's error and exits 1 on 4xx/5xx, exits 3 when it cannot be reached. */
+async function admin(
+  deps: OpsDeps,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+  timeoutMs = 10_000,
+): Promise<any> {
+  const cfg = loadConfig();
+  const token = deps.adminToken(cfg);
+  if (!token) {
+    err('amebo: no admin token (set AMEBO_ADMIN_TOKEN, or run where `amebo serve` saved .amebo/admin-token)');
+    process.exit(2);
+  }
+  let res: { status: number; body: any };
+  try {
+    res = await api(cfg, method, path, body, `Bearer ${token}`, timeoutMs);
+  } catch (e) {
+    err(`amebo: cannot reach Amebo at ${baseUrl(cfg)}: ${(e as Error).message}`);
+    process.exit(3);
+  }
+  if (res.status >= 300) {
+    const e = res.body?.error;
+    err(`${styleText('red', String(res.status))} ${e?.code ?? ''}: ${e?.message ?? JSON.stringify(res.body)}`);
+    process.exit(1);
+  }
+  return res.body;
+}
+
+function positiveInt(v: string | boolean | undefined, name: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) {
+    err(`amebo: ${name} must be a positive integer`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const short = (s: unknown, n = 120): string => {
+  const t = typeof s === 'string' ? s : JSON.stringify(s);
+  return t.length > n ? `${t.slice(0, n - 1)}…` : t;
+};
+
+const STATE_COLOUR: Record<string, Parameters<typeof styleText>[0]> = {
+  delivered: 'green',
+  pending: 'yellow',
+  retrying: 'yellow',
+  dead: 'red',
+  up: 'green',
+  down: 'red',
+};
+
+/** One line per stream message, for people. */
+export function describeStreamMessage(m: Record<string, any>): string | null {
+  const at = new Date().toISOString().slice(11, 23);
+  switch (m.type) {
+    case 'event': {
+      const e = (m.event ?? {}) as Record<string, unknown>;
+      return `${at} ${styleText('cyan', 'event')}    ${String(e.action)} ${String(e.id)} ${short(e.payload)}`;
+    }
+    case 'delivery':
+      return `${at} ${styleText('magenta', 'delivery')} ${m.application}/${m.subscription_name} ${m.event} ${styleText(
+        STATE_COLOUR[m.state] ?? 'white',
+        String(m.state),
+      )} attempt ${m.attempt ?? '?'}${m.status ? ` → ${m.status}` : ''}${m.error ? ` (${short(m.error, 80)})` : ''}`;
+    case 'service':
+      return `${at} ${styleText('blue', 'service')}  ${m.fqn} ${styleText(STATE_COLOUR[m.status] ?? 'white', String(m.status))}${
+        m.previous ? ` (was ${m.previous})` : ''
+      }${m.version ? ` v${m.version}` : ''}`;
+    case 'hello':
+      return null;
+    default:
+      return `${at} ${short(m, 200)}`;
+  }
+}
+
+export function registerOpsCommands(program: Command, deps: OpsDeps): void {
+  program
+    .command('monitor [patterns...]')
+    .description('live tail of events, delivery outcomes and service changes (patterns: user.*, order.#)')
+    .option('--json', 'one JSON message per line')
+    .option('--count <n>', 'exit after n messages')
+    .option('--timeout <ms>', 'give up connecting after this long', '10000')
+    .action(async (patterns: string[], o: Flags) => {
+      const count = positiveInt(o.count, '--count');
+      const cfg = loadConfig();
+      const token = deps.adminToken(cfg);
+      if (!token) {
+        err('amebo: no admin token (set AMEBO_ADMIN_TOKEN)');
+        process.exit(2);
+      }
+      const q = new URLSearchParams({ token });
+      if (patterns.length) q.set('actions', patterns.join(','));
+      const url = `${baseUrl(cfg).replace(/^http/, 'ws')}/v1/stream?${q.toString()}`;
+      const ws = new WebSocket(url, { handshakeTimeout: Number(o.timeout) || 10_000 });
+      let seen = 0;
+      let done = false;
+      const finish = (code: number): void => {
+        done = true;
+        ws.terminate();
+        process.exit(code);
+      };
+      ws.on('unexpected-response', (_req, res) => {
+        err(`amebo: the stream was refused: ${res.statusCode}${res.statusCode === 401 ? ' (admin token?)' : ''}`);
+        finish(res.statusCode === 400 ? 2 : 1);
+      });
+      ws.on('error', (e: Error) => {
+        if (done) return;
+        err(`amebo: cannot reach Amebo at ${url.replace(/token=[^&]+/, 'token=***')}: ${e.message}`);
+        finish(3);
+      });
+      ws.on('open', () => {
+        if (!o.json)
+          err(styleText('dim', `monitoring ${patterns.length ? patterns.join(', ') : 'everything'} (Ctrl-C to stop)`));
+      });
+      ws.on('message', (data: WebSocket.RawData) => {
+        let m: Record<string, any>;
+        try {
+          const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Uint8Array);
+          m = JSON.parse(buf.toString('utf8')) as Record<string, any>;
+        } catch {
+          return;
+        }
+        if (m.type === 'hello') return;
+        if (o.json) out(JSON.stringify(m));
+        else {
+          const line = describeStreamMessage(m);
+          if (line) out(line);
+        }
+        if (count && ++seen >= count) finish(0);
+      });
+      ws.on('close', () => {
+        if (done) return;
+        err('amebo: the stream was closed by the server');
+        finish(1);
+      });
+      process.on('SIGINT', () => finish(0));
+    });
+
+  const inspect = program.command('inspect').description('look at an event or a subscription');
+  inspect
+    .command('event <id>')
+    .description("an event, with each subscription's delivery state (and, with --attempts, every attempt)")
+    .option('--attempts', 'list the attempts of every delivery')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: Flags) => {
+      const e = await admin(deps, 'GET', `/v1/events/${encodeURIComponent(id)}`);
+      const attempts: Record<string, unknown[]> = {};
+      if (o.attempts)
+        for (const d of e.deliveries as { subscription: string }[])
+          attempts[d.subscription] = (
+            await admin(deps, 'GET', `/v1/deliveries/${encodeURIComponent(id)}/${d.subscription}/attempts`)
+          ).items;
+      if (o.json) {
+        out(JSON.stringify(o.attempts ? { ...e, attempts } : e));
+        return;
+      }
+      out(`${styleText('bold', e.action)} ${e.id}  from ${e.application}  at ${e.created_at}`);
+      out(
+        `  published: ${e.published ? 'yes' : 'not yet (the relay will)'}${e.deduper ? `  deduper: ${e.deduper}` : ''}`,
+      );
+      out(`  payload: ${short(e.payload, 400)}`);
+      if (!e.deliveries.length) out('  no deliveries recorded (no matching http subscription, or not delivered yet)');
+      for (const d of e.deliveries) {
+        out(
+          `  → ${d.application}/${d.subscription_name} ${styleText(STATE_COLOUR[d.state] ?? 'white', d.state)} after ${d.attempts} attempt(s)` +
+            `${d.last_status ? `, last ${d.last_status}` : ''}${d.last_error ? ` (${short(d.last_error, 100)})` : ''}` +
+            `${d.next_attempt_at && d.state !== 'delivered' && d.state !== 'dead' ? `, next at ${d.next_attempt_at}` : ''}`,
+        );
+        for (const a of (attempts[d.subscription] ?? []) as Record<string, any>[])
+          out(
+            `      #${a.attempt} ${a.created_at} ${a.status ?? a.error_class ?? ''} ${a.latency_ms ?? '?'} ms${a.error ? ` ${short(a.error, 80)}` : ''}`,
+          );
+      }
+    });
+  inspect
+    .command('subscription <id>')
+    .description('a subscription, its queue and how many dead letters wait')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: Flags) => {
+      const s = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(id)}`);
+      const dead = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(id)}/dead-letters?limit=1`);
+      if (o.json) {
+        out(JSON.stringify({ ...s, dead_letters: dead.count }));
+        return;
+      }
+      const state = s.disabled_reason
+        ? styleText('red', `disabled (${s.disabled_reason})`)
+        : s.paused
+          ? styleText('yellow', 'paused')
+          : styleText('green', 'active');
+      out(`${styleText('bold', `${s.application}/${s.subscription}`)} ${s.id}  ${s.transport}  ${state}`);
+      out(`  action: ${s.action}${s.ordered ? '  ordered' : ''}`);
+      if (s.handler) out(`  handler: ${s.handler}`);
+      out(`  queue: ${s.queue}  dead letters: ${s.dead_letter_queue}`);
+      out(`  retry: ${JSON.stringify(s.retry_schedule)} s, at most ${s.max_attempts} attempts, ${s.max_age} s old`);
+      out(`  dead letters waiting: ${dead.count}`);
+    });
+
+  program
+    .command('dead-letters <subscription>')
+    .description("a subscription's dead letters, oldest first (they stay where they are)")
+    .option('--limit <n>', 'at most n', '20')
+    .option('--json', 'print JSON')
+    .action(async (sub: string, o: Flags) => {
+      const limit = positiveInt(o.limit, '--limit');
+      const r = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(sub)}/dead-letters?limit=${limit}`);
+      if (o.json) {
+        out(JSON.stringify(r));
+        return;
+      }
+      out(
+        `${r.count} dead letter(s)${r.items.length < r.count ? `, the first ${r.items.length}:` : r.count ? ':' : ''}`,
+      );
+      for (const d of r.items as Record<string, any>[])
+        out(
+          `  ${d.event ?? '?'} ${d.action ?? ''} ${styleText('red', String(d.reason ?? ''))} after ${d.attempts ?? '?'} attempt(s)` +
+            `${d.dead_at ? ` at ${d.dead_at}` : ''}${d.last_status ? `, last ${d.last_status}` : ''}${d.last_error ? `: ${short(d.last_error, 100)}` : ''}`,
+        );
+    });
+
+  program
+    .command('resurrect <subscription>')
+    .description('move dead letters back to the subscription queue, attempts reset (confirmed before removed)')
+    .option('--count <n>', 'at most n (default: all, up to 100,000)')
+    .option('--json', 'print JSON')
+    .action(async (sub: string, o: Flags) => {
+      const limit = positiveInt(o.count, '--count') ?? 100_000;
+      const r = await admin(
+        deps,
+        'POST',
+        `/v1/subscriptions/${encodeURIComponent(sub)}/dead-letters/resurrect`,
+        { limit },
+        120_000,
+      );
+      if (o.json) out(JSON.stringify(r));
+      else out(`${styleText('green', 'resurrected')} ${r.resurrected}`);
+    });
+
+  program
+    .command('replay <subscription>')
+    .description('deliver the stored events of a time range to a subscription again')
+    .requiredOption('--from <time>', 'RFC 3339 start (inclusive)')
+    .option('--to <time>', 'RFC 3339 end (exclusive; default now)')
+    .option('--json', 'print JSON')
+    .action(async (sub: string, o: Flags) => {
+      const r = await admin(
+        deps,
+        'POST',
+        `/v1/subscriptions/${encodeURIComponent(sub)}/replay`,
+        { from: o.from, to: o.to },
+        120_000,
+      );
+      if (o.json) out(JSON.stringify(r));
+      else out(`${styleText('green', 'replaying')} ${r.count} event(s) from ${r.from} to ${r.to}`);
+    });
+}

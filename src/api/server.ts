@@ -1,3 +1,4 @@
+import { dashboardRoutes } from '../dashboard/index.js';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
@@ -154,6 +155,7 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
     await eventRoutes(scope, ctx);
     await subscriptionRoutes(scope, ctx);
     await streamRoutes(scope, ctx);
+    await dashboardRoutes(scope);
     for (const p of ctx.plugins ?? []) await p(scope, ctx);
   });
   return app;

@@ -1,0 +1,70 @@
+/**
+ * The dashboard (design §10): served by the api role at `/`, no build step. Preact and htm come
+ * straight from node_modules through an import map; the page talks to the same HTTP API and
+ * websocket as everyone else, with the admin token the operator types in (kept in sessionStorage).
+ * A strict Content-Security-Policy allows only this origin's scripts plus the import map's hash.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+
+const require = createRequire(import.meta.url);
+const STATIC = new URL('./static/', import.meta.url);
+
+/** Browser modules served from node_modules, by the name the import map gives them. */
+// (Their exports maps hide the browser builds, so they are found next to the entry points.)
+const beside = (entry: string, file: string): string => join(dirname(require.resolve(entry)), file);
+const VENDOR: Record<string, string> = {
+  'preact.mjs': beside('preact', 'preact.module.js'),
+  'hooks.mjs': beside('preact/hooks', 'hooks.module.js'),
+  'htm.mjs': beside('htm', 'htm.module.js'),
+};
+const FILES: Record<string, string> = { 'app.js': 'text/javascript', 'style.css': 'text/css' };
+
+export async function dashboardRoutes(app: FastifyInstance): Promise<void> {
+  const importMap = JSON.stringify({
+    imports: { preact: '/ui/vendor/preact.mjs', 'preact/hooks': '/ui/vendor/hooks.mjs', htm: '/ui/vendor/htm.mjs' },
+  });
+  const mapHash = createHash('sha256').update(importMap).digest('base64');
+  // The whole element is rewritten: the CSP hash covers the script's exact text, whitespace included.
+  const html = readFileSync(new URL('index.html', STATIC), 'utf8').replace(
+    /<script type="importmap">[\s\S]*?<\/script>/,
+    () => `<script type="importmap">${importMap}</script>`,
+  );
+  const csp = [
+    "default-src 'self'",
+    `script-src 'self' 'sha256-${mapHash}'`,
+    "connect-src 'self' ws: wss:",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "frame-ancestors 'none'",
+    "base-uri 'none'",
+    "form-action 'none'",
+  ].join('; ');
+  const assets = new Map<string, { body: string; type: string }>();
+  for (const [name, path] of Object.entries(VENDOR))
+    assets.set(`vendor/${name}`, { body: readFileSync(path, 'utf8'), type: 'text/javascript' });
+  for (const [name, type] of Object.entries(FILES))
+    assets.set(name, { body: readFileSync(new URL(name, STATIC), 'utf8'), type });
+
+  const page = async (_req: unknown, reply: import('fastify').FastifyReply) =>
+    reply
+      .header('content-type', 'text/html; charset=utf-8')
+      .header('content-security-policy', csp)
+      .header('x-content-type-options', 'nosniff')
+      .header('cache-control', 'no-cache')
+      .send(html);
+  app.get('/', { schema: { hide: true } }, page);
+  app.get('/ui', { schema: { hide: true } }, page);
+  app.get('/ui/*', { schema: { hide: true } }, async (req, reply) => {
+    const a = assets.get((req.params as { '*': string })['*']);
+    if (!a) return reply.status(404).send({ error: { code: 'AMEBO_ERR_NOT_FOUND', message: 'no such file' } });
+    return reply
+      .header('content-type', `${a.type}; charset=utf-8`)
+      .header('x-content-type-options', 'nosniff')
+      .header('cache-control', 'no-cache')
+      .send(a.body);
+  });
+}

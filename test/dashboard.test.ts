@@ -1,0 +1,175 @@
+/**
+ * The dashboard in a real headless Chromium (Debian's, driven by playwright-core) against a real
+ * Amebo: sign in, events and their deliveries with attempts, retry, dead letters resurrected,
+ * action search with its schema, services with uptime, and the live tail. Any console error
+ * (a CSP violation, a failed module import, a runtime exception) fails the test.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { destroy, eventually, http, start, testEnv, type Running } from './helpers/harness.js';
+import { extraParts, extraPlugins } from '../src/plugins.js';
+import { loadConfig } from '../src/config.js';
+import { FabricConnector } from '../src/fabric/index.js';
+import { Receiver, seed } from './bridge/receiver.js';
+import { AMQP_URL, uniqueDomain } from './fabric/helpers.js';
+
+const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser', process.env.AMEBO_CHROMIUM ?? ''].find(
+  (p) => p && existsSync(p),
+);
+const skip = CHROMIUM ? false : 'no Chromium here (`bash scripts/services.sh --extras` installs Debian chromium)';
+
+const env = testEnv();
+const rx = new Receiver();
+const domain = uniqueDomain();
+let srv: Running;
+let browser: Browser;
+let page: Page;
+let svc: FabricConnector;
+let APP: [string, string];
+const subs: Record<string, string> = {};
+const events: string[] = [];
+const consoleErrors: string[] = [];
+let failing = true;
+const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
+  http(srv.url, env, m, p, body, auth);
+
+before(async () => {
+  if (skip) return;
+  await rx.listen();
+  rx.on('/flaky', () => ({ status: failing ? 500 : 200 }));
+  const cfg = loadConfig(env.overrides, {});
+  srv = await start(env, { plugins: await extraPlugins(cfg), parts: await extraParts(cfg) });
+  APP = await seed(call, 'shop', ['order.placed']);
+  const schema = await call(
+    'POST',
+    '/v1/actions',
+    {
+      action: 'order.refunded',
+      application: 'shop',
+      schemata: { type: 'object', properties: { sku: { type: 'string' }, amount: { type: 'number' } } },
+    },
+    APP,
+  );
+  assert.equal(schema.status, 201, JSON.stringify(schema.body));
+  for (const [name, extra] of [
+    ['flaky', { max_attempts: 1 }],
+    ['steady', {}],
+  ] as const) {
+    const r = await call(
+      'POST',
+      '/v1/subscriptions',
+      { application: 'shop', subscription: name, action: 'order.placed', handler: rx.url(`/${name}`), ...extra },
+      'admin',
+    );
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    subs[name] = r.body.id;
+  }
+  for (let i = 0; i < 2; i++) {
+    const r = await call('POST', '/v1/events', { action: 'order.placed', payload: { sku: `sku-${i}` } }, APP);
+    events.push(r.body.event);
+  }
+  svc = new FabricConnector({
+    amqpUrl: AMQP_URL,
+    domain,
+    type: 'pricing',
+    id: 'p1',
+    version: '1.4.2',
+    keepAliveMs: 300,
+  });
+  await svc.open({ timeoutMs: 10_000 });
+  browser = await chromium.launch({ executablePath: CHROMIUM!, headless: true, args: ['--no-sandbox'] });
+  page = await browser.newPage();
+  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+  page.on('pageerror', (e) => consoleErrors.push(e.message));
+  page.setDefaultTimeout(15_000);
+});
+after(async () => {
+  await browser?.close();
+  await svc?.close();
+  await srv?.close();
+  await rx.close();
+  if (!skip) await destroy(env);
+});
+
+test('sign in: a wrong token is refused with the code, the right one opens the events view', { skip }, async () => {
+  await page.goto(srv.url + '/');
+  const csp = (await page.request.get(srv.url + '/')).headers()['content-security-policy'];
+  assert.match(csp ?? '', /script-src 'self' 'sha256-/);
+  await page.fill('input[name=token]', 'wrong-token');
+  await page.click('button[type=submit]');
+  await page.getByRole('alert').filter({ hasText: 'AMEBO_ERR_UNAUTHENTICATED' }).waitFor();
+  consoleErrors.length = 0; // the refused sign-in logged its 401
+  await page.fill('input[name=token]', env.adminToken);
+  await page.click('button[type=submit]');
+  await page.getByTestId('events').waitFor();
+  for (const id of events) await page.getByText(id).waitFor();
+});
+
+test('event detail: each subscription’s state, attempts, and retry of a dead delivery', { skip }, async () => {
+  await eventually(async () => {
+    const d = await call('GET', `/v1/events/${events[0]}`, undefined, 'admin');
+    return d.body.deliveries?.length === 2 && d.body.deliveries.every((x: { state: string }) => x.state !== 'pending');
+  }, 20_000);
+  await page.click(`text=${events[0]}`);
+  await page.getByTestId('event-detail').waitFor();
+  assert.match(await page.getByTestId('payload').innerText(), /"sku": "sku-0"/);
+  assert.equal(await page.getByTestId('delivery-flaky').getByTestId('badge').innerText(), 'dead');
+  assert.equal(await page.getByTestId('delivery-steady').getByTestId('badge').innerText(), 'delivered');
+  await page.getByTestId('delivery-flaky').getByRole('button', { name: 'attempts' }).click();
+  await page.getByTestId('attempts').getByRole('cell', { name: '500', exact: true }).waitFor();
+  failing = false;
+  await page.getByTestId('retry-flaky').click();
+  await page.getByText('retry queued').waitFor();
+  await eventually(() => rx.at('/flaky').some((r) => r.headers['webhook-id'] === events[0] && r.json), 15_000);
+  await page.reload();
+  await eventually(
+    async () => (await page.getByTestId('delivery-flaky').getByTestId('badge').innerText()) === 'delivered',
+    15_000,
+    300,
+  ).catch(async () => {
+    await page.reload();
+    assert.equal(await page.getByTestId('delivery-flaky').getByTestId('badge').innerText(), 'delivered');
+  });
+});
+
+test('subscriptions: dead letters listed and resurrected with a button', { skip }, async () => {
+  await page.click('[data-testid=nav-subscriptions]');
+  await page.getByTestId('open-dead-flaky').click();
+  const dead = page.getByTestId('dead-flaky');
+  await dead.getByTestId('dead-count').waitFor();
+  const count = Number(await dead.getByTestId('dead-count').innerText());
+  assert.ok(count >= 1, `dead letters: ${count}`);
+  page.once('dialog', (d) => void d.accept());
+  await page.getByTestId('resurrect-flaky').click();
+  await dead.getByText(`resurrected ${count}`).waitFor();
+  await eventually(() => rx.at('/flaky').some((r) => r.headers['webhook-id'] === events[1] && r.json), 15_000);
+});
+
+test('actions: search finds the action and shows its schema', { skip }, async () => {
+  await page.click('[data-testid=nav-actions]');
+  await page.fill('[data-testid=action-search]', 'refund');
+  await eventually(async () => (await page.getByTestId('actions').locator('tbody tr').count()) === 1, 5000, 100);
+  await page.getByTestId('actions').getByText('order.refunded').click();
+  assert.match(await page.getByTestId('schema').innerText(), /"amount"/);
+  await page.fill('[data-testid=action-search]', 'zzz-nothing');
+  await eventually(async () => (await page.getByTestId('actions').locator('tbody tr').count()) === 0, 5000, 100);
+});
+
+test('services: a fabric service is listed up, with its version and uptime', { skip }, async () => {
+  await page.click('[data-testid=nav-services]');
+  const row = page.getByTestId(`service-${domain}.pricing.p1`);
+  await row.waitFor({ timeout: 20_000 });
+  assert.equal(await row.getByTestId('badge').innerText(), 'up');
+  assert.match(await row.innerText(), /1\.4\.2/);
+  assert.match(await row.innerText(), /\d+s/);
+});
+
+test('live tail: a published event appears as it happens', { skip }, async () => {
+  await page.click('[data-testid=nav-live]');
+  await page.getByTestId('live-status').getByText('live').waitFor();
+  const r = await call('POST', '/v1/events', { action: 'order.placed', payload: { sku: 'live-1' } }, APP);
+  await page.getByTestId('live').getByText(r.body.event).first().waitFor();
+  assert.deepEqual(consoleErrors, []);
+});

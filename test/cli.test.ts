@@ -1,27 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { request } from 'undici';
 import { destroy, eventually, testEnv } from './helpers/harness.js';
+import { runCli } from './helpers/cli.js';
 
-const BIN = new URL('../bin/amebo.js', import.meta.url).pathname;
-
-function run(args: string[], env: Record<string, string>, timeoutMs = 30_000) {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const done = new Promise<number | null>((resolve) =>
-    child.on('exit', (code) => (clearTimeout(timer), resolve(code))),
-  );
-  return { child, done, out: () => stdout, err: () => stderr };
-}
+const run = runCli;
 
 const freePort = (): Promise<number> =>
   new Promise((resolve) => {

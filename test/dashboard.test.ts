@@ -12,7 +12,7 @@ import { destroy, eventually, http, start, testEnv, type Running } from './helpe
 import { extraParts, extraPlugins } from '../src/plugins.js';
 import { loadConfig } from '../src/config.js';
 import { FabricConnector } from '../src/fabric/index.js';
-import { Receiver, seed } from './bridge/receiver.js';
+import { flakyAndSteady, Receiver, seed } from './bridge/receiver.js';
 import { AMQP_URL, uniqueDomain } from './fabric/helpers.js';
 
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser', process.env.AMEBO_CHROMIUM ?? ''].find(
@@ -53,19 +53,7 @@ before(async () => {
     APP,
   );
   assert.equal(schema.status, 201, JSON.stringify(schema.body));
-  for (const [name, extra] of [
-    ['flaky', { max_attempts: 1 }],
-    ['steady', {}],
-  ] as const) {
-    const r = await call(
-      'POST',
-      '/v1/subscriptions',
-      { application: 'shop', subscription: name, action: 'order.placed', handler: rx.url(`/${name}`), ...extra },
-      'admin',
-    );
-    assert.equal(r.status, 201, JSON.stringify(r.body));
-    subs[name] = r.body.id;
-  }
+  Object.assign(subs, await flakyAndSteady(call, rx, 'shop', 'order.placed'));
   for (let i = 0; i < 2; i++) {
     const r = await call('POST', '/v1/events', { action: 'order.placed', payload: { sku: `sku-${i}` } }, APP);
     events.push(r.body.event);

@@ -4,13 +4,12 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runCli } from '../helpers/cli.js';
 import { destroy, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeStarter } from '../../bridge/index.js';
 import { deliveryRoutes } from '../../src/api/delivery-routes.js';
-import { Receiver, seed } from './receiver.js';
+import { flakyAndSteady, Receiver, seed } from './receiver.js';
 
-const BIN = new URL('../../bin/amebo.js', import.meta.url).pathname;
 const env = testEnv();
 const rx = new Receiver();
 let srv: Running;
@@ -19,23 +18,9 @@ const subs: Record<string, string> = {};
 const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
   http(srv.url, env, m, p, body, auth);
 
-function amebo(args: string[], extra: Record<string, string> = {}, timeoutMs = 30_000) {
-  const child = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, AMEBO_URL: srv.url, AMEBO_ADMIN_TOKEN: env.adminToken, NO_COLOR: '1', ...extra },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const done = new Promise<{ code: number | null; out: string; err: string }>((resolve) =>
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out, err });
-    }),
-  );
-  return { done, out: () => out };
+function amebo(args: string[], extra: Record<string, string> = {}) {
+  const p = runCli(args, { AMEBO_URL: srv.url, AMEBO_ADMIN_TOKEN: env.adminToken, NO_COLOR: '1', ...extra });
+  return { done: p.done.then((code) => ({ code, out: p.out(), err: p.err() })), out: p.out };
 }
 const run = (args: string[], extra: Record<string, string> = {}) => amebo(args, extra).done;
 
@@ -45,19 +30,7 @@ before(async () => {
   rx.on('/flaky', () => ({ status: failing ? 500 : 200 }));
   srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] });
   APP = await seed(call, 'ops', ['ops.done']);
-  for (const [name, extra] of [
-    ['flaky', { max_attempts: 1 }],
-    ['steady', {}],
-  ] as const) {
-    const r = await call(
-      'POST',
-      '/v1/subscriptions',
-      { application: 'ops', subscription: name, action: 'ops.done', handler: rx.url(`/${name}`), ...extra },
-      'admin',
-    );
-    assert.equal(r.status, 201, JSON.stringify(r.body));
-    subs[name] = r.body.id;
-  }
+  Object.assign(subs, await flakyAndSteady(call, rx, 'ops', 'ops.done'));
 });
 after(async () => {
   await srv?.close();

@@ -101,3 +101,30 @@ export async function seed(
   }
   return [app, secret];
 }
+
+/**
+ * Two http subscriptions of `action` on the receiver: `flaky` (one attempt, so a failure is dead at
+ * once; its answers are the caller's `rx.on('/flaky', ...)`) and `steady`. Returns their ids by name.
+ */
+export async function flakyAndSteady(
+  call: (m: 'POST', p: string, body: unknown, auth: 'admin') => Promise<{ status: number; body: any }>,
+  rx: Receiver,
+  application: string,
+  action: string,
+): Promise<Record<'flaky' | 'steady', string>> {
+  const ids = { flaky: '', steady: '' };
+  for (const [name, extra] of [
+    ['flaky', { max_attempts: 1 }],
+    ['steady', {}],
+  ] as const) {
+    const r = await call(
+      'POST',
+      '/v1/subscriptions',
+      { application, subscription: name, action, handler: rx.url(`/${name}`), ...extra },
+      'admin',
+    );
+    if (r.status !== 201) throw new Error(`subscription ${name}: ${r.status} ${JSON.stringify(r.body)}`);
+    ids[name] = r.body.id;
+  }
+  return ids;
+}

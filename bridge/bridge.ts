@@ -20,6 +20,16 @@ export interface BridgeOptions {
   recordIntervalMs?: number;
 }
 
+/** Reserves the next delivery slot of a paced subscription; returns the wait in ms (see `reserveSlot`). */
+const PACE_LUA = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
+return math.floor(tat - now)
+`;
 /** Settings from the environment until the core config carries them (see the issue note). */
 /**
  * The bridge role: one consumer per active HTTP subscription, kept in step with the registry
@@ -87,6 +97,22 @@ export class Bridge {
       await this.cmd?.del(k).catch(() => undefined);
     },
   };
+
+  /**
+   * `rate_limit` shared by every bridge process: one Redis key per subscription holds the next free
+   * slot (GCRA's theoretical arrival time, on Redis's clock); each delivery reserves the next slot
+   * atomically and learns how long to wait for it. Null when Redis is away: the worker then paces
+   * on its own (per process) rather than stop delivering.
+   */
+  private async reserveSlot(sub: string, rate: number): Promise<number | null> {
+    if (!this.cmd || this.cmd.status !== 'ready') return null;
+    try {
+      const wait = await this.cmd.eval(PACE_LUA, 1, `${this.a.cfg.redisPrefix}pace:${sub}`, String(1000 / rate));
+      return Number(wait);
+    } catch {
+      return null;
+    }
+  }
 
   // Delivery notes for the live tail: published only while some API node has stream clients
   // (PUBSUB NUMSUB, checked every 2 s), coalesced into one pipeline every 50 ms.
@@ -231,6 +257,7 @@ export class Bridge {
         );
       },
       held: this.held,
+      reserveSlot: (sub, rate) => this.reserveSlot(sub, rate),
       note: (n) => this.note(n),
     });
     this.workers.set(id, worker);

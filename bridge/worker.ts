@@ -31,6 +31,8 @@ export interface WorkerDeps {
   note(n: Record<string, unknown>): void;
   /** Where an ordered subscription keeps a held event's progress across channel losses (Redis). */
   held: HeldStore;
+  /** Reserves the next `rate_limit` slot shared by all bridge processes: ms to wait, or null (pace locally). */
+  reserveSlot(subscription: string, rate: number): Promise<number | null>;
 }
 
 /** Progress of an ordered subscription's head event, which is retried in place (never re-published). */
@@ -437,8 +439,10 @@ export class SubscriptionWorker {
 
   private nextSlot = 0;
 
-  /** `rate_limit` per second, per bridge process (N processes side by side may reach N times it). */
+  /** `rate_limit` per second across every bridge process (in Redis); per process while Redis is away. */
   private async pace(rate: number): Promise<boolean> {
+    const shared = await this.d.reserveSlot(this.row.id, rate);
+    if (shared !== null) return shared > 0 ? this.sleep(shared) : true;
     const now = Date.now();
     const slot = Math.max(now, this.nextSlot);
     this.nextSlot = slot + 1000 / rate;

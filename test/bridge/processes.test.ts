@@ -52,7 +52,7 @@ const stopChild = (c: ChildProcess): Promise<void> =>
 before(async () => {
   await rx.listen();
   srv = await start(env, { plugins: [deliveryRoutes] }, { roles: 'api,relay' });
-  APP = await seed(call, 'proc', ['p.three', 'p.kill', 'p.late', 'p.held']);
+  APP = await seed(call, 'proc', ['p.three', 'p.kill', 'p.late', 'p.held', 'p.paced']);
 });
 after(async () => {
   await Promise.all([...children].map(stopChild));
@@ -175,4 +175,16 @@ test('ordered: a held event keeps its attempt count when its bridge dies (kill -
   assert.deepEqual([...new Set(seen)], [1, 2, 3, 4], `attempts carried on across the kill: ${seen.join(',')}`);
   assert.ok(seen.length <= 5, 'at most the attempt in flight at the kill is repeated');
   assert.ok(seen[atKill]! >= 2, `the new holder did not start over at attempt 1: ${seen.join(',')}`);
+});
+
+test('rate_limit holds across bridge processes (one pace in Redis, not one per process)', async () => {
+  const bridges = await Promise.all([spawnBridge(), spawnBridge()]);
+  const s = await subscribe('paced', { rate_limit: 5 });
+  await eventually(async () => (await queueState(s.queue)).consumerCount >= 2, 10_000);
+  await publishMany('p.paced', 10);
+  await eventually(() => rx.at('/paced').length >= 10, 15_000);
+  const at = rx.at('/paced').map((r) => r.at);
+  // 10 deliveries at 5/s: 9 gaps of 200 ms. Paced per process, two processes would take about half.
+  assert.ok(at[9]! - at[0]! >= 1500, `10 deliveries at 5/s over two processes took ${at[9]! - at[0]!} ms`);
+  await Promise.all(bridges.map(stopChild));
 });

@@ -7,6 +7,7 @@ import { ConfigError, describeOptions, loadConfig, type Config } from './config.
 import { createLogger } from './log.js';
 import { prepareDatabase, ServiceUnreachableError, startAmebo, type Amebo } from './app.js';
 import { extraParts, extraPlugins } from './plugins.js';
+import { joinClusterMetrics, serveClusterMetrics } from './metrics.js';
 
 const program = new Command();
 program
@@ -43,6 +44,7 @@ function die(err: unknown): never {
 
 async function runProcess(cfg: Config, skipMigrate: boolean): Promise<void> {
   const log = createLogger(cfg.logLevel);
+  if (cluster.isWorker) joinClusterMetrics();
   let amebo: Amebo;
   try {
     amebo = await startAmebo(cfg, log, { skipMigrate, plugins: await extraPlugins(cfg), parts: await extraParts(cfg) });
@@ -82,6 +84,7 @@ async function serve(flags: ServeFlags): Promise<void> {
   } catch (err) {
     die(err);
   }
+  serveClusterMetrics();
   let stopping = false;
   const fork = (): void => {
     cluster.fork(process.env);

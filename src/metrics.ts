@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import cluster from 'node:cluster';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Prometheus metrics of this process (`GET /metrics`). */
 export const registry = new Registry();
@@ -67,3 +68,57 @@ export const metrics = {
     ...reg,
   }),
 };
+
+// With `--workers N` every worker counts its own share. A scrape lands on one worker, which asks
+// the primary; the primary collects every worker's registry over the cluster IPC channel and
+// answers with the sum (prom-client's AggregatorRegistry). Without a cluster: this process's own.
+const ASK = 'amebo:metrics-req';
+const ANSWER = 'amebo:metrics-res';
+let clustered = false;
+let asked = 0;
+const waiting = new Map<number, (text: string | null) => void>();
+
+/** In the cluster primary: answers workers' requests with the metrics of all workers. */
+export function serveClusterMetrics(): void {
+  const agg = new AggregatorRegistry();
+  cluster.on('message', (worker, msg: { type?: string; id?: number }) => {
+    if (msg?.type !== ASK) return;
+    agg.clusterMetrics().then(
+      (text) => worker.send({ type: ANSWER, id: msg.id, text }),
+      () => worker.send({ type: ANSWER, id: msg.id, text: null }),
+    );
+  });
+}
+
+/** In a cluster worker: lets the primary read this worker's registry, and routes its answers. */
+export function joinClusterMetrics(): void {
+  if (clustered || !cluster.isWorker) return;
+  clustered = true;
+  new AggregatorRegistry(); // registers prom-client's worker-side listener
+  AggregatorRegistry.setRegistries([registry]);
+  process.on('message', (msg: { type?: string; id?: number; text?: string | null }) => {
+    if (msg?.type !== ANSWER || msg.id === undefined) return;
+    waiting.get(msg.id)?.(msg.text ?? null);
+    waiting.delete(msg.id);
+  });
+}
+
+/** The text `GET /metrics` answers: the whole cluster's when clustered (5 s bound), else this process's. */
+export async function metricsText(): Promise<string> {
+  if (clustered && process.send) {
+    const id = ++asked;
+    const text = await new Promise<string | null>((resolve) => {
+      const t = setTimeout(() => {
+        waiting.delete(id);
+        resolve(null);
+      }, 5000);
+      waiting.set(id, (v) => {
+        clearTimeout(t);
+        resolve(v);
+      });
+      process.send!({ type: ASK, id });
+    });
+    if (text !== null) return text;
+  }
+  return registry.metrics();
+}

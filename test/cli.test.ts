@@ -79,6 +79,28 @@ test("seed 000's `amebo --workers 2 --address HOST:PORT` starts two workers shar
     );
     const ready = await request(`http://127.0.0.1:${port}/ready`);
     assert.equal(ready.statusCode, 200, await ready.body.text());
+
+    // /metrics counts the whole cluster, whichever worker answers the scrape.
+    const post = async (path: string, body: unknown, auth: string) => {
+      const r = await request(`http://127.0.0.1:${port}${path}`, {
+        method: 'POST',
+        reset: true, // a new connection each time: the primary spreads them over the workers
+        headers: { authorization: auth, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      const text = await r.body.text();
+      assert.ok(r.statusCode < 300, `${path}: ${r.statusCode} ${text}`);
+    };
+    const admin = `Bearer ${e.adminToken}`;
+    const app = `Basic ${Buffer.from('w:w-secret-0123456789').toString('base64')}`;
+    await post('/v1/applications', { application: 'w', secret: 'w-secret-0123456789' }, admin);
+    await post('/v1/actions', { action: 'w.tick', application: 'w', schemata: {} }, app);
+    for (let i = 0; i < 12; i++) await post('/v1/events', { action: 'w.tick', payload: { i } }, app);
+    for (let scrape = 0; scrape < 3; scrape++) {
+      const m = await request(`http://127.0.0.1:${port}/metrics`, { reset: true });
+      const text = await m.body.text();
+      assert.match(text, /^amebo_events_accepted_total 12$/m, 'the sum over both workers');
+    }
   } finally {
     p.child.kill('SIGTERM');
     assert.equal(await p.done, 0, p.err());

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { registry as metricsRegistry } from '../metrics.js';
+import { metricsText, registry as metricsRegistry } from '../metrics.js';
 import type { ApiContext } from './server.js';
 
 const within = <T>(p: Promise<T>, ms: number): Promise<T> =>
@@ -42,6 +42,6 @@ export async function opsRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
   );
 
   app.get('/metrics', { schema: { tags: ['operations'], summary: 'Prometheus metrics' } }, async (_req, reply) => {
-    return reply.type(metricsRegistry.contentType).send(await metricsRegistry.metrics());
+    return reply.type(metricsRegistry.contentType).send(await metricsText());
   });
 }

@@ -1,0 +1,96 @@
+/** The examples run as a reader would run them, against a real Amebo: they must keep working. */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { destroy, eventually, http, start, testEnv, type Running } from './helpers/harness.js';
+import { bridgeStarter } from '../bridge/index.js';
+import { deliveryRoutes } from '../src/api/delivery-routes.js';
+
+const env = testEnv();
+let srv: Running;
+const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
+  http(srv.url, env, m, p, body, auth);
+
+function tsx(file: string, args: string[], extra: Record<string, string>, timeoutMs = 60_000) {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', new URL(`../examples/${file}`, import.meta.url).pathname, ...args],
+    {
+      env: { ...process.env, ...extra },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const done = new Promise<number | null>((resolve) =>
+    child.on('exit', (code) => (clearTimeout(timer), resolve(code))),
+  );
+  return { child, done, out: () => out, err: () => err };
+}
+
+const freePort = (): Promise<number> =>
+  new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+
+before(async () => {
+  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] });
+});
+after(async () => {
+  await srv?.close();
+  await destroy(env);
+});
+
+test('examples/ecommerce.ts registers seed 002’s platform and publishes its events, every call 2xx', async () => {
+  const p = tsx('ecommerce.ts', [srv.url], { AMEBO_ADMIN_TOKEN: env.adminToken });
+  assert.equal(await p.done, 0, p.err());
+  const lines = p.out().trim().split('\n');
+  assert.equal(lines.length, 11, p.out());
+  for (const l of lines) assert.match(l, /^(POST|GET) \S+ 2\d\d\s*$/, l);
+  const events = await call('GET', '/v1/events?application=user-service', undefined, 'admin');
+  assert.equal(events.body.items[0].action, 'user.created');
+});
+
+test('examples/webhook-receiver.ts verifies, decrypts and prints what Amebo delivers', async () => {
+  const port = await freePort();
+  await call('POST', '/v1/applications', { application: 'rcv', secret: 'rcv-secret-0123456789' }, 'admin');
+  const APP: [string, string] = ['rcv', 'rcv-secret-0123456789'];
+  await call('POST', '/v1/actions', { action: 'rcv.hello', application: 'rcv', schemata: {} }, APP);
+  const key = randomBytes(32).toString('base64');
+  const sub = await call(
+    'POST',
+    '/v1/subscriptions',
+    {
+      application: 'rcv',
+      subscription: 'example',
+      action: 'rcv.hello',
+      handler: `http://127.0.0.1:${port}/webhooks/amebo`,
+      encryption_key: key,
+    },
+    'admin',
+  );
+  assert.equal(sub.status, 201, JSON.stringify(sub.body));
+  const rcv = tsx('webhook-receiver.ts', [], {
+    AMEBO_SIGNING_SECRET: sub.body.signing_secret,
+    AMEBO_ENCRYPTION_KEY: key,
+    PORT: String(port),
+  });
+  try {
+    await eventually(() => rcv.out().includes('listening on'), 20_000);
+    const e = await call('POST', '/v1/events', { action: 'rcv.hello', payload: { greeting: 'hi' } }, APP);
+    assert.equal(e.status, 202);
+    await eventually(() => rcv.out().includes(e.body.event), 15_000);
+    assert.match(rcv.out(), new RegExp(`rcv\\.hello ${e.body.event} \\(attempt 1\\): \\{"greeting":"hi"\\}`));
+  } finally {
+    rcv.child.kill('SIGTERM');
+    await rcv.done;
+  }
+});

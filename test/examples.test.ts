@@ -7,6 +7,7 @@ import net from 'node:net';
 import { destroy, eventually, http, start, testEnv, type Running } from './helpers/harness.js';
 import { bridgeStarter } from '../bridge/index.js';
 import { deliveryRoutes } from '../src/api/delivery-routes.js';
+import { deleteDomainExchanges } from './fabric/helpers.js';
 
 const env = testEnv();
 let srv: Running;
@@ -93,4 +94,14 @@ test('examples/webhook-receiver.ts verifies, decrypts and prints what Amebo deli
     rcv.child.kill('SIGTERM');
     await rcv.done;
   }
+});
+
+test('examples/fabric-service.ts: a service, a typed call, a remote error and the listing', async () => {
+  const domain = `ex${randomBytes(4).toString('hex')}`;
+  const p = tsx('fabric-service.ts', [env.cfg.amqpUrl], { FABRIC_DOMAIN: domain });
+  assert.equal(await p.done, 0, p.err());
+  assert.match(p.out(), /^quote: \{"sku":"A-1","qty":3,"total":28\.5\}$/m);
+  assert.match(p.out(), /^remote error: ValueError: unknown sku Z-9$/m);
+  assert.match(p.out(), new RegExp(`^services: ${domain}\\.pricing\\.p1 up v1\\.0\\.0$`, 'm'));
+  await deleteDomainExchanges([domain]);
 });

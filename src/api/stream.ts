@@ -44,6 +44,7 @@ class StreamHub {
   private ch: Channel | null = null;
   private sub: Redis | null = null;
   private started = false;
+  private starting: Promise<void> | null = null;
   private readonly hook = async (model: ChannelModel): Promise<void> => {
     const ch = await model.createChannel();
     ch.on('error', () => undefined);
@@ -57,9 +58,14 @@ class StreamHub {
     this.ctx = ctx;
   }
 
-  private async start(): Promise<void> {
-    if (this.started) return;
+  /** Resolves once the tap consumes and the notes are subscribed (shared by concurrent callers). */
+  private start(): Promise<void> {
     this.started = true;
+    this.starting ??= this.open();
+    return this.starting;
+  }
+
+  private async open(): Promise<void> {
     await this.ctx.broker
       .addHook(this.hook)
       .catch((err: unknown) => this.ctx.log.warn({ err: (err as Error).message }, 'stream tap unavailable'));
@@ -73,12 +79,15 @@ class StreamHub {
   private async stop(): Promise<void> {
     if (!this.started || this.clients.size) return;
     this.started = false;
+    await this.starting?.catch(() => undefined);
+    if (this.started) return; // a client came back meanwhile and keeps what is open
+    this.starting = null;
     this.ctx.broker.removeHook(this.hook);
-    const ch = this.ch;
+    const { ch, sub } = this;
     this.ch = null;
-    await ch?.close().catch(() => undefined);
-    this.sub?.disconnect();
     this.sub = null;
+    sub?.disconnect();
+    await ch?.close().catch(() => undefined);
   }
 
   async add(c: Client): Promise<void> {
@@ -154,8 +163,9 @@ export async function streamRoutes(app: FastifyInstance, ctx: ApiContext): Promi
     async (socket, req) => {
       const actions = (req.query as { actions?: string }).actions;
       const patterns = actions ? actions.split(',').map((p) => topicMatcher(p.trim())) : null;
-      socket.send(JSON.stringify({ type: 'hello', actions: actions ? actions.split(',') : ['#'] }));
       await hub.add({ ws: socket, patterns });
+      // After the subscription is in place: from `hello` on, nothing published is missed.
+      socket.send(JSON.stringify({ type: 'hello', actions: actions ? actions.split(',') : ['#'] }));
     },
   );
 }

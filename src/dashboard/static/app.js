@@ -53,6 +53,30 @@ function useApi(path) {
   return { ...state, reload: useCallback(() => setN((x) => x + 1), []) };
 }
 
+/**
+ * A cursor-paged listing of `path` (query included, `limit` set by the caller): `more` loads the next
+ * page and appends it; a new `path` starts over.
+ */
+function usePaged(path) {
+  // The cursor belongs to the path it was read from: a new path (filters) starts at its first page.
+  const [page, setPage] = useState({ path, cursor: null });
+  const cursor = page.path === path ? page.cursor : null;
+  const [items, setItems] = useState([]);
+  const sep = path.includes('?') ? '&' : '?';
+  const { data, error, loading, reload } = useApi(cursor ? `${path}${sep}cursor=${encodeURIComponent(cursor)}` : path);
+  useEffect(() => {
+    if (data) setItems((xs) => (cursor ? [...xs, ...data.items] : data.items));
+  }, [data]);
+  return {
+    items,
+    error,
+    loading,
+    empty: Boolean(data) && !cursor && !data.items.length,
+    more: data?.next_cursor ? () => setPage({ path, cursor: data.next_cursor }) : null,
+    reload: cursor ? () => setPage({ path, cursor: null }) : reload,
+  };
+}
+
 const useHash = () => {
   const [hash, setHash] = useState(location.hash || '#/events');
   useEffect(() => {
@@ -140,17 +164,10 @@ function Login({ onDone }) {
 
 function Events() {
   const [filters, setFilters] = useState({ action: '', application: '' });
-  const [cursor, setCursor] = useState(null);
-  const [pages, setPages] = useState([]);
-  const path = `/v1/events${qs({ ...filters, limit: 50, cursor })}`;
-  const { data, error, loading } = useApi(path);
-  useEffect(() => {
-    if (data) setPages((p) => (cursor ? [...p, ...data.items] : data.items));
-  }, [data]);
+  const { items, error, empty, more } = usePaged(`/v1/events${qs({ ...filters, limit: 50 })}`);
   const submit = (e) => {
     e.preventDefault();
     const f = new FormData(e.target);
-    setCursor(null);
     setFilters({ action: f.get('action'), application: f.get('application') });
   };
   return html`<section>
@@ -171,7 +188,7 @@ function Events() {
         </tr>
       </thead>
       <tbody>
-        ${pages.map(
+        ${items.map(
           (e) =>
             html`<tr key=${e.id}>
               <td>${when(e.created_at)}</td>
@@ -183,8 +200,7 @@ function Events() {
         )}
       </tbody>
     </table>
-    ${!loading && data && !cursor && !data.items.length && html`<p class="muted">No events.</p>`}
-    ${data?.next_cursor && html`<button onClick=${() => setCursor(data.next_cursor)}>More</button>`}
+    ${empty && html`<p class="muted">No events.</p>`} ${more && html`<button onClick=${more}>More</button>`}
   </section>`;
 }
 
@@ -448,7 +464,7 @@ function Subscriptions() {
 
 function Deliveries() {
   const [state, setState] = useState('dead');
-  const { data, error, reload } = useApi(`/v1/deliveries${qs({ state, limit: 100 })}`);
+  const { items, error, empty, more, reload } = usePaged(`/v1/deliveries${qs({ state, limit: 100 })}`);
   return html`<section>
     <div class="toolbar">
       <select value=${state} onChange=${(e) => setState(e.target.value)} data-testid="delivery-state">
@@ -470,7 +486,7 @@ function Deliveries() {
         </tr>
       </thead>
       <tbody>
-        ${(data?.items ?? []).map(
+        ${items.map(
           (d) =>
             html`<tr key=${d.event + d.subscription}>
               <td class="mono"><a href=${`#/events/${d.event}`}>${d.event}</a></td>
@@ -490,7 +506,7 @@ function Deliveries() {
         )}
       </tbody>
     </table>
-    ${data && !data.items.length && html`<p class="muted">Nothing ${state}.</p>`}
+    ${empty && html`<p class="muted">Nothing ${state}.</p>`} ${more && html`<button onClick=${more}>More</button>`}
   </section>`;
 }
 
@@ -554,11 +570,11 @@ function Live() {
     url.searchParams.set('token', token());
     if (pattern) url.searchParams.set('actions', pattern);
     const ws = new WebSocket(url);
-    ws.onopen = () => setStatus('live');
+    ws.onopen = () => setStatus('subscribing');
     ws.onclose = () => setStatus('closed');
     ws.onmessage = (ev) => {
       const m = JSON.parse(ev.data);
-      if (m.type === 'hello') return;
+      if (m.type === 'hello') return setStatus('live'); // the server is subscribed: nothing is missed from here
       setItems((xs) => [{ k: ++seq.current, at: new Date(), m }, ...xs].slice(0, 200));
     };
     return () => ws.close();

@@ -147,8 +147,7 @@ export async function run(): Promise<Section> {
     );
     const c = new pg.Client({ connectionString: env.AMEBO_DATABASE_URL });
     await c.connect();
-    const unpublished = (await c.query('SELECT count(*)::int AS n FROM events WHERE published_at IS NULL')).rows[0]
-      .n as number;
+    const unpublished = (await c.query('SELECT count(*)::int AS n FROM outbox')).rows[0].n as number;
     const total = (await c.query('SELECT count(*)::int AS n FROM events')).rows[0].n as number;
     await c.end();
     notes.push(`${total} events stored, ${unpublished} awaiting their confirm mark at the end`);

@@ -276,7 +276,7 @@ export async function eventsForReplay(
     `SELECT id, action, application, schema_version, payload::text AS payload_text, deduper, conversation_id, created_at
        FROM events
       WHERE created_at >= $1 AND created_at < $2 AND ($3::text IS NULL OR action = $3)
-        AND ($4::uuid IS NULL OR id > $4) AND published_at IS NOT NULL
+        AND ($4::uuid IS NULL OR id > $4) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = events.id)
       ORDER BY id LIMIT $5`,
     [f.from, f.to, f.action, f.afterId, f.limit],
   );

@@ -131,7 +131,7 @@ export class PublishPipeline {
     metrics.groupCommitSize.observe(batch.length);
     metrics.commitSeconds.observe((performance.now() - t0) / 1000);
     const dupes = batch.filter((p) => !inserted.has(p.ev.id));
-    const existing = new Map<string, { id: string; created_at: Date; published_at: Date | null }>();
+    const existing = new Map<string, { id: string; created_at: Date; published: boolean }>();
     if (dupes.length) {
       try {
         for (const e of await findByDedupers(
@@ -155,7 +155,7 @@ export class PublishPipeline {
             action: p.ev.action,
             deduper: p.ev.deduper,
             created_at: orig.created_at.toISOString(),
-            published: orig.published_at !== null,
+            published: orig.published,
             duplicate: true,
           });
           return;

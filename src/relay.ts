@@ -1,6 +1,6 @@
 import type { Logger } from './log.js';
 import type { Pool } from './store/db.js';
-import { RELAY_SELECT, type OutboxRow } from './store/events.js';
+import { RELAY_DONE, RELAY_SELECT, type OutboxRow } from './store/events.js';
 import { eventBody, eventProperties, fromStoredRow } from './broker/message.js';
 import type { ConfirmPublisher } from './broker/publisher.js';
 import { metrics } from './metrics.js';
@@ -68,7 +68,7 @@ export class Relay {
       }
       const results = await Promise.allSettled(rows.map((r) => this.publish(r)));
       const ok = rows.filter((_, i) => results[i]!.status === 'fulfilled').map((r) => r.id);
-      if (ok.length) await client.query('UPDATE events SET published_at = now() WHERE id = ANY($1::uuid[])', [ok]);
+      if (ok.length) await client.query(RELAY_DONE, [ok]);
       await client.query('COMMIT');
       published = ok.length;
       metrics.relayPublished.inc(published);

@@ -35,8 +35,7 @@ export const eventView = (e: EventRow) => ({
   schema_version: e.schema_version,
   deliver_at: e.deliver_at,
   created_at: e.created_at,
-  published_at: e.published_at,
-  published: e.published_at !== null,
+  published: e.published,
 });
 
 export const encodeCursor = (id: string): string => Buffer.from(id).toString('base64url');

@@ -24,11 +24,12 @@ export interface EventRow {
   conversation_id: string | null;
   deliver_at: Date | null;
   created_at: Date;
-  published_at: Date | null;
+  /** False while the event waits in the outbox for its broker confirm (or its deliver_at). */
+  published: boolean;
 }
 
 /** Rows for the broker: payload kept as the JSON text it was stored as. */
-export interface OutboxRow extends Omit<EventRow, 'payload'> {
+export interface OutboxRow extends Omit<EventRow, 'payload' | 'published'> {
   payload_text: string;
 }
 
@@ -37,20 +38,24 @@ export interface ExistingEvent {
   application: string;
   deduper: string;
   created_at: Date;
-  published_at: Date | null;
+  published: boolean;
 }
 
 /**
- * One multi-row INSERT for a whole group commit. Returns the ids inserted; the rest collided on
- * (application, deduper) and are looked up with `findByDedupers`.
+ * One statement for a whole group commit: the events and their outbox rows. Returns the ids
+ * inserted; the rest collided on (application, deduper) and are looked up with `findByDedupers`.
  */
 export async function insertEvents(pool: Pool, evs: NewEvent[]): Promise<Set<string>> {
   const r = await pool.query<{ id: string }>({
     name: 'amebo_insert_events',
-    text: `INSERT INTO events (id, action, application, schema_version, payload, deduper, conversation_id, deliver_at, created_at)
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::json[], $6::text[], $7::text[],
-                          $8::timestamptz[], $9::timestamptz[])
-     ON CONFLICT (application, deduper) WHERE deduper IS NOT NULL DO NOTHING
+    text: `WITH ins AS (
+       INSERT INTO events (id, action, application, schema_version, payload, deduper, conversation_id, deliver_at, created_at)
+       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::json[], $6::text[], $7::text[],
+                            $8::timestamptz[], $9::timestamptz[])
+       ON CONFLICT (application, deduper) WHERE deduper IS NOT NULL DO NOTHING
+       RETURNING id, deliver_at, created_at)
+     INSERT INTO outbox (id, due_at, deferred)
+       SELECT id, coalesce(deliver_at, created_at), deliver_at IS NOT NULL FROM ins
      RETURNING id`,
     values: [
       evs.map((e) => e.id),
@@ -73,7 +78,7 @@ export async function findByDedupers(
 ): Promise<ExistingEvent[]> {
   if (!keys.length) return [];
   const r = await pool.query<ExistingEvent>(
-    `SELECT e.id, e.application, e.deduper, e.created_at, e.published_at
+    `SELECT e.id, e.application, e.deduper, e.created_at, ${PUBLISHED}
        FROM events e JOIN unnest($1::text[], $2::text[]) AS k(application, deduper)
          ON e.application = k.application AND e.deduper = k.deduper`,
     [keys.map((k) => k.application), keys.map((k) => k.deduper)],
@@ -82,8 +87,9 @@ export async function findByDedupers(
 }
 
 /**
- * Marks confirmed events. The mark is an optimisation (without it the relay publishes the event
- * again, a duplicate at worst), so it does not wait for its WAL flush.
+ * Marks confirmed events published by deleting their outbox rows. The mark is an optimisation
+ * (without it the relay publishes the event again, a duplicate at worst), so it does not wait for
+ * its WAL flush.
  */
 export async function markPublished(pool: Pool, ids: string[]): Promise<void> {
   if (!ids.length) return;
@@ -93,7 +99,7 @@ export async function markPublished(pool: Pool, ids: string[]): Promise<void> {
     await c.query('SET LOCAL synchronous_commit = off');
     await c.query({
       name: 'amebo_mark_published',
-      text: 'UPDATE events SET published_at = now() WHERE id = ANY($1::uuid[]) AND published_at IS NULL',
+      text: 'DELETE FROM outbox WHERE id = ANY($1::uuid[])',
       values: [ids],
     });
     await c.query('COMMIT');
@@ -105,17 +111,23 @@ export async function markPublished(pool: Pool, ids: string[]): Promise<void> {
   }
 }
 
-const OUTBOX_COLS = `id, action, application, schema_version, payload::text AS payload_text, deduper, conversation_id,
-  deliver_at, created_at, published_at`;
+/** `published` of the event aliased `e`: it has no outbox row left. */
+const PUBLISHED = 'NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = e.id) AS published';
 
 /**
  * Events the relay owns: committed but unconfirmed for longer than `graceMs`, or whose `deliver_at`
- * has come. Locked with SKIP LOCKED so several relays share the work instead of doubling it.
+ * has come. Outbox rows are locked SKIP LOCKED so several relays share the work instead of doubling
+ * it; the relay deletes the rows it published in the same transaction.
  */
-export const RELAY_SELECT = `SELECT ${OUTBOX_COLS} FROM events
-  WHERE published_at IS NULL
-    AND ((deliver_at IS NULL AND created_at < now() - make_interval(secs => $1::float8 / 1000)) OR deliver_at <= now())
-  ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED`;
+export const RELAY_SELECT = `SELECT e.id, e.action, e.application, e.schema_version, e.payload::text AS payload_text,
+    e.deduper, e.conversation_id, e.deliver_at, e.created_at
+  FROM outbox o JOIN events e ON e.id = o.id
+  WHERE (NOT o.deferred AND o.due_at < now() - make_interval(secs => $1::float8 / 1000))
+     OR (o.deferred AND o.due_at <= now())
+  ORDER BY o.due_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED`;
+
+/** Deletes the outbox rows of events the relay published (inside its transaction). */
+export const RELAY_DONE = 'DELETE FROM outbox WHERE id = ANY($1::uuid[])';
 
 export interface EventFilter {
   action?: string;
@@ -132,7 +144,7 @@ export interface EventFilter {
 export async function listEvents(pool: Pool, f: EventFilter): Promise<EventRow[]> {
   const cmp = f.ascending ? '>' : '<';
   const r = await pool.query<EventRow>(
-    `SELECT * FROM events
+    `SELECT e.*, ${PUBLISHED} FROM events e
       WHERE ($1::text IS NULL OR action = $1) AND ($2::text IS NULL OR application = $2)
         AND ($3::text IS NULL OR deduper = $3) AND ($4::timestamptz IS NULL OR created_at >= $4)
         AND ($5::timestamptz IS NULL OR created_at < $5) AND ($6::uuid IS NULL OR id ${cmp} $6)
@@ -151,15 +163,8 @@ export async function listEvents(pool: Pool, f: EventFilter): Promise<EventRow[]
 }
 
 export async function getEvent(pool: Pool, id: string): Promise<EventRow | null> {
-  const r = await pool.query<EventRow>('SELECT * FROM events WHERE id = $1', [id]);
+  const r = await pool.query<EventRow>(`SELECT e.*, ${PUBLISHED} FROM events e WHERE e.id = $1`, [id]);
   return r.rows[0] ?? null;
-}
-
-export async function getOutboxRows(pool: Pool, ids: string[]): Promise<OutboxRow[]> {
-  const r = await pool.query<OutboxRow>(`SELECT ${OUTBOX_COLS} FROM events WHERE id = ANY($1::uuid[]) ORDER BY id`, [
-    ids,
-  ]);
-  return r.rows;
 }
 
 export interface DeliveryRow {

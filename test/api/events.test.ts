@@ -112,11 +112,7 @@ describe('the e-commerce flow', () => {
     const row = (await srv.amebo.pool.query('SELECT * FROM events WHERE id = $1', [r.body.event])).rows[0];
     assert.equal(row.action, 'user.created');
     assert.deepEqual(row.payload, { user_id: 'u1', email: 'ada@example.com', name: 'Ada', plan: 'premium' });
-    await eventually(
-      async () =>
-        (await srv.amebo.pool.query('SELECT published_at FROM events WHERE id = $1', [r.body.event])).rows[0]
-          .published_at,
-    );
+    await eventually(async () => (await call('GET', `/v1/events/${r.body.event}`, undefined, 'admin')).body.published);
 
     const [welcome] = await drainQueue(q('email-service', 'welcome-emails'), 1);
     const body = JSON.parse(welcome!.content.toString());

@@ -243,7 +243,7 @@ function EventDetail({ id }) {
     <div class="grid">
       <span class="muted">application</span><span>${e.application}</span> <span class="muted">created</span
       ><span>${when(e.created_at)}</span> <span class="muted">published</span
-      ><span>${e.published ? when(e.published_at) : 'not yet (the relay will)'}</span> <span class="muted">deduper</span
+      ><span>${e.published ? 'yes' : 'not yet (the relay will)'}</span> <span class="muted">deduper</span
       ><span>${e.deduper ?? '—'}</span> <span class="muted">conversation</span
       ><span class="mono">${e.conversation_id}</span> <span class="muted">schema version</span
       ><span>${e.schema_version}</span>

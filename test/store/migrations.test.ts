@@ -1,0 +1,54 @@
+/** Upgrading a database that has only 001 applied: 002 moves unpublished events into the outbox. */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import { createPool, ensureDatabase, migrate } from '../../src/store/db.js';
+import { createLogger } from '../../src/log.js';
+import { hex, PG_BASE } from '../helpers/harness.js';
+
+const name = `amebo_t_mig_${hex()}`;
+const url = `${PG_BASE}/${name}`;
+
+after(async () => {
+  const c = new pg.Client({ connectionString: `${PG_BASE}/postgres` });
+  await c.connect();
+  await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+  await c.end();
+});
+
+test('002_outbox: unpublished events (immediate and deferred) move to the outbox, published ones do not', async () => {
+  await ensureDatabase(url);
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query(await readFile(new URL('../../migrations/001_init.sql', import.meta.url), 'utf8'));
+    await c.query(
+      'CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
+    );
+    await c.query(`INSERT INTO schema_migrations(name) VALUES ('001_init.sql')`);
+    const ins = `INSERT INTO events (id, action, application, schema_version, payload, created_at, deliver_at, published_at)
+                 VALUES ($1, 'x.y', 'a', 1, '{}', now() - interval '1 minute', $2, $3)`;
+    await c.query(ins, ['00000000-0000-7000-8000-000000000001', null, null]); // unpublished
+    await c.query(ins, ['00000000-0000-7000-8000-000000000002', null, new Date()]); // published
+    await c.query(ins, ['00000000-0000-7000-8000-000000000003', new Date(Date.now() + 3600_000), null]); // deferred
+  } finally {
+    await c.end();
+  }
+  const pool = createPool({ url, max: 2, logger: createLogger('silent') });
+  try {
+    assert.deepEqual(await migrate(pool), ['002_outbox.sql']);
+    const rows = (await pool.query('SELECT id, deferred, due_at > now() AS future FROM outbox ORDER BY id')).rows;
+    assert.deepEqual(rows, [
+      { id: '00000000-0000-7000-8000-000000000001', deferred: false, future: false },
+      { id: '00000000-0000-7000-8000-000000000003', deferred: true, future: true },
+    ]);
+    const cols = (
+      await pool.query(`SELECT column_name FROM information_schema.columns WHERE table_name = 'events'`)
+    ).rows.map((r) => r.column_name as string);
+    assert.ok(!cols.includes('published_at'));
+    assert.deepEqual(await migrate(pool), [], 'applied once');
+  } finally {
+    await pool.end();
+  }
+});

@@ -71,10 +71,16 @@ async function childBare(): Promise<void> {
         await res.body.dump();
         ch.ack(m);
       })
-      .catch(() => ch.nack(m, false, true));
+      .catch(() => {
+        try {
+          ch.nack(m, false, true);
+        } catch {
+          /* closing: the broker requeues it */
+        }
+      });
   });
   process.stdout.write('READY 0\n');
-  process.on('SIGTERM', () => void conn.close().then(() => process.exit(0)));
+  process.on('SIGTERM', () => void conn.close().finally(() => process.exit(0)));
 }
 
 function spawnChild(

@@ -112,6 +112,11 @@ export class Recorder {
     const key = `${r.event}/${r.subscription}`;
     const prev = this.deliveries.get(key);
     if (!prev || prev.at <= r.at) this.deliveries.set(key, r);
+    if (this.deliveries.size > this.maxBuffered) {
+      // Oldest first (a Map iterates in insertion order).
+      this.deliveries.delete(this.deliveries.keys().next().value!);
+      if (this.dropped++ % 1000 === 0) this.log.warn('delivery state buffer full: oldest states dropped');
+    }
     this.schedule();
   }
 
@@ -147,17 +152,18 @@ export class Recorder {
     this.deliveries = new Map();
     this.attempts = [];
     this.flushing = (async () => {
+      let written = 0; // attempts already in the table: not written twice on a retry
       try {
         // Attempts first: a state that says "dead after 3 attempts" then always has its 3 attempts.
-        for (let i = 0; i < a.length; i += 2000) await writeAttempts(this.pool, a.slice(i, i + 2000));
+        for (; written < a.length; written += 2000) await writeAttempts(this.pool, a.slice(written, written + 2000));
         for (let i = 0; i < d.length; i += 2000) await writeDeliveries(this.pool, d.slice(i, i + 2000));
       } catch (err) {
         this.log.warn(
-          { err: (err as Error).message, rows: d.length + a.length },
+          { err: (err as Error).message, rows: d.length + a.length - Math.min(written, a.length) },
           'delivery records not written; retrying',
         );
         for (const r of d) this.delivery(r);
-        this.attempts = a.concat(this.attempts).slice(-this.maxBuffered);
+        this.attempts = a.slice(written).concat(this.attempts).slice(-this.maxBuffered);
         if (!this.timer) this.timer = setTimeout(() => void this.flush(), 1000);
       } finally {
         this.flushing = null;

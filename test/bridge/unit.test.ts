@@ -156,3 +156,63 @@ test('SSRF at delivery time: a loopback target is blocked (dead at once), unless
     srv.close();
   }
 });
+
+test('recorder: a failed batch is retried without writing its attempts twice; buffers are bounded', async () => {
+  const { Recorder } = await import('../../bridge/store.js');
+  const { createLogger } = await import('../../src/log.js');
+  const written = { attempts: 0, deliveries: 0 };
+  let failDeliveries = 1;
+  // A stand-in for pg's pool (pure unit test): counts rows per statement, fails the first delivery write.
+  const pool = {
+    query: async (q: { name: string; values: unknown[][] }) => {
+      if (q.name.includes('attempts')) written.attempts += q.values[0]!.length;
+      else if (failDeliveries-- > 0) throw new Error('connection terminated');
+      else written.deliveries += q.values[0]!.length;
+      return { rows: [], rowCount: 0 };
+    },
+  };
+  const rec = new Recorder({ pool: pool as never, log: createLogger('silent'), intervalMs: 10_000, maxBuffered: 3 });
+  const ev = (n: number) => `00000000-0000-7000-8000-00000000000${n}`;
+  const sub = '00000000-0000-7000-8000-0000000000aa';
+  const at = new Date();
+  for (const n of [1, 2]) {
+    rec.attempt({
+      event: ev(n),
+      subscription: sub,
+      attempt: 1,
+      status: 500,
+      latencyMs: 3,
+      errorClass: 'http_500',
+      error: null,
+      excerpt: null,
+      at,
+    });
+    rec.delivery({
+      event: ev(n),
+      subscription: sub,
+      state: 'retrying',
+      attempts: 1,
+      lastStatus: 500,
+      lastError: null,
+      nextAttemptAt: null,
+      at,
+    });
+  }
+  await rec.flush(); // attempts written, deliveries fail and stay buffered
+  assert.deepEqual(written, { attempts: 2, deliveries: 0 });
+  await rec.flush();
+  assert.deepEqual(written, { attempts: 2, deliveries: 2 }, 'the retry wrote the states only');
+  for (const n of [1, 2, 3, 4, 5])
+    rec.delivery({
+      event: ev(n),
+      subscription: sub,
+      state: 'pending',
+      attempts: 0,
+      lastStatus: null,
+      lastError: null,
+      nextAttemptAt: null,
+      at,
+    });
+  await rec.close();
+  assert.equal(written.deliveries, 2 + 3, 'at most maxBuffered states wait');
+});

@@ -48,11 +48,18 @@ before(async () => {
     {
       action: 'order.refunded',
       application: 'shop',
-      schemata: { type: 'object', properties: { sku: { type: 'string' }, amount: { type: 'number' } } },
+      schemata: { type: 'object', properties: { sku: { type: 'string' } } },
     },
     APP,
   );
   assert.equal(schema.status, 201, JSON.stringify(schema.body));
+  const v2 = await call(
+    'PUT',
+    '/v1/actions/order.refunded/schema',
+    { schemata: { type: 'object', properties: { sku: { type: 'string' }, amount: { type: 'number' } } } },
+    APP,
+  );
+  assert.equal(v2.status, 200, JSON.stringify(v2.body));
   Object.assign(subs, await flakyAndSteady(call, rx, 'shop', 'order.placed'));
   for (let i = 0; i < 2; i++) {
     const r = await call('POST', '/v1/events', { action: 'order.placed', payload: { sku: `sku-${i}` } }, APP);
@@ -141,6 +148,10 @@ test('actions: search finds the action and shows its schema', { skip }, async ()
   await eventually(async () => (await page.getByTestId('actions').locator('tbody tr').count()) === 1, 5000, 100);
   await page.getByTestId('actions').getByText('order.refunded').click();
   assert.match(await page.getByTestId('schema').innerText(), /"amount"/);
+  // Its first version, from the version picker.
+  await page.getByTestId('schema-version').selectOption('1');
+  assert.match(await page.getByTestId('schema').innerText(), /"sku"/);
+  assert.doesNotMatch(await page.getByTestId('schema').innerText(), /"amount"/);
   await page.fill('[data-testid=action-search]', 'zzz-nothing');
   await eventually(async () => (await page.getByTestId('actions').locator('tbody tr').count()) === 0, 5000, 100);
 });

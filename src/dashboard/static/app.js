@@ -327,12 +327,26 @@ function Actions() {
         )}
       </tbody>
     </table>
-    ${
-      picked &&
-      html`<h3>${picked.action} v${picked.version}</h3>
-        <pre data-testid="schema">${JSON.stringify(picked.schemata, null, 2)}</pre>`
-    }
+    ${picked && html`<${Schema} action=${picked} />`}
   </section>`;
+}
+
+/** An action's schema, any of its versions (GET /v1/actions/:name/versions). */
+function Schema({ action }) {
+  const { data, error } = useApi(`/v1/actions/${encodeURIComponent(action.action)}/versions`);
+  const [version, setVersion] = useState(null);
+  const versions = data?.items ?? [];
+  const shown = versions.find((v) => v.version === version) ?? { version: action.version, schemata: action.schemata };
+  return html`<div>
+    <h3>
+      ${action.action}
+      <select value=${shown.version} onChange=${(e) => setVersion(Number(e.target.value))} data-testid="schema-version">
+        ${(versions.length ? versions : [shown]).map((v) => html`<option value=${v.version}>v${v.version}</option>`)}
+      </select>
+    </h3>
+    <${Failure} error=${error} />
+    <pre data-testid="schema">${JSON.stringify(shown.schemata, null, 2)}</pre>
+  </div>`;
 }
 
 function Applications() {

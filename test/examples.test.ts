@@ -1,38 +1,22 @@
 /** The examples run as a reader would run them, against a real Amebo: they must keep working. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { destroy, eventually, http, start, testEnv, type Running } from './helpers/harness.js';
 import { bridgeStarter } from '../bridge/index.js';
 import { deliveryRoutes } from '../src/api/delivery-routes.js';
 import { deleteDomainExchanges } from './fabric/helpers.js';
+import { runNode } from './helpers/cli.js';
 
 const env = testEnv();
 let srv: Running;
 const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
   http(srv.url, env, m, p, body, auth);
 
-function tsx(file: string, args: string[], extra: Record<string, string>, timeoutMs = 60_000) {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', new URL(`../examples/${file}`, import.meta.url).pathname, ...args],
-    {
-      env: { ...process.env, ...extra },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const done = new Promise<number | null>((resolve) =>
-    child.on('exit', (code) => (clearTimeout(timer), resolve(code))),
-  );
-  return { child, done, out: () => out, err: () => err };
-}
+/** Runs `examples/<file>` the way the README says (through tsx). */
+const tsx = (file: string, args: string[], extra: Record<string, string>, timeoutMs = 60_000) =>
+  runNode(['--import', 'tsx', new URL(`../examples/${file}`, import.meta.url).pathname, ...args], extra, timeoutMs);
 
 const freePort = (): Promise<number> =>
   new Promise((resolve) => {

@@ -1,10 +1,10 @@
-/** Runs `bin/amebo.js` as a child process with extra environment; kills it after `timeoutMs`. */
+/** Child processes for tests: `node <argv>` with extra environment, killed after `timeoutMs`. */
 import { spawn } from 'node:child_process';
 
 const BIN = new URL('../../bin/amebo.js', import.meta.url).pathname;
 
-export function runCli(args: string[], env: Record<string, string>, timeoutMs = 30_000) {
-  const child = spawn(process.execPath, [BIN, ...args], {
+export function runNode(argv: string[], env: Record<string, string>, timeoutMs = 30_000) {
+  const child = spawn(process.execPath, argv, {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -21,3 +21,7 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
   );
   return { child, done, out: () => stdout, err: () => stderr };
 }
+
+/** `bin/amebo.js <args>`. */
+export const runCli = (args: string[], env: Record<string, string>, timeoutMs = 30_000) =>
+  runNode([BIN, ...args], env, timeoutMs);

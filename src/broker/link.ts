@@ -186,6 +186,28 @@ export class RecoveringConnection extends EventEmitter {
     await new Promise<void>((resolve, reject) => entry.waiters.push({ resolve, reject }));
   }
 
+  /**
+   * Runs a registered hook again on the live connection, after `delayMs`, while `needed()` says so:
+   * for a component whose channel closed on a channel-level error (a deleted exchange or queue)
+   * while the connection lives on, so no reconnect will run its hook. Retries with backoff until it
+   * succeeds; stops when the hook is removed or the connection closes. A lost connection is left to
+   * the recovery, which runs every hook anyway.
+   */
+  rerun(fn: SetupHook, needed: () => boolean = () => true, delayMs = 200): void {
+    setTimeout(() => {
+      const entry = this.hooks.find((h) => h.fn === fn);
+      const model = this.live;
+      if (!entry || !model || this.closed || !needed()) return;
+      fn(model).then(
+        () => void (entry.ranOn = model),
+        (err: Error) => {
+          this.log.debug({ err: err.message }, 'setup hook failed on the live connection; retrying');
+          this.rerun(fn, needed, Math.min(delayMs * 2, 5000));
+        },
+      );
+    }, delayMs).unref();
+  }
+
   removeSetup(fn: SetupHook): void {
     const e = this.hooks.find((h) => h.fn === fn);
     if (e) this.removeEntry(e);

@@ -33,15 +33,8 @@ export class ConfirmPublisher {
       this.draining = false;
       this.wakeAll();
       // A channel-level error (a publish to a deleted exchange, say) closes the channel while the
-      // connection lives on, so no reconnect will run the hook: open a new channel ourselves. When
-      // the connection is what died, this fails quietly and the broker's recovery runs the hook.
-      if (mine && !this.closed)
-        setTimeout(() => {
-          if (this.ch || this.closed) return;
-          this.hook(model).catch((err: Error) =>
-            this.log.debug({ err: err.message }, 'publisher channel not reopened'),
-          );
-        }, 100).unref();
+      // connection lives on: open a new one (a lost connection is the recovery's).
+      if (mine && !this.closed) this.broker.rerun(this.hook, () => !this.ch && !this.closed);
     });
     ch.on('drain', () => {
       this.draining = false;

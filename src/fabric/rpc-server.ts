@@ -137,16 +137,8 @@ export class RpcServer implements RpcRegistration {
     ch.on('close', () => {
       if (this.ch !== ch) return;
       this.ch = null;
-      // Closed by a channel-level error while the connection lives on: no reconnect will rebuild
-      // it, so do it here (on a dead connection this fails quietly and recovery takes over).
-      if (!this.closing)
-        setTimeout(() => {
-          const m = this.link.model;
-          if (m && !this.ch && !this.closing)
-            this.setup(m).catch((err: Error) =>
-              this.log.debug({ err: err.message }, 'fabric: rpc server not reopened'),
-            );
-        }, 200).unref();
+      // Closed by a channel-level error while the connection lives on: rebuild it.
+      if (!this.closing) this.link.rerun(this.hook, () => !this.ch && !this.closing);
     });
     // Calls beyond the limit stay queued, where other members of the clique can take them. The
     // per-channel (global) limit costs the broker a shared counter on every delivery and ack, so it
@@ -172,13 +164,11 @@ export class RpcServer implements RpcRegistration {
 
   private onCall(ch: ConfirmChannel, acker: Acker, method: string, msg: ConsumeMessage | null): void {
     if (!msg) {
-      // The broker cancelled us (the queue was deleted): rebuild on the live connection.
+      // The broker cancelled us (the queue was deleted): closing the channel makes its 'close'
+      // handler rebuild everything on the live connection.
       if (this.closing || this.ch !== ch) return;
       this.log.warn({ method }, 'fabric: rpc consumer cancelled by the broker; redeclaring');
-      const model = this.link.model;
       void ch.close().catch(() => undefined);
-      if (model)
-        this.setup(model).catch((err: Error) => this.log.error({ err: err.message }, 'fabric: rpc redeclare failed'));
       return;
     }
     this.running++;

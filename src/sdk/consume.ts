@@ -173,7 +173,7 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
       // hook, so consume again here (a lost connection is the broker's recovery to handle).
       if (current?.ch !== ch || stopping) return;
       current = null;
-      reattach(500);
+      broker.rerun(hook, () => !current && !stopping, 500);
     });
     await ch.prefetch(opts.prefetch ?? 50);
     const { consumerTag } = await ch.consume(opts.queue, (msg) => {
@@ -201,16 +201,6 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
         });
     });
     current = { ch, tag: consumerTag };
-  };
-  const reattach = (delayMs: number): void => {
-    setTimeout(() => {
-      const m = broker.current();
-      if (stopping || current || !m) return;
-      hook(m).catch((err: unknown) => {
-        log.warn({ err: (err as Error).message, queue: opts.queue }, 'cannot consume yet; retrying');
-        reattach(Math.min(delayMs * 2, 5000));
-      });
-    }, delayMs).unref();
   };
   await broker.addHook(hook);
 

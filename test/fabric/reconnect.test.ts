@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { closeConnectionsNamed, hex, nextEvent, open, uniqueDomain, waitFor } from './helpers.js';
+import amqp from 'amqplib';
+import { AMQP_URL, closeConnectionsNamed, hex, nextEvent, open, uniqueDomain, waitFor } from './helpers.js';
 
 test('after a forced close of the service and then of the caller connection, everything works again', async (t) => {
   const domain = uniqueDomain();
@@ -68,4 +69,26 @@ test('after a forced close of the service and then of the caller connection, eve
   assert.equal(await p.add({ a: 20, b: 22 }), 42);
   await client.publishData('after client reconnect', { kind: 'note' });
   await waitFor(() => received.includes('after client reconnect'), 3000, 'data after client reconnect');
+});
+
+test('a method queue deleted under a live service is declared and consumed again, on the same connection', async (t) => {
+  const domain = uniqueDomain();
+  const server = await open(t, { domain, type: 'svc', id: 's1', keepAliveMs: 0 });
+  await server.rpcRegister({ add: ({ a, b }: { a: number; b: number }) => a + b });
+  const client = await open(t, { domain, type: 'cli', id: 'c1', keepAliveMs: 0 });
+  const p = await client.rpcProxy<{ add(a: { a: number; b: number }): number }>(domain, 's1', 'svc', {
+    timeoutMs: 1000,
+  });
+  assert.equal(await p.add({ a: 1, b: 2 }), 3);
+  const conn = await amqp.connect(AMQP_URL);
+  try {
+    const ch = await conn.createChannel();
+    const q = `${domain}.api.svc.s1::add`;
+    assert.equal((await ch.checkQueue(q)).consumerCount, 1);
+    await ch.deleteQueue(q); // the broker cancels the service's consumer
+  } finally {
+    await conn.close();
+  }
+  const sum = await waitFor(() => p.add({ a: 20, b: 22 }).catch(() => 0), 10_000, 'the method answers again');
+  assert.equal(sum, 42);
 });

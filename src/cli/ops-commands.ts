@@ -13,7 +13,7 @@ import { styleText } from 'node:util';
 import type { Command } from 'commander';
 import WebSocket from 'ws';
 import { loadConfig, type Config } from '../config.js';
-import { api } from './tools.js';
+import { api, baseUrl } from './tools.js';
 
 interface OpsDeps {
   adminToken: (cfg: Config) => string | undefined;
@@ -24,8 +24,11 @@ type Flags = Record<string, string | boolean | undefined>;
 const out = (s: string): boolean => process.stdout.write(s + '\n');
 const err = (s: string): boolean => process.stderr.write(s + '\n');
 
-function baseUrl(cfg: Config): string {
-  return process.env.AMEBO_URL ?? `http://${cfg.address.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
+function requireToken(deps: OpsDeps, cfg: Config): string {
+  const token = deps.adminToken(cfg);
+  if (token) return token;
+  err('amebo: no admin token (set AMEBO_ADMIN_TOKEN, or run where `amebo serve` saved .amebo/admin-token)');
+  process.exit(2);
 }
 
 /** One admin call; prints Amebo's error and exits 1 on 4xx/5xx, exits 3 when it cannot be reached. */
@@ -37,11 +40,7 @@ async function admin(
   timeoutMs = 10_000,
 ): Promise<any> {
   const cfg = loadConfig();
-  const token = deps.adminToken(cfg);
-  if (!token) {
-    err('amebo: no admin token (set AMEBO_ADMIN_TOKEN, or run where `amebo serve` saved .amebo/admin-token)');
-    process.exit(2);
-  }
+  const token = requireToken(deps, cfg);
   let res: { status: number; body: any };
   try {
     res = await api(cfg, method, path, body, `Bearer ${token}`, timeoutMs);
@@ -115,11 +114,7 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
     .action(async (patterns: string[], o: Flags) => {
       const count = positiveInt(o.count, '--count');
       const cfg = loadConfig();
-      const token = deps.adminToken(cfg);
-      if (!token) {
-        err('amebo: no admin token (set AMEBO_ADMIN_TOKEN)');
-        process.exit(2);
-      }
+      const token = requireToken(deps, cfg);
       const q = new URLSearchParams({ token });
       if (patterns.length) q.set('actions', patterns.join(','));
       const url = `${baseUrl(cfg).replace(/^http/, 'ws')}/v1/stream?${q.toString()}`;

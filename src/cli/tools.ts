@@ -9,6 +9,11 @@ interface ToolDeps {
   die: (err: unknown) => never;
 }
 
+/** Where a running Amebo answers: `AMEBO_URL`, else the configured address (0.0.0.0 → loopback). */
+export function baseUrl(cfg: Config): string {
+  return process.env.AMEBO_URL ?? `http://${cfg.address.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
+}
+
 /** Talks to a running Amebo over its HTTP API, with a timeout; returns status and JSON body. */
 export async function api(
   cfg: Config,
@@ -18,8 +23,7 @@ export async function api(
   auth: string | undefined,
   timeoutMs = 10_000,
 ): Promise<{ status: number; body: any }> {
-  const base = process.env.AMEBO_URL ?? `http://${cfg.address.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
-  const res = await request(base + path, {
+  const res = await request(baseUrl(cfg) + path, {
     method,
     headers: { 'content-type': 'application/json', ...(auth ? { authorization: auth } : {}) },
     body: body === undefined ? undefined : JSON.stringify(body),

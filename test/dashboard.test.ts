@@ -172,3 +172,9 @@ test('live tail: a published event appears as it happens', { skip }, async () =>
   await page.getByTestId('live').getByText(r.body.event).first().waitFor();
   assert.deepEqual(consoleErrors, []);
 });
+
+test('an unknown dashboard file is a 404 with a code', { skip }, async () => {
+  const r = await call('GET', '/ui/nope.js');
+  assert.equal(r.status, 404);
+  assert.equal(r.body.error.code, 'AMEBO_ERR_NOT_FOUND');
+});

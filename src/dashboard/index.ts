@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
+import { AmeboError } from '../errors.js';
 
 const require = createRequire(import.meta.url);
 const STATIC = new URL('./static/', import.meta.url);
@@ -60,7 +61,7 @@ export async function dashboardRoutes(app: FastifyInstance): Promise<void> {
   app.get('/ui', { schema: { hide: true } }, page);
   app.get('/ui/*', { schema: { hide: true } }, async (req, reply) => {
     const a = assets.get((req.params as { '*': string })['*']);
-    if (!a) return reply.status(404).send({ error: { code: 'AMEBO_ERR_NOT_FOUND', message: 'no such file' } });
+    if (!a) throw new AmeboError('NOT_FOUND', 'no such dashboard file');
     return reply
       .header('content-type', `${a.type}; charset=utf-8`)
       .header('x-content-type-options', 'nosniff')

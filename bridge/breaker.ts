@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { Logger } from '../src/log.js';
+import { redactUrl, type Logger } from '../src/log.js';
 
 export interface BreakerOptions {
   /** Failures within `windowMs` that open the circuit. @default 5 */
@@ -80,7 +80,7 @@ export class Breaker {
     if (ok !== 'OK') return this.state(endpoint);
     await this.redis.del(this.key('fail', endpoint));
     await this.redis.publish(this.channel, `open ${endpoint}`);
-    this.log.warn({ endpoint, cooldownMs }, 'circuit opened: the endpoint keeps failing');
+    this.log.warn({ endpoint: redactUrl(endpoint), cooldownMs }, 'circuit opened: the endpoint keeps failing');
     return state;
   }
 
@@ -106,7 +106,7 @@ export class Breaker {
         this.key('probe', endpoint),
       );
       if (force || n > 0) await this.redis.publish(this.channel, `closed ${endpoint}`);
-      if (force) this.log.info({ endpoint }, 'circuit closed: the probe succeeded');
+      if (force) this.log.info({ endpoint: redactUrl(endpoint) }, 'circuit closed: the probe succeeded');
     } catch {
       /* fail open */
     }

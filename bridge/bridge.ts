@@ -1,7 +1,7 @@
 import type { ChannelModel } from 'amqplib';
 import type { Redis } from 'ioredis';
 import type { Amebo } from '../src/app.js';
-import type { Logger } from '../src/log.js';
+import { redactUrl, type Logger } from '../src/log.js';
 import type { SubscriptionRow } from '../src/store/registry.js';
 import { Breaker, type BreakerOptions } from './breaker.js';
 import { secretKey } from './envelope.js';
@@ -62,8 +62,7 @@ export class Bridge {
     this.subsChannel = `${amebo.cfg.redisPrefix}subscriptions`;
     this.sender = new Sender({
       connectTimeoutMs: amebo.cfg.connectTimeoutMs,
-      blockPrivateTargets: amebo.cfg.blockPrivateTargets,
-      allowedHosts: amebo.cfg.allowedHosts.split(','),
+      targets: amebo.registry.targets,
     });
     this.recorder = new Recorder({
       pool: amebo.pool,
@@ -252,9 +251,7 @@ export class Bridge {
       redeclare: async (r) => {
         const fresh = await subscriptionById(this.a.pool, r.id);
         if (!fresh) return; // deleted: the registry's notice removes the worker
-        await this.a.broker.withThrowawayChannel((ch) =>
-          this.a.topology.declareSubscription(ch, this.a.registry.topologyOf(fresh)),
-        );
+        if (!(await this.a.registry.declareQueues(fresh))) throw new Error('subscription queues not declared');
       },
       held: this.held,
       reserveSlot: (sub, rate) => this.reserveSlot(sub, rate),
@@ -321,7 +318,10 @@ export class Bridge {
   }
 
   private async gone(row: SubscriptionRow, reason: string): Promise<void> {
-    this.log.warn({ subscription: row.id, handler: row.handler }, 'handler answered 410: subscription disabled');
+    this.log.warn(
+      { subscription: row.id, handler: row.handler && redactUrl(row.handler) },
+      'handler answered 410: subscription disabled',
+    );
     await disableSubscription(this.a.pool, row.id, reason).catch(() => false);
     await this.cmd?.publish(this.subsChannel, row.id).catch(() => undefined);
     this.enqueue(() => this.reload(row.id));

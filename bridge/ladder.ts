@@ -69,19 +69,3 @@ export function parseRetryAfter(v: string | string[] | undefined, now = Date.now
   if (ms <= 0) return null;
   return Math.min(ms, 86_400_000);
 }
-
-/** Topic-exchange matching of a routing key against a binding pattern (`*` one word, `#` zero or more). */
-export function topicMatches(pattern: string, key: string): boolean {
-  const p = pattern.split('.');
-  const k = key.split('.');
-  const go = (i: number, j: number): boolean => {
-    if (i === p.length) return j === k.length;
-    if (p[i] === '#') {
-      for (let n = j; n <= k.length; n++) if (go(i + 1, n)) return true;
-      return false;
-    }
-    if (j === k.length) return false;
-    return (p[i] === '*' || p[i] === k[j]) && go(i + 1, j + 1);
-  };
-  return go(0, 0);
-}

@@ -4,7 +4,7 @@ import type { ApiContext } from '../src/api/server.js';
 import { uuidv7 } from '../src/ids.js';
 import type { SubscriptionRow } from '../src/store/registry.js';
 import { secretKey, type BrokerEvent } from './envelope.js';
-import { topicMatches } from './ladder.js';
+import { isWildcard, topicMatcher } from '../src/delivery/topic.js';
 import { Sender, type Attempt } from './sender.js';
 import { eventById, eventsForReplay, getDelivery, writeDeliveries, type ReplayRow } from './store.js';
 
@@ -99,16 +99,25 @@ export async function resurrect(
   ctx: ApiContext,
   row: SubscriptionRow,
   limit: number,
-): Promise<{ resurrected: number }> {
+): Promise<{ resurrected: number; skipped: number }> {
   const { queue, dead } = names(ctx, row);
   const at = new Date();
+  const matches = topicMatcher(row.action);
   return ctx.broker.withThrowawayChannel(async (ch) => {
     let n = 0;
     const pending: Promise<void>[] = [];
     const events: string[] = [];
+    const skipped: GetMessage[] = [];
     while (n < limit) {
       const m = await ch.get(dead, { noAck: false });
       if (!m) break;
+      // Only what this subscription may receive goes back: its binding matches the action and the
+      // action lets its application subscribe (the list may have changed since it died).
+      const action = m.properties.headers?.[HEADER.action] as string | undefined;
+      if (!action || !matches(action) || !(await ctx.registry.mayReceive(row.application, action))) {
+        skipped.push(m); // held unacked until the end (so `get` moves on), then returned
+        continue;
+      }
       n++;
       // Resurrected: a first attempt again, without the traces of its previous life.
       const props = copyProperties(
@@ -126,8 +135,9 @@ export async function resurrect(
       pending.push(ctx.publisher.publish(ctx.topology.redeliver, queue, m.content, props).then(() => ch.ack(m)));
     }
     await Promise.all(pending);
+    for (const m of skipped) ch.nack(m, false, true);
     await markPending(ctx, row, events, 0, at);
-    return { resurrected: n };
+    return { resurrected: n, skipped: skipped.length };
   });
 }
 
@@ -172,7 +182,8 @@ export async function replay(
   max = 100_000,
 ): Promise<{ replayed: number }> {
   const { queue } = names(ctx, row);
-  const pattern = row.action.includes('*') || row.action.includes('#') ? row.action : null;
+  const pattern = isWildcard(row.action) ? row.action : null;
+  const matches = topicMatcher(row.action);
   let after: string | null = null;
   let n = 0;
   while (n < max) {
@@ -182,10 +193,11 @@ export async function replay(
       to,
       afterId: after,
       limit: 1000,
+      viewer: row.application,
     });
     if (!rows.length) break;
     after = rows[rows.length - 1]!.id;
-    const batch = rows.filter((r) => !pattern || topicMatches(pattern, r.action)).slice(0, max - n);
+    const batch = rows.filter((r) => matches(r.action)).slice(0, max - n);
     await Promise.all(
       batch.map((r) => {
         const { body, props } = message(r, 1);
@@ -204,8 +216,10 @@ export async function retryOne(
   row: SubscriptionRow,
   eventId: string,
 ): Promise<{ attempt: number } | null> {
-  const ev = await eventById(ctx.pool, eventId);
-  if (!ev) return null;
+  // Only an event this subscription could have received: its binding matches the action and the
+  // action lets its application subscribe. Anything else is "no such event" (never another tenant's).
+  const ev = await eventById(ctx.pool, eventId, row.application);
+  if (!ev || !topicMatcher(row.action)(ev.action)) return null;
   const d = await getDelivery(ctx.pool, eventId, row.id);
   const attempt = (d?.attempts ?? 0) + 1;
   const at = new Date();
@@ -228,12 +242,11 @@ export async function closeTestSender(): Promise<void> {
 export async function sendTest(ctx: ApiContext, row: SubscriptionRow): Promise<Attempt & { event: string }> {
   testSender ??= new Sender({
     connectTimeoutMs: ctx.cfg.connectTimeoutMs,
-    blockPrivateTargets: ctx.cfg.blockPrivateTargets,
-    allowedHosts: ctx.cfg.allowedHosts.split(','),
+    targets: ctx.registry.targets,
     connectionsPerOrigin: 4,
   });
   const id = uuidv7();
-  const action = row.action.includes('*') || row.action.includes('#') ? 'amebo.test' : row.action;
+  const action = isWildcard(row.action) ? 'amebo.test' : row.action;
   const e: BrokerEvent = {
     id,
     action,

@@ -1,8 +1,9 @@
-import { Agent, request, errors as undiciErrors } from 'undici';
+import { Agent, buildConnector, request, errors as undiciErrors } from 'undici';
+import { isIP } from 'node:net';
 import { traceparent as childTraceparent } from '../src/broker/message.js';
 import { buildBody, signatureHeader, splicedBody, type BrokerEvent, type Outgoing } from './envelope.js';
 import { parseRetryAfter, type AttemptResult } from './ladder.js';
-import { BlockedTargetError, checkLiteralHost, guardedLookup } from './ssrf.js';
+import { TargetForbiddenError, TargetPolicy } from '../src/targets.js';
 
 /** A subscription as the sender needs it: decrypted secrets and key, parsed URL. */
 export interface Target {
@@ -28,8 +29,8 @@ export interface Attempt extends AttemptResult {
 
 export interface SenderOptions {
   connectTimeoutMs: number;
-  blockPrivateTargets: boolean;
-  allowedHosts: string[];
+  /** Which addresses webhooks may reach; checked on the address actually connected to. */
+  targets: TargetPolicy;
   /** Most connections per origin. @default 256 */
   connectionsPerOrigin?: number;
 }
@@ -42,21 +43,41 @@ const EXCERPT_BYTES = 512;
  */
 export class Sender {
   readonly agent: Agent;
-  private readonly block: boolean;
-  private readonly allowed: Set<string>;
+  private readonly targets: TargetPolicy;
 
   constructor(o: SenderOptions) {
-    this.block = o.blockPrivateTargets;
-    this.allowed = new Set(o.allowedHosts.map((h) => h.trim().toLowerCase()).filter(Boolean));
+    this.targets = o.targets;
+    // The policy needs the port (allow-list entries may be host:port), which undici gives the
+    // connector per connection and not to `lookup`: one connector per port, each with its lookup.
+    const byPort = new Map<number, buildConnector.connector>();
+    const connector = (port: number): buildConnector.connector => {
+      let c = byPort.get(port);
+      if (!c) {
+        c = buildConnector({
+          timeout: o.connectTimeoutMs,
+          noDelay: true,
+          ...(this.targets.block ? { lookup: this.targets.lookup(port) } : {}),
+        } as buildConnector.BuildOptions);
+        byPort.set(port, c);
+      }
+      return c;
+    };
     this.agent = new Agent({
       keepAliveTimeout: 30_000,
       keepAliveMaxTimeout: 60_000,
       connections: o.connectionsPerOrigin ?? 256,
       pipelining: 1,
-      connect: {
-        timeout: o.connectTimeoutMs,
-        noDelay: true,
-        ...(this.block ? { lookup: guardedLookup(this.allowed) } : {}),
+      connect: (opts, cb) => {
+        const port = Number(opts.port) || (opts.protocol === 'https:' ? 443 : 80);
+        try {
+          // An address literal never goes through `lookup`: check it here.
+          if (this.targets.block && isIP(opts.hostname.replace(/^\[|\]$/g, '')))
+            this.targets.check(opts.hostname, port, opts.hostname.replace(/^\[|\]$/g, ''));
+        } catch (err) {
+          cb(err as Error, null);
+          return;
+        }
+        connector(port)(opts, cb);
       },
     });
   }
@@ -67,7 +88,6 @@ export class Sender {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(new AttemptTimeout()), t.timeoutMs);
     try {
-      if (this.block) checkLiteralHost(t.url, this.allowed);
       const fast = e.raw && t.format === 'amebo' && !t.encryptionKey ? splicedBody(e.raw, t.label, attempt) : null;
       const { body, contentType } = fast
         ? { body: fast, contentType: 'application/json' }
@@ -164,7 +184,7 @@ function rootCause(err: unknown): Error & { code?: string } {
 function classify(err: unknown, signal: AbortSignal): { errorClass: string; fatal: boolean } {
   if (signal.aborted) return { errorClass: 'timeout', fatal: false };
   const e = rootCause(err);
-  if (e instanceof BlockedTargetError || (err as Error | undefined) instanceof BlockedTargetError)
+  if (e instanceof TargetForbiddenError || (err as Error | undefined) instanceof TargetForbiddenError)
     return { errorClass: 'blocked', fatal: true };
   if (
     err instanceof undiciErrors.HeadersTimeoutError ||

@@ -1,21 +1,21 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
-import type { Config } from './config.js';
+import { ConfigError, type Config } from './config.js';
 import { parseAddress } from './config.js';
 import type { Logger } from './log.js';
 import { Broker, BrokerUnreachableError, redactUrl } from './broker/connection.js';
 import { Topology } from './broker/topology.js';
 import { ConfirmPublisher } from './broker/publisher.js';
 import { createPool, ensureDatabase, migrate, type Pool } from './store/db.js';
-import { initSetting, listSubscriptions } from './store/registry.js';
+import { deleteSetting, getSetting, initSetting, resealSubscriptions } from './store/registry.js';
 import { Registry } from './registry.js';
 import { SecretBox, sha256 } from './secrets.js';
 import { PublishPipeline } from './publish.js';
 import { Relay } from './relay.js';
-import { Authenticator } from './api/auth.js';
+import { Authenticator, AuthThrottle } from './api/auth.js';
 import { buildApi, type ApiContext } from './api/server.js';
 
 /** A store Amebo cannot reach: says which, where, and how to start it. */
@@ -102,6 +102,75 @@ async function adminTokenHash(
   return { hash, generated: token };
 }
 
+/**
+ * The keys that seal secrets at rest: AMEBO_SECRET_KEY_FILE or AMEBO_SECRET_KEY seals; previous
+ * keys (AMEBO_PREVIOUS_SECRET_KEYS, and the key Amebo once generated into PostgreSQL) still open
+ * until `amebo rotate-key` re-sealed everything. Without a configured key, one is generated and kept
+ * in PostgreSQL beside what it seals, and a warning says so.
+ */
+export async function secretKeys(
+  cfg: Config,
+  pool: Pool,
+): Promise<{ current: string | null; previous: string[]; stored: string | null }> {
+  let current = cfg.secretKey;
+  if (cfg.secretKeyFile) {
+    try {
+      current = (await readFile(cfg.secretKeyFile, 'utf8')).trim();
+    } catch (err) {
+      throw new ConfigError(`AMEBO_SECRET_KEY_FILE cannot be read: ${(err as Error).message}`);
+    }
+  }
+  if (current && current.length < 16) throw new ConfigError('the secret key must be at least 16 characters');
+  const previous = cfg.previousSecretKeys
+    .split(',')
+    .map((k) => k.trim())
+    .filter(Boolean);
+  const stored = await getSetting(pool, 'secret_key');
+  if (current && stored && stored !== current) previous.push(stored);
+  return { current: current || null, previous, stored };
+}
+
+async function openSecretBox(cfg: Config, pool: Pool, log: Logger): Promise<SecretBox> {
+  const keys = await secretKeys(cfg, pool);
+  if (keys.current) return new SecretBox(keys.current, keys.previous);
+  const generated = await initSetting(pool, 'secret_key', randomBytes(32).toString('base64url'));
+  log.warn(
+    'AMEBO_SECRET_KEY is not set: webhook signing secrets and encryption keys are sealed with a key stored in ' +
+      'PostgreSQL, beside them, so anyone who can read the database can open them. Set AMEBO_SECRET_KEY or ' +
+      'AMEBO_SECRET_KEY_FILE, then run `amebo rotate-key`.',
+  );
+  return new SecretBox(generated, keys.previous);
+}
+
+/**
+ * `amebo rotate-key`: re-seals every sealed secret under the current key, in one transaction, with
+ * the previous keys still opening what they sealed; then deletes the generated key from PostgreSQL,
+ * which no longer seals anything.
+ */
+export async function rotateSecretKey(
+  cfg: Config,
+  log: Logger,
+): Promise<{ rows: number; changed: number; keyId: string; droppedStoredKey: boolean }> {
+  const pool = createPool({ url: cfg.databaseUrl, max: 1, logger: log, applicationName: 'amebo-rotate-key' });
+  try {
+    const keys = await secretKeys(cfg, pool);
+    if (!keys.current)
+      throw new ConfigError(
+        'set AMEBO_SECRET_KEY (or AMEBO_SECRET_KEY_FILE) to the new key, and the old one in AMEBO_PREVIOUS_SECRET_KEYS ' +
+          '(unless Amebo generated it: that one is found in PostgreSQL)',
+      );
+    const box = new SecretBox(keys.current, keys.previous);
+    const r = await resealSubscriptions(pool, (sealed) =>
+      box.isCurrent(sealed) ? sealed : box.seal(box.open(sealed)),
+    );
+    const drop = keys.stored !== null && keys.stored !== keys.current;
+    if (drop) await deleteSetting(pool, 'secret_key');
+    return { ...r, keyId: box.keyId, droppedStoredKey: drop };
+  } finally {
+    await pool.end();
+  }
+}
+
 /** Starts the roles in `cfg.roleSet` against PostgreSQL, Redis and RabbitMQ. */
 export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = {}): Promise<Amebo> {
   if (!opts.skipMigrate) await prepareDatabase(cfg, log);
@@ -135,16 +204,18 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
   }
   cleanup.push(async () => redis.disconnect());
 
-  let secretKey = cfg.secretKey;
   const { hash, generated } = await adminTokenHash(cfg, pool, log).catch(fail);
-  if (!secretKey) {
-    secretKey = await initSetting(pool, 'secret_key', randomBytes(32).toString('base64url')).catch(fail);
-    log.debug(
-      'AMEBO_SECRET_KEY is not set: signing secrets are sealed with a key kept in PostgreSQL (set it in production)',
-    );
+  const box = await openSecretBox(cfg, pool, log).catch(fail);
+  let registry: Registry;
+  try {
+    registry = new Registry(pool, box, cfg, log);
+  } catch (err) {
+    return fail(new ConfigError(`AMEBO_ALLOWED_TARGETS: ${(err as Error).message}`));
   }
-  const box = new SecretBox(secretKey);
-  const registry = new Registry(pool, box, cfg, log);
+  if (!cfg.blockPrivateTargets)
+    log.warn('AMEBO_BLOCK_PRIVATE_TARGETS=false: webhooks may reach loopback, private networks and cloud metadata');
+  else if (cfg.allowedTargets)
+    log.info({ allowed: cfg.allowedTargets }, 'webhook targets on private networks allowed by AMEBO_ALLOWED_TARGETS');
   await registry.attachRedis(redis);
   cleanup.push(() => registry.close());
 
@@ -157,13 +228,7 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
   const defaultDelays = cfg.retrySchedule.map((s) => s * 1000);
   // First hook: the registry is the source of truth for the topology, reconciled on every connect.
   await broker.addHook(async (model) => {
-    const subs = await listSubscriptions(pool);
-    const drift = await topology.reconcile(
-      model,
-      defaultDelays,
-      subs.map((s) => registry.topologyOf(s)),
-      log,
-    );
+    const drift = await topology.reconcile(model, defaultDelays, await registry.topologies(), log);
     if (drift) log.error({ drift }, 'topology drift: some subscription queues could not be declared');
   });
   try {
@@ -173,6 +238,7 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
     return fail(new ServiceUnreachableError('RabbitMQ', cfg.amqpUrl, cause, HINTS.rabbitmq));
   }
   cleanup.push(() => broker.close());
+  registry.attachBroker(broker, topology);
 
   const publisher = new ConfirmPublisher(broker, { window: cfg.confirmWindow, logger: log });
   await publisher.start();
@@ -181,6 +247,7 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
     pool,
     publisher,
     exchange: topology.events,
+    restrictedExchange: topology.restrictedEvents,
     logger: log,
     maxBatch: cfg.groupCommitMax,
     confirmWaitMs: cfg.confirmWaitMs,
@@ -192,6 +259,7 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
       pool,
       publisher,
       exchange: topology.events,
+      restrictedExchange: topology.restrictedEvents,
       logger: log.child({ role: 'relay' }),
       intervalMs: cfg.relayIntervalMs,
       graceMs: cfg.relayGraceMs,
@@ -209,7 +277,16 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
     topology,
     publisher,
     pipeline,
-    auth: new Authenticator(hash, registry),
+    auth: new Authenticator(
+      hash,
+      registry,
+      new AuthThrottle({
+        redis,
+        prefix: cfg.redisPrefix,
+        limit: cfg.authFailLimit,
+        windowSeconds: cfg.authFailWindowSeconds,
+      }),
+    ),
     plugins: opts.plugins ?? [],
   };
   let api: FastifyInstance | null = null;

@@ -132,6 +132,29 @@ program
   });
 
 program
+  .command('rotate-key')
+  .description(
+    're-seal every stored secret under the current key (AMEBO_SECRET_KEY or AMEBO_SECRET_KEY_FILE) while the ' +
+      'previous ones (AMEBO_PREVIOUS_SECRET_KEYS, or the key Amebo generated into PostgreSQL) still open them',
+  )
+  .action(async () => {
+    try {
+      const cfg = loadConfig();
+      const log = createLogger(cfg.logLevel === 'info' ? 'warn' : cfg.logLevel);
+      await prepareDatabase(cfg, log);
+      const { rotateSecretKey } = await import('./app.js');
+      const r = await rotateSecretKey(cfg, log);
+      process.stdout.write(
+        `re-sealed ${r.changed} of ${r.rows} subscriptions under key ${r.keyId}` +
+          (r.droppedStoredKey ? '; the key Amebo had generated into PostgreSQL is deleted' : '') +
+          '\nEvery process must now run with this key; AMEBO_PREVIOUS_SECRET_KEYS can be emptied.\n',
+      );
+    } catch (err) {
+      die(err);
+    }
+  });
+
+program
   .command('config')
   .description('print every configuration option, its environment variable and default')
   .action(() => {

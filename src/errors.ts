@@ -19,6 +19,7 @@ export const ERRORS = {
   SERVICE_NOT_FOUND: { status: 404, message: 'No such service or method' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed' },
   CONFLICT: { status: 409, message: 'Conflict' },
+  UPGRADE_REQUIRED: { status: 426, message: 'This route is a websocket' },
   NAME_TAKEN: { status: 409, message: 'That name is taken' },
   SCHEMA_INCOMPATIBLE: { status: 409, message: 'The new schema is not compatible with the current one' },
   BODY_TOO_LARGE: { status: 413, message: 'The body is larger than allowed' },
@@ -26,6 +27,7 @@ export const ERRORS = {
   SCHEMA_INVALID: { status: 422, message: 'The schema is not a valid JSON Schema' },
   PAYLOAD_INVALID: { status: 422, message: 'The payload does not match the action schema' },
   PAYLOAD_TOO_DEEP: { status: 422, message: 'The payload is nested too deeply' },
+  TARGET_FORBIDDEN: { status: 422, message: 'The webhook target is on a private network' },
   RATE_LIMITED: { status: 429, message: 'Too many requests' },
   INTERNAL: { status: 500, message: 'Internal error' },
   RPC_REMOTE: { status: 502, message: 'The remote method raised an error' },
@@ -41,11 +43,14 @@ export class AmeboError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
   readonly details: unknown;
-  constructor(name: ErrorName, message?: string, details?: unknown) {
+  /** Response headers the error needs (e.g. Retry-After on a 429). */
+  readonly headers: Record<string, string> | undefined;
+  constructor(name: ErrorName, message?: string, details?: unknown, headers?: Record<string, string>) {
     super(message ?? ERRORS[name].message);
     this.code = `AMEBO_ERR_${name}`;
     this.status = ERRORS[name].status;
     this.details = details;
+    this.headers = headers;
   }
   toJSON(): { error: { code: string; message: string; details?: unknown } } {
     return {

@@ -21,3 +21,16 @@ export function createLogger(level: string, name = 'amebo'): Logger {
     },
   });
 }
+
+/** A URL fit for logs and API output: its credentials (user and password) replaced by `***`. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.username && !u.password) return url;
+    if (u.password) u.password = '***';
+    if (u.username) u.username = u.password ? u.username : '***';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}

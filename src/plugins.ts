@@ -3,6 +3,7 @@ import type { Config } from './config.js';
 import type { ApiContext } from './api/server.js';
 import type { PartStarter } from './app.js';
 import { announceStream } from './api/stream.js';
+import { AmeboError } from './errors.js';
 
 /**
  * API plugins of the parts that live outside the core (bridge deliveries, fabric gateway and
@@ -42,12 +43,20 @@ const fabricRoutes: NonNullable<ApiContext['plugins']>[number] = async (app, ctx
   });
   await fabric.open({ timeoutMs: 10_000 });
   app.addHook('onClose', async () => fabric.close());
-  await app.register(async (scope) => {
-    scope.addHook('onRequest', async (req) => {
-      await ctx.auth.principal(req);
-    });
-    await servicesRoutes(scope, { presence });
-    await rpcGatewayRoutes(scope, { fabric });
+  // Authentication is the API's hook (every /v1 route needs a principal); the gateway also needs a
+  // grant for the method (admin needs none).
+  await servicesRoutes(app, { presence });
+  await rpcGatewayRoutes(app, {
+    fabric,
+    authorize: async (req, domain, type, method) => {
+      const who = req.principal;
+      if (who.kind === 'admin') return;
+      if (!(await ctx.registry.rpcAllowed(who.name, domain, type, method)))
+        throw new AmeboError(
+          'FORBIDDEN',
+          `application "${who.name}" has no grant for ${domain}.${type}.${method} (the admin grants RPC methods: PATCH /v1/applications/${who.name} { rpc_grants })`,
+        );
+    },
   });
 };
 

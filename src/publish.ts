@@ -15,6 +15,8 @@ export interface PublishRequest {
   conversationId?: string | undefined;
   deliverAt: Date | null;
   traceparent?: string | undefined;
+  /** The action names its subscribers: routed through the restricted exchange. */
+  restricted?: boolean;
 }
 
 export interface PublishResult {
@@ -38,6 +40,8 @@ export interface PipelineOptions {
   pool: Pool;
   publisher: ConfirmPublisher;
   exchange: string;
+  /** Exchange of the events whose action names its subscribers. */
+  restrictedExchange: string;
   logger: Logger;
   /** Most events in one INSERT. @default 500 */
   maxBatch?: number;
@@ -191,7 +195,12 @@ export class PublishPipeline {
     };
     const t0 = performance.now();
     const confirmed = this.o.publisher
-      .publish(this.o.exchange, p.ev.action, eventBody(msg), eventProperties(msg))
+      .publish(
+        p.req.restricted ? this.o.restrictedExchange : this.o.exchange,
+        p.ev.action,
+        eventBody(msg),
+        eventProperties(msg),
+      )
       .then(() => {
         metrics.confirmSeconds.observe((performance.now() - t0) / 1000);
         this.mark(p.ev.id);

@@ -7,14 +7,16 @@ import { compatibilityProblems, compileSchema, normalizeSchema, type Compatibili
 import { hashSecret, newSecret, newSigningSecret, SecretBox, sha256, verifySecret } from './secrets.js';
 import type { Pool } from './store/db.js';
 import * as sql from './store/registry.js';
-import type { TopologySubscription } from './broker/topology.js';
+import type { Topology, TopologySubscription } from './broker/topology.js';
+import type { Broker } from './broker/connection.js';
 import { uuidv7 } from './ids.js';
+import { TargetForbiddenError, TargetPolicy } from './targets.js';
+import { isTopicPattern, isWildcard, topicMatcher, TOPIC_LIMITS } from './delivery/topic.js';
 
 export const NAME = {
   application: /^[a-z0-9][a-z0-9._-]{0,62}$/,
   action: /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/,
   subscription: /^[a-z0-9][a-z0-9_-]{0,62}$/,
-  pattern: /^(?:[A-Za-z0-9_-]+|\*|#)(?:\.(?:[A-Za-z0-9_-]+|\*|#))*$/,
 } as const;
 
 const CACHE_TTL_MS = 30_000;
@@ -41,6 +43,8 @@ export class Registry {
   private readonly actions = new Map<string, CachedAction>();
   private redis: Redis | null = null;
   private readonly channel: string;
+  /** Which addresses webhooks may reach (registration here, connect time in the bridge). */
+  readonly targets: TargetPolicy;
 
   constructor(pool: Pool, box: SecretBox, cfg: Config, log: Logger) {
     this.pool = pool;
@@ -48,6 +52,21 @@ export class Registry {
     this.cfg = cfg;
     this.log = log;
     this.channel = `${cfg.redisPrefix}registry`;
+    this.targets = new TargetPolicy({ block: cfg.blockPrivateTargets, allowed: cfg.allowedTargets });
+  }
+
+  /** 422 TARGET_FORBIDDEN when a handler URL reaches (or resolves to) an address the policy refuses. */
+  async checkTarget(handler: string): Promise<void> {
+    try {
+      await this.targets.checkUrl(new URL(handler));
+    } catch (err) {
+      if (!(err instanceof TargetForbiddenError)) throw err;
+      throw new AmeboError(
+        'TARGET_FORBIDDEN',
+        `${err.message}: webhook targets on private networks are refused (AMEBO_ALLOWED_TARGETS exempts known ones)`,
+        [{ instancePath: '/handler', address: err.address, range: err.range }],
+      );
+    }
   }
 
   /** Listens for invalidations from other nodes on a dedicated subscriber connection. */
@@ -82,7 +101,12 @@ export class Registry {
 
   // ---------------------------------------------------------------- applications
 
-  async createApplication(input: { application: string; address?: string | null; secret?: string }) {
+  async createApplication(input: {
+    application: string;
+    address?: string | null;
+    secret?: string;
+    rpc_grants?: string[];
+  }) {
     const name = input.application;
     if (!NAME.application.test(name))
       throw new AmeboError('VALIDATION', 'application must match ^[a-z0-9][a-z0-9._-]{0,62}$', [
@@ -95,7 +119,8 @@ export class Registry {
         { instancePath: '/secret', message: 'too short' },
       ]);
     try {
-      const row = await sql.insertApplication(this.pool, name, address, await hashSecret(secret));
+      const grants = checkGrants(input.rpc_grants ?? []);
+      const row = await sql.insertApplication(this.pool, name, address, await hashSecret(secret), grants);
       this.invalidate(`app:${name}`);
       return { row, secret };
     } catch (err) {
@@ -118,23 +143,40 @@ export class Registry {
     return row;
   }
 
-  /** True when `secret` is the application's; successful checks are cached against the stored hash. */
+  /**
+   * True when `secret` is the application's; successful checks are cached against the stored hash.
+   * An unknown application costs the same scrypt as a wrong secret, so timing does not tell which
+   * application names exist.
+   */
   async authenticate(name: string, secret: string): Promise<boolean> {
     const row = await this.getApplication(name);
-    if (!row) return false;
-    const key = `${row.secret_hash}\u0000${sha256(secret)}`;
+    const stored = row?.secret_hash ?? (await this.decoyHash());
+    const key = `${stored}\u0000${sha256(secret)}`;
     const at = this.verified.get(key);
-    if (at !== undefined && Date.now() - at < 10 * CACHE_TTL_MS) return true;
+    if (row && at !== undefined && Date.now() - at < 10 * CACHE_TTL_MS) return true;
     // Single flight: a burst of requests with the same new credentials runs scrypt once.
     let p = this.verifying.get(key);
     if (!p) {
-      p = verifySecret(secret, row.secret_hash).finally(() => this.verifying.delete(key));
+      p = verifySecret(secret, stored).finally(() => this.verifying.delete(key));
       this.verifying.set(key, p);
     }
-    if (!(await p)) return false;
+    if (!(await p) || !row) return false;
     if (this.verified.size > 10_000) this.verified.clear();
     this.verified.set(key, Date.now());
     return true;
+  }
+
+  /** True when these exact credentials were verified recently (no scrypt: a cache lookup). */
+  knownGood(name: string, secret: string): boolean {
+    const row = this.apps.get(name)?.row;
+    if (!row) return false;
+    const at = this.verified.get(`${row.secret_hash}\u0000${sha256(secret)}`);
+    return at !== undefined && Date.now() - at < 10 * CACHE_TTL_MS;
+  }
+
+  private decoy: Promise<string> | null = null;
+  private decoyHash(): Promise<string> {
+    return (this.decoy ??= hashSecret(newSecret()));
   }
   private readonly verifying = new Map<string, Promise<boolean>>();
 
@@ -147,30 +189,48 @@ export class Registry {
     return s;
   }
 
-  async updateApplication(name: string, address: string | null): Promise<sql.ApplicationRow> {
+  /** Changes an application's address and/or its RPC grants (the caller checked who may). */
+  async updateApplication(
+    name: string,
+    fields: { address?: string | null; rpc_grants?: string[] },
+  ): Promise<sql.ApplicationRow> {
     const row = await sql.updateApplication(this.pool, name, {
-      address: address ? checkUrl(address, '/address') : null,
+      ...('address' in fields ? { address: fields.address ? checkUrl(fields.address, '/address') : null } : {}),
+      ...(fields.rpc_grants ? { rpc_grants: checkGrants(fields.rpc_grants) } : {}),
     });
     if (!row) throw new AmeboError('APPLICATION_NOT_FOUND', `no application "${name}"`);
     this.invalidate(`app:${name}`);
     return row;
   }
 
+  /** True when the application holds a grant for `domain.type.method` (the RPC gateway). */
+  async rpcAllowed(application: string, domain: string, type: string, method: string): Promise<boolean> {
+    const row = await this.getApplication(application);
+    if (!row) return false;
+    const want = [domain, type, method];
+    return row.rpc_grants.some((g) => g.split('.').every((seg, i) => seg === '*' || seg === want[i]));
+  }
+
+  /** Deletes an application with its actions and subscriptions, and the subscriptions' queues. */
   async deleteApplication(name: string): Promise<boolean> {
     const subs = await sql.listSubscriptions(this.pool, { application: name });
     const actions = await sql.listActions(this.pool, { application: name });
     const ok = await sql.deleteApplication(this.pool, name);
     this.invalidate(`app:${name}`);
     for (const a of actions) this.invalidate(`action:${a.name}`);
-    this.lastDeletedSubscriptions = subs;
+    for (const s of subs) await this.removeQueues(s.application, s.name);
     return ok;
   }
-  /** Subscriptions removed with the last deleted application (their queues are the caller's to delete). */
-  lastDeletedSubscriptions: sql.SubscriptionRow[] = [];
 
   // ---------------------------------------------------------------- actions
 
-  async createAction(input: { action: string; application: string; schemata: unknown; description?: string | null }) {
+  async createAction(input: {
+    action: string;
+    application: string;
+    schemata: unknown;
+    description?: string | null;
+    subscribers?: string[] | null;
+  }) {
     if (!NAME.action.test(input.action) || input.action.length > 255)
       throw new AmeboError('VALIDATION', 'action must be dotted segments of [A-Za-z0-9_-], at most 255 characters', [
         { instancePath: '/action', message: 'invalid name' },
@@ -183,9 +243,11 @@ export class Registry {
         name: input.action,
         application: input.application,
         description: input.description ?? null,
+        subscribers: checkSubscribers(input.subscribers),
         schemata: schema,
       });
       this.invalidate(`action:${row.name}`);
+      if (row.subscribers) await this.rebindRestricted(row);
       return row;
     } catch (err) {
       if (err instanceof sql.UniqueViolation) throw new AmeboError('NAME_TAKEN', `action "${input.action}" exists`);
@@ -214,6 +276,30 @@ export class Registry {
     return a;
   }
 
+  /**
+   * Changes who may subscribe to an action (null: everyone) or its description. Subscriptions whose
+   * pattern matches it are bound to it on the restricted exchange, or unbound, to match.
+   */
+  async updateAction(
+    name: string,
+    fields: { subscribers?: string[] | null; description?: string | null },
+  ): Promise<sql.ActionRow> {
+    const patch: { subscribers?: string[] | null; description?: string | null } = {};
+    if ('subscribers' in fields) patch.subscribers = checkSubscribers(fields.subscribers);
+    if ('description' in fields) patch.description = fields.description ?? null;
+    const row = await sql.updateAction(this.pool, name, patch);
+    if (!row) throw new AmeboError('ACTION_NOT_FOUND', `no action "${name}"`);
+    this.invalidate(`action:${name}`);
+    if ('subscribers' in fields) await this.rebindRestricted(row);
+    return row;
+  }
+
+  /** True when `application` may receive events of `action` (the owner, everyone, or listed). */
+  async mayReceive(application: string, action: string): Promise<boolean> {
+    const a = await this.getAction(action);
+    return a !== null && canSubscribe(application, a.row);
+  }
+
   async updateSchema(name: string, schemata: unknown, mode?: Compatibility): Promise<sql.ActionRow> {
     const current = await sql.getAction(this.pool, name);
     if (!current) throw new AmeboError('ACTION_NOT_FOUND', `no action "${name}"`);
@@ -239,12 +325,18 @@ export class Registry {
       throw new AmeboError('VALIDATION', 'subscription must match ^[a-z0-9][a-z0-9_-]{0,62}$', [
         { instancePath: '/subscription', message: 'invalid name' },
       ]);
-    if (!NAME.pattern.test(input.action) || input.action.length > 255)
-      throw new AmeboError('VALIDATION', 'action must be an action name or a topic pattern (segments, * or #)', [
-        { instancePath: '/action', message: 'invalid action or pattern' },
-      ]);
+    if (!isTopicPattern(input.action))
+      throw new AmeboError(
+        'VALIDATION',
+        `action must be an action name or a topic pattern (segments of [A-Za-z0-9_-], * or #; at most ${TOPIC_LIMITS.maxSegments} segments and ${TOPIC_LIMITS.maxLength} characters)`,
+        [{ instancePath: '/action', message: 'invalid action or pattern' }],
+      );
     const app = await this.requireApplication(input.application);
-    if (!input.action.includes('*') && !input.action.includes('#')) await this.requireAction(input.action);
+    if (!isWildcard(input.action)) {
+      const action = await this.requireAction(input.action);
+      if (!canSubscribe(input.application, action.row))
+        throw new AmeboError('FORBIDDEN', `application "${input.application}" may not subscribe to "${input.action}"`);
+    }
     const transport = input.transport ?? 'http';
     let handler: string | null = null;
     if (transport === 'http') {
@@ -253,6 +345,7 @@ export class Registry {
           { instancePath: '/handler', message: 'required' },
         ]);
       handler = resolveHandler(input.handler, app.address);
+      await this.checkTarget(handler);
     }
     const signingSecret = newSigningSecret();
     const s = this.settings(input);
@@ -315,15 +408,124 @@ export class Registry {
       .reverse();
   }
 
-  topologyOf(row: sql.SubscriptionRow): TopologySubscription {
+  /**
+   * How a subscription is bound. Events of actions that name their subscribers go to the restricted
+   * exchange, where a subscription is bound to each such action by name, only when it may receive
+   * it: the broker itself keeps them out of every other queue, native AMQP consumers included.
+   */
+  topologyOf(row: sql.SubscriptionRow, restricted: sql.RestrictedAction[]): TopologySubscription {
+    const matches = topicMatcher(row.action);
+    const bind: string[] = [];
+    const unbind: string[] = [];
+    for (const a of restricted) if (matches(a.name)) (canSubscribe(row.application, a) ? bind : unbind).push(a.name);
     return {
       application: row.application,
       name: row.name,
       patterns: [row.action],
+      restricted: { bind, unbind },
       ordered: row.ordered,
       retryDelaysMs: row.retry_schedule.map((s) => s * 1000),
     };
   }
+
+  /** Every subscription's topology, from the registry (the broker's reconcile on each connect). */
+  async topologies(): Promise<TopologySubscription[]> {
+    const [subs, restricted] = await Promise.all([
+      sql.listSubscriptions(this.pool),
+      sql.listRestrictedActions(this.pool),
+    ]);
+    return subs.map((s) => this.topologyOf(s, restricted));
+  }
+
+  // ---------------------------------------------------------------- broker objects
+
+  private broker: Broker | null = null;
+  private topology: Topology | null = null;
+
+  /** The broker the registry declares subscription queues on (set when the core starts). */
+  attachBroker(broker: Broker, topology: Topology): void {
+    this.broker = broker;
+    this.topology = topology;
+  }
+
+  /** Declares a subscription's queues and bindings; false when RabbitMQ is away (reconciled later). */
+  async declareQueues(row: sql.SubscriptionRow): Promise<boolean> {
+    const { broker, topology } = this;
+    if (!broker?.connected || !topology) return false;
+    try {
+      const t = this.topologyOf(row, await sql.listRestrictedActions(this.pool));
+      await broker.withThrowawayChannel((ch) => topology.declareSubscription(ch, t));
+      return true;
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, subscription: row.id }, 'could not declare subscription queues');
+      return false;
+    }
+  }
+
+  async removeQueues(application: string, name: string): Promise<void> {
+    const { broker, topology } = this;
+    if (!broker?.connected || !topology) return;
+    await broker
+      .withThrowawayChannel((ch) => topology.deleteSubscription(ch, application, name))
+      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not delete subscription queues'));
+  }
+
+  /** Binds (or unbinds) each subscription whose pattern matches `action` on the restricted exchange. */
+  private async rebindRestricted(action: sql.ActionRow): Promise<void> {
+    const { broker, topology } = this;
+    if (!broker?.connected || !topology) return; // the next reconcile does it
+    const subs = (await sql.listSubscriptions(this.pool)).filter((s) => topicMatcher(s.action)(action.name));
+    await broker
+      .withThrowawayChannel(async (ch) => {
+        for (const s of subs)
+          await topology.bindRestricted(
+            ch,
+            s.application,
+            s.name,
+            action.name,
+            action.subscribers !== null && canSubscribe(s.application, action),
+          );
+      })
+      .catch((err: unknown) =>
+        this.log.error({ err: (err as Error).message, action: action.name }, 'could not rebind restricted action'),
+      );
+  }
+}
+
+/** The owner, every application when the action names none, or the applications it names. */
+export function canSubscribe(application: string, a: { application: string; subscribers: string[] | null }): boolean {
+  return a.subscribers === null || a.application === application || a.subscribers.includes(application);
+}
+
+const GRANT = /^(?:[A-Za-z0-9_-]{1,63}|\*)\.(?:[A-Za-z0-9_-]{1,63}|\*)\.(?:[A-Za-z_][A-Za-z0-9_]{0,127}|\*)$/;
+
+function checkGrants(grants: string[]): string[] {
+  if (!Array.isArray(grants) || grants.length > 100)
+    throw new AmeboError('VALIDATION', 'rpc_grants must be a list of at most 100 patterns', [
+      { instancePath: '/rpc_grants' },
+    ]);
+  grants.forEach((g, i) => {
+    if (typeof g !== 'string' || !GRANT.test(g))
+      throw new AmeboError('VALIDATION', 'each RPC grant is domain.type.method, with * for any one segment', [
+        { instancePath: `/rpc_grants/${i}`, message: 'not domain.type.method' },
+      ]);
+  });
+  return [...new Set(grants)];
+}
+
+function checkSubscribers(list: string[] | null | undefined): string[] | null {
+  if (list === undefined || list === null) return null;
+  if (!Array.isArray(list) || list.length > 1000)
+    throw new AmeboError('VALIDATION', 'subscribers must be a list of at most 1000 application names', [
+      { instancePath: '/subscribers' },
+    ]);
+  list.forEach((a, i) => {
+    if (typeof a !== 'string' || !NAME.application.test(a))
+      throw new AmeboError('VALIDATION', 'subscribers must be application names', [
+        { instancePath: `/subscribers/${i}`, message: 'invalid name' },
+      ]);
+  });
+  return [...new Set(list)];
 }
 
 export interface SubscriptionInput {

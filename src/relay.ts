@@ -9,6 +9,8 @@ export interface RelayOptions {
   pool: Pool;
   publisher: ConfirmPublisher;
   exchange: string;
+  /** Exchange of the events whose action names its subscribers. */
+  restrictedExchange: string;
   logger: Logger;
   intervalMs: number;
   graceMs: number;
@@ -85,7 +87,8 @@ export class Relay {
 
   private publish(r: OutboxRow): Promise<void> {
     const msg = fromStoredRow(r);
-    return this.o.publisher.publish(this.o.exchange, r.action, eventBody(msg), eventProperties(msg));
+    const exchange = r.restricted ? this.o.restrictedExchange : this.o.exchange;
+    return this.o.publisher.publish(exchange, r.action, eventBody(msg), eventProperties(msg));
   }
 
   async stop(): Promise<void> {

@@ -1,19 +1,104 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
+import formatsModule from 'ajv-formats/dist/formats.js';
+import { RE2JS } from 're2js';
 import { AmeboError } from './errors.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv | Ajv2020) => void;
+const { fullFormats } = formatsModule as unknown as { fullFormats: Record<string, unknown> };
+
+/**
+ * Every regular expression a user's schema can make Amebo run (`pattern`, `patternProperties`,
+ * formats) runs on RE2JS, a linear-time engine: V8's backtracking engine takes exponential time on
+ * patterns such as `^(a+)+$`, and a publish would freeze the whole process. RE2 has no lookaround
+ * and no backreferences; a schema that needs them is refused with a 422 that says so.
+ */
+export const linearRegExp = Object.assign(
+  (pattern: string, flags: string): { test(s: string): boolean; toString(): string } => {
+    try {
+      const re = RE2JS.compile(RE2JS.translateRegExp(pattern), flags.includes('i') ? RE2JS.CASE_INSENSITIVE : 0);
+      // ajv keys its cache of compiled patterns by toString(): it must name the pattern.
+      return { test: (s: string) => re.test(s), toString: () => `/${pattern}/${flags}` };
+    } catch (err) {
+      throw new UnsupportedPattern(pattern, (err as Error).message);
+    }
+  },
+  { code: 'linearRegExp' },
+);
+
+class UnsupportedPattern extends Error {
+  constructor(pattern: string, why: string) {
+    super(
+      `pattern ${JSON.stringify(pattern.slice(0, 200))} cannot run in linear time (${why}); ` +
+        'lookaround and backreferences are not supported',
+    );
+  }
+}
+
+/** ajv-formats' formats, each regular expression moved onto the linear engine. */
+function linearFormats(): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const onRe2 = (re: RegExp): ((s: string) => boolean) => {
+    const r = linearRegExp(re.source, re.flags);
+    return (s) => r.test(s);
+  };
+  for (const [name, def] of Object.entries(fullFormats)) {
+    if (def instanceof RegExp) {
+      try {
+        out[name] = onRe2(def);
+      } catch {
+        /* one of the lookaround formats below */
+      }
+    } else if (def && typeof def === 'object' && (def as { validate?: unknown }).validate instanceof RegExp) {
+      out[name] = { ...def, validate: onRe2((def as { validate: RegExp }).validate) };
+    }
+  }
+  // The three formats whose expressions use lookaround, restated without it.
+  const host = linearRegExp(
+    '^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\\.[a-z0-9](?:[-0-9a-z]{0,61}[0-9a-z])?)*\\.?$',
+    'i',
+  );
+  out.hostname = (s: string) => s.replace(/\.$/, '').length <= 253 && host.test(s);
+  const duration = linearRegExp(
+    '^P(?:(?:\\d+Y)?(?:\\d+M)?(?:\\d+D)?(?:T(?:\\d+H(?:\\d+M)?(?:\\d+S)?|\\d+M(?:\\d+S)?|\\d+S))?|\\d+W)$',
+    '',
+  );
+  out.duration = (s: string) => s !== 'P' && duration.test(s);
+  out.url = (s: string) => {
+    if (!/^(?:https?|ftp):\/\//i.test(s) || /\s/.test(s)) return false;
+    try {
+      return Boolean(new URL(s).hostname);
+    } catch {
+      return false;
+    }
+  };
+  // `uri` is a function around a large expression: an absolute `uri-reference`.
+  const ref = out['uri-reference'] as (s: string) => boolean;
+  out.uri = (s: string) => /^[a-z][a-z0-9+.-]*:/i.test(s) && ref(s);
+  return out;
+}
 
 // Users' schemas are untrusted and many: never register them by $id (two actions may share one),
 // collect every violation, tolerate unknown keywords.
-const common = { allErrors: true, strict: false, addUsedSchema: false, validateFormats: true } as const;
+const common = {
+  allErrors: true,
+  strict: false,
+  addUsedSchema: false,
+  validateFormats: true,
+  code: { regExp: linearRegExp },
+} as const;
 const ajv2020 = new Ajv2020(common);
 const ajv07 = new Ajv(common);
-addFormats(ajv2020);
-addFormats(ajv07);
+const formats = linearFormats();
+for (const a of [ajv2020, ajv07]) {
+  addFormats(a);
+  for (const [name, def] of Object.entries(formats)) a.addFormat(name, def as never);
+}
 
-const DRAFT07 = /json-schema\.org\/draft-0[67]\/schema/;
+/** `$schema` values Amebo accepts, with or without the trailing `#`, http or https. */
+const DRAFT07 = /^https?:\/\/json-schema\.org\/draft-07\/schema#?$/;
+const DRAFT2020 = /^https?:\/\/json-schema\.org\/draft\/2020-12\/schema#?$/;
 
 export interface Violation {
   instancePath: string;
@@ -23,7 +108,17 @@ export interface Violation {
 }
 
 function pick(schema: Record<string, unknown>): Ajv | Ajv2020 {
-  return typeof schema.$schema === 'string' && DRAFT07.test(schema.$schema) ? ajv07 : ajv2020;
+  const s = schema.$schema;
+  if (s === undefined) return ajv2020;
+  if (typeof s !== 'string')
+    throw new AmeboError('SCHEMA_INVALID', '$schema must be a string', [{ instancePath: '/$schema' }]);
+  if (DRAFT07.test(s)) return ajv07;
+  if (DRAFT2020.test(s)) return ajv2020;
+  throw new AmeboError(
+    'SCHEMA_INVALID',
+    `unsupported $schema ${JSON.stringify(s.slice(0, 200))}: use https://json-schema.org/draft/2020-12/schema or http://json-schema.org/draft-07/schema#`,
+    [{ instancePath: '/$schema' }],
+  );
 }
 
 /** Turns `schemata` as a client sends it (object, or a string holding one) into a schema object. */
@@ -52,19 +147,17 @@ export function normalizeSchema(input: unknown, maxBytes: number): Record<string
 /** Compiles a schema, or throws SCHEMA_INVALID listing what is wrong with it. */
 export function compileSchema(schema: Record<string, unknown>): ValidateFunction {
   const ajv = pick(schema);
-  if (
-    typeof schema.$schema === 'string' &&
-    !DRAFT07.test(schema.$schema) &&
-    !/draft\/2020-12\/schema/.test(schema.$schema)
-  )
-    throw new AmeboError('SCHEMA_INVALID', `unsupported $schema "${schema.$schema}" (use draft 2020-12 or draft-07)`);
-  if (!ajv.validateSchema(schema)) {
-    throw new AmeboError('SCHEMA_INVALID', undefined, violations(ajv.errors ?? []));
+  let valid: boolean;
+  try {
+    valid = ajv.validateSchema(schema) as boolean;
+  } catch (err) {
+    throw new AmeboError('SCHEMA_INVALID', `schema cannot be checked: ${(err as Error).message.slice(0, 300)}`);
   }
+  if (!valid) throw new AmeboError('SCHEMA_INVALID', undefined, violations(ajv.errors ?? []));
   try {
     return ajv.compile(schema);
   } catch (err) {
-    throw new AmeboError('SCHEMA_INVALID', `schema does not compile: ${(err as Error).message}`);
+    throw new AmeboError('SCHEMA_INVALID', `schema does not compile: ${(err as Error).message.slice(0, 400)}`);
   }
 }
 
@@ -164,12 +257,13 @@ function widens(aRaw: unknown, bRaw: unknown, path: string, out: string[]): void
   const ta = typesOf(a);
   const tb = typesOf(b);
   for (const t of ta) if (!tb.has(t)) out.push(`${at}: type "${t}" is no longer accepted`);
-  if (b.enum !== undefined) {
-    const bEnum = (b.enum as unknown[]).map((x) => JSON.stringify(x));
+  if (Array.isArray(b.enum)) {
+    // A set, not a list scan: a 40,000-value enum must not make the check quadratic.
+    const bEnum = new Set((b.enum as unknown[]).map((x) => JSON.stringify(x)));
     if (a.enum === undefined && a.const === undefined) out.push(`${at}: an enum was added`);
     else
-      for (const v of (a.enum as unknown[] | undefined) ?? [a.const])
-        if (!bEnum.includes(JSON.stringify(v))) out.push(`${at}: enum value ${JSON.stringify(v)} was removed`);
+      for (const v of Array.isArray(a.enum) ? (a.enum as unknown[]) : [a.const])
+        if (!bEnum.has(JSON.stringify(v))) out.push(`${at}: enum value ${JSON.stringify(v)} was removed`);
   }
   if (b.const !== undefined && !same(a.const, b.const)) out.push(`${at}: const changed or was added`);
   const lower = (k: string): void => {

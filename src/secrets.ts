@@ -33,23 +33,66 @@ export async function verifySecret(secret: string, stored: string): Promise<bool
 
 export const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
-/** AES-256-GCM for secrets Amebo must read back (webhook signing secrets, encryption keys). */
+const keyId = (secretKey: string): string =>
+  createHash('sha256').update(`amebo-key-id:${secretKey}`).digest('hex').slice(0, 8);
+const boxKey = (secretKey: string): Buffer => createHash('sha256').update(`amebo-secret-box:${secretKey}`).digest();
+
+/**
+ * AES-256-GCM for secrets Amebo must read back (webhook signing secrets, encryption keys). Sealed
+ * values name the key that sealed them (`v2.<key id>.…`), so after a key rotation the previous keys
+ * still open what they sealed until `amebo rotate-key` has re-sealed it under the current one.
+ */
 export class SecretBox {
-  private readonly key: Buffer;
-  constructor(secretKey: string) {
-    this.key = createHash('sha256').update(`amebo-secret-box:${secretKey}`).digest();
+  private readonly current: { id: string; key: Buffer };
+  private readonly keys = new Map<string, Buffer>();
+
+  /** `secretKey` seals; it and `previous` open. */
+  constructor(secretKey: string, previous: string[] = []) {
+    this.current = { id: keyId(secretKey), key: boxKey(secretKey) };
+    for (const k of [secretKey, ...previous]) if (k) this.keys.set(keyId(k), boxKey(k));
   }
+
+  /** Id of the key that seals now (a hash of it, safe to log). */
+  get keyId(): string {
+    return this.current.id;
+  }
+
   seal(plain: string): string {
     const iv = randomBytes(12);
-    const c = createCipheriv('aes-256-gcm', this.key, iv);
+    const c = createCipheriv('aes-256-gcm', this.current.key, iv);
     const body = Buffer.concat([c.update(plain, 'utf8'), c.final()]);
-    return `v1.${iv.toString('base64')}.${c.getAuthTag().toString('base64')}.${body.toString('base64')}`;
+    return `v2.${this.current.id}.${iv.toString('base64')}.${c.getAuthTag().toString('base64')}.${body.toString('base64')}`;
   }
+
+  /** True when `sealed` is sealed by the current key (nothing to re-seal). */
+  isCurrent(sealed: string): boolean {
+    return sealed.startsWith(`v2.${this.current.id}.`);
+  }
+
   open(sealed: string): string {
-    const [v, iv, tag, body] = sealed.split('.');
-    if (v !== 'v1' || !iv || !tag || body === undefined) throw new Error('not a sealed secret');
-    const d = createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64'));
-    d.setAuthTag(Buffer.from(tag, 'base64'));
-    return Buffer.concat([d.update(Buffer.from(body, 'base64')), d.final()]).toString('utf8');
+    const parts = sealed.split('.');
+    if (parts[0] === 'v2' && parts.length === 5) {
+      const key = this.keys.get(parts[1]!);
+      if (!key) throw new Error(`sealed with key ${parts[1]}, which this process does not have`);
+      return decrypt(key, parts[2]!, parts[3]!, parts[4]!);
+    }
+    // v1 (before key ids): whichever key opens it.
+    const [v, iv, tag, body] = parts;
+    if (v !== 'v1' || !iv || !tag || body === undefined || parts.length !== 4) throw new Error('not a sealed secret');
+    let last: unknown;
+    for (const key of this.keys.values()) {
+      try {
+        return decrypt(key, iv, tag, body);
+      } catch (err) {
+        last = err;
+      }
+    }
+    throw last instanceof Error ? last : new Error('no key opens this secret');
   }
+}
+
+function decrypt(key: Buffer, iv: string, tag: string, body: string): string {
+  const d = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64'));
+  d.setAuthTag(Buffer.from(tag, 'base64'));
+  return Buffer.concat([d.update(Buffer.from(body, 'base64')), d.final()]).toString('utf8');
 }

@@ -1,29 +1,130 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
+import type { Redis } from 'ioredis';
 import { AmeboError } from '../errors.js';
 import type { Registry } from '../registry.js';
 import { sha256 } from '../secrets.js';
 
 export type Principal = { kind: 'admin' } | { kind: 'app'; name: string };
 
+/**
+ * Who may call a route, declared in its `config.auth` and enforced by one `preValidation` hook, so
+ * credentials are checked before the body is validated (an anonymous caller learns nothing about a
+ * route's schema). Routes under `/v1/` without a rule need a principal (admin or application).
+ * - `public`: no credentials (the route checks whatever else it needs);
+ * - `admin`: the admin token;
+ * - `any`: the admin token or application credentials;
+ * - an object: `any`, and also a `secret` in the JSON body, as Amebo's clients send it.
+ */
+export type AuthRule = 'public' | 'admin' | 'any' | AuthOptions;
+
 export interface AuthOptions {
   /** Accept `secret` (+ `application`/`microservice`) in the JSON body, as Amebo's clients send it. */
   bodySecret?: boolean;
   /** Application to check a body secret against when the body names none (the action's owner). */
-  fallbackApplication?: () => Promise<string | undefined>;
+  fallbackApplication?: (req: FastifyRequest) => Promise<string | undefined>;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the auth hook on every route that is not `public`. */
+    principal: Principal;
+  }
+  interface FastifyContextConfig {
+    auth?: AuthRule;
+  }
+}
+
+const HOW =
+  'send Authorization: Bearer <admin token>, or Basic base64(<application>:<secret>) with an application secret';
+
+export interface ThrottleOptions {
+  redis: Redis;
+  /** Key prefix (the deployment's Redis prefix). */
+  prefix: string;
+  /** Failures allowed per window, per client address and per application. */
+  limit: number;
+  windowSeconds: number;
 }
 
 /**
- * Authenticates a request: admin bearer token, application HTTP Basic, or (where the API allows
- * it) a `secret` in the body. Throws 401 when none is valid.
+ * Failed-authentication throttle, shared by every API process through Redis (each process keeps
+ * its own counts while Redis is away): after `limit` failures within the window from one client
+ * address, or against one application, further attempts answer 429 with Retry-After without
+ * checking anything. A client presenting credentials already verified stays admitted while its
+ * application's name is under attack, so an attacker cannot lock a working client out.
+ */
+export class AuthThrottle {
+  private readonly o: ThrottleOptions;
+  private readonly local = new Map<string, { n: number; until: number }>();
+
+  constructor(o: ThrottleOptions) {
+    this.o = o;
+  }
+
+  private key(kind: 'ip' | 'app', id: string): string {
+    return `${this.o.prefix}authfail:${kind}:${id}`;
+  }
+
+  /** Seconds until `keys` may try again, or 0. */
+  async blockedFor(keys: string[]): Promise<number> {
+    const now = Date.now();
+    let wait = 0;
+    const redis = this.o.redis;
+    if (redis.status === 'ready') {
+      try {
+        const pipe = redis.pipeline();
+        for (const k of keys) pipe.get(k).pttl(k);
+        const res = (await pipe.exec()) ?? [];
+        for (let i = 0; i < keys.length; i++) {
+          const n = Number(res[2 * i]?.[1] ?? 0);
+          const ttl = Number(res[2 * i + 1]?.[1] ?? -1);
+          if (n >= this.o.limit) wait = Math.max(wait, Math.ceil(Math.max(ttl, 1000) / 1000));
+        }
+        return wait;
+      } catch {
+        /* Redis away: the local counts decide */
+      }
+    }
+    for (const k of keys) {
+      const e = this.local.get(k);
+      if (e && e.until > now && e.n >= this.o.limit) wait = Math.max(wait, Math.ceil((e.until - now) / 1000));
+    }
+    return wait;
+  }
+
+  async failed(keys: string[]): Promise<void> {
+    const now = Date.now();
+    if (this.local.size > 50_000) this.local.clear();
+    for (const k of keys) {
+      const e = this.local.get(k);
+      if (e && e.until > now) e.n++;
+      else this.local.set(k, { n: 1, until: now + this.o.windowSeconds * 1000 });
+    }
+    if (this.o.redis.status !== 'ready') return;
+    const pipe = this.o.redis.pipeline();
+    for (const k of keys) pipe.incr(k).expire(k, this.o.windowSeconds, 'NX');
+    await pipe.exec().catch(() => undefined);
+  }
+
+  keysFor(ip: string, application?: string): string[] {
+    return [this.key('ip', ip), ...(application ? [this.key('app', application)] : [])];
+  }
+}
+
+/**
+ * Authenticates a request: admin bearer token, application HTTP Basic, or (where the route allows
+ * it) a `secret` in the body. Throws 401 when none is valid, 429 when the caller failed too often.
  */
 export class Authenticator {
   private readonly adminHash: Buffer;
   private readonly registry: Registry;
+  private readonly throttle: AuthThrottle | null;
 
-  constructor(adminTokenHash: string, registry: Registry) {
+  constructor(adminTokenHash: string, registry: Registry, throttle: AuthThrottle | null = null) {
     this.adminHash = Buffer.from(adminTokenHash, 'hex');
     this.registry = registry;
+    this.throttle = throttle;
   }
 
   isAdminToken(token: string): boolean {
@@ -31,47 +132,90 @@ export class Authenticator {
     return h.length === this.adminHash.length && timingSafeEqual(h, this.adminHash);
   }
 
+  /** The fastify `preValidation` hook that enforces each route's `config.auth`. */
+  readonly hook = async (req: FastifyRequest): Promise<void> => {
+    const rule = req.routeOptions.config.auth ?? (req.routeOptions.url?.startsWith('/v1/') ? 'any' : 'public');
+    if (rule === 'public') return;
+    req.principal = await this.principal(req, typeof rule === 'object' ? rule : {});
+    if (rule === 'admin' && req.principal.kind !== 'admin')
+      throw new AmeboError('FORBIDDEN', 'this route needs the admin token (Authorization: Bearer <admin token>)');
+  };
+
   async principal(req: FastifyRequest, opts: AuthOptions = {}): Promise<Principal> {
+    const claim = await this.claim(req, opts);
+    if (claim.kind === 'none') throw new AmeboError('UNAUTHENTICATED', `credentials are required: ${HOW}`);
+    if (claim.kind === 'bad') {
+      await this.throttle?.failed(this.throttle.keysFor(req.ip));
+      throw new AmeboError('UNAUTHENTICATED', claim.message);
+    }
+    const keys = this.throttle?.keysFor(req.ip, claim.kind === 'app' ? claim.name : undefined) ?? [];
+    if (this.throttle) {
+      const wait = await this.throttle.blockedFor(keys);
+      // Credentials already verified (no scrypt needed) are let through: a known-good client keeps
+      // working while its application's name is attacked.
+      if (wait > 0 && !(claim.kind === 'app' && this.registry.knownGood(claim.name, claim.secret)))
+        throw new AmeboError(
+          'RATE_LIMITED',
+          `too many failed authentications; try again in ${wait} s`,
+          { retry_after: wait },
+          { 'retry-after': String(wait) },
+        );
+    }
+    const ok =
+      claim.kind === 'admin'
+        ? this.isAdminToken(claim.token)
+        : await this.registry.authenticate(claim.name, claim.secret);
+    if (ok) return claim.kind === 'admin' ? { kind: 'admin' } : { kind: 'app', name: claim.name };
+    await this.throttle?.failed(keys);
+    throw new AmeboError(
+      'UNAUTHENTICATED',
+      claim.kind === 'admin'
+        ? 'invalid admin token'
+        : claim.via === 'body'
+          ? 'invalid application secret'
+          : 'invalid application credentials',
+    );
+  }
+
+  /** What the request claims to be, before anything is verified. */
+  private async claim(
+    req: FastifyRequest,
+    opts: AuthOptions,
+  ): Promise<
+    | { kind: 'none' }
+    | { kind: 'bad'; message: string }
+    | { kind: 'admin'; token: string }
+    | { kind: 'app'; name: string; secret: string; via: 'header' | 'body' }
+  > {
     const h = req.headers.authorization;
     if (h) {
       const [scheme, value = ''] = h.split(' ', 2) as [string, string?];
-      if (/^bearer$/i.test(scheme)) {
-        if (this.isAdminToken(value.trim())) return { kind: 'admin' };
-        throw new AmeboError('UNAUTHENTICATED', 'invalid admin token');
-      }
+      if (/^bearer$/i.test(scheme)) return { kind: 'admin', token: value.trim() };
       if (/^basic$/i.test(scheme)) {
         const decoded = Buffer.from(value.trim(), 'base64').toString('utf8');
         const i = decoded.indexOf(':');
-        if (i > 0 && (await this.registry.authenticate(decoded.slice(0, i), decoded.slice(i + 1))))
-          return { kind: 'app', name: decoded.slice(0, i) };
-        throw new AmeboError('UNAUTHENTICATED', 'invalid application credentials');
+        if (i <= 0 || i > 63) return { kind: 'bad', message: `malformed Basic credentials: ${HOW}` };
+        return { kind: 'app', name: decoded.slice(0, i), secret: decoded.slice(i + 1), via: 'header' };
       }
-      throw new AmeboError('UNAUTHENTICATED', 'unsupported Authorization scheme (use Bearer or Basic)');
+      return { kind: 'bad', message: `unsupported Authorization scheme: ${HOW}` };
     }
     if (opts.bodySecret) {
       const body = (req.body ?? {}) as Record<string, unknown>;
       const secret = body.secret ?? body.passphrase;
       if (typeof secret === 'string') {
         let app = body.application ?? body.microservice;
-        if (typeof app !== 'string' && opts.fallbackApplication) app = await opts.fallbackApplication();
-        if (typeof app === 'string' && (await this.registry.authenticate(app, secret)))
-          return { kind: 'app', name: app };
-        throw new AmeboError('UNAUTHENTICATED', 'invalid application secret');
+        if (typeof app !== 'string' && opts.fallbackApplication) app = await opts.fallbackApplication(req);
+        if (typeof app !== 'string' || app.length > 63)
+          return { kind: 'bad', message: 'a body secret needs the application it belongs to' };
+        return { kind: 'app', name: app, secret, via: 'body' };
       }
     }
-    throw new AmeboError('UNAUTHENTICATED', 'send Authorization: Bearer <admin token> or Basic <application:secret>');
+    return { kind: 'none' };
   }
 
-  async admin(req: FastifyRequest): Promise<void> {
-    const p = await this.principal(req);
-    if (p.kind !== 'admin') throw new AmeboError('FORBIDDEN', 'admin token required');
-  }
-
-  /** Admin, or the named application itself. */
-  async adminOr(req: FastifyRequest, application: string, opts: AuthOptions = {}): Promise<Principal> {
-    const p = await this.principal(req, opts);
+  /** 403 unless the principal is the admin or the named application itself. */
+  actsFor(p: Principal, application: string): void {
     if (p.kind === 'app' && p.name !== application)
       throw new AmeboError('FORBIDDEN', `application "${p.name}" may not act for "${application}"`);
-    return p;
   }
 }

@@ -31,7 +31,7 @@ function decodeCursor(c: string | undefined) {
  * Admin may do everything; an application sees and manages its own subscriptions' deliveries.
  */
 export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const { auth, pool } = ctx;
+  const { pool } = ctx;
   app.addHook('onClose', async () => closeTestSender());
 
   /** Broker operations while RabbitMQ is away are a 503 with the contract's code, not a 500. */
@@ -54,7 +54,7 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   async function ownedPair(req: FastifyRequest): Promise<{ event: string; row: SubscriptionRow }> {
     const { event, subscription } = req.params as { event: string; subscription: string };
     const row = isUuid(subscription) ? await subscriptionById(pool, subscription) : null;
-    const who = await auth.principal(req, { fallbackApplication: async () => row?.application });
+    const who = req.principal;
     if (!row) throw new AmeboError('SUBSCRIPTION_NOT_FOUND', `no subscription "${subscription}"`);
     if (who.kind === 'app' && who.name !== row.application) throw new AmeboError('FORBIDDEN', 'not your subscription');
     if (!isUuid(event)) throw new AmeboError('EVENT_NOT_FOUND', `no event "${event}"`);
@@ -93,7 +93,7 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
       },
     },
     async (req) => {
-      const who = await auth.principal(req);
+      const who = req.principal;
       const q = req.query as { subscription?: string; event?: string; state?: string; limit: number; cursor?: string };
       const rows = await listDeliveries(pool, {
         ...(q.subscription ? { subscription: q.subscription } : {}),

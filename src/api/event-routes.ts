@@ -61,7 +61,7 @@ export function parseTime(s: string | undefined | null, pointer: string): Date |
 }
 
 export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const { registry, auth, pipeline, cfg, pool } = ctx;
+  const { registry, pipeline, cfg, pool } = ctx;
 
   /** Checks one event against its action; throws the 4xx it deserves. */
   async function prepare(item: Record<string, unknown>, who: Principal, pointer = ''): Promise<PublishRequest> {
@@ -97,10 +97,11 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
       deduper: (item.deduper as string | null | undefined) ?? null,
       conversationId: item.conversation_id as string | undefined,
       deliverAt,
+      restricted: action.row.subscribers !== null,
     };
   }
 
-  const ownerOf = (req: FastifyRequest) => async () => {
+  const ownerOf = async (req: FastifyRequest) => {
     const b = req.body as Record<string, unknown>;
     const first = Array.isArray(b.events) ? (b.events[0] as Record<string, unknown> | undefined) : b;
     const name = first?.action ?? first?.event;
@@ -109,9 +110,12 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
 
   app.post(
     '/v1/events',
-    { schema: { tags: ['events'], summary: 'Publish an event', body: eventItem } },
+    {
+      config: { auth: { bodySecret: true, fallbackApplication: ownerOf } },
+      schema: { tags: ['events'], summary: 'Publish an event', body: eventItem },
+    },
     async (req, reply) => {
-      const who = await auth.principal(req, { bodySecret: true, fallbackApplication: ownerOf(req) });
+      const who = req.principal;
       const pr = await prepare(req.body as Record<string, unknown>, who);
       pr.traceparent = req.headers.traceparent as string | undefined;
       pr.conversationId ??= req.headers['x-conversation-id'] as string | undefined;
@@ -123,6 +127,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
   app.post(
     '/v1/events/batch',
     {
+      config: { auth: { bodySecret: true, fallbackApplication: ownerOf } },
       schema: {
         tags: ['events'],
         summary: 'Publish up to 1000 events; one result per item',
@@ -130,16 +135,16 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
           type: 'object',
           properties: {
             events: { type: 'array', minItems: 1, maxItems: 1000, items: { type: 'object' } },
-            application: { type: 'string' },
-            microservice: { type: 'string' },
-            secret: { type: 'string' },
+            application: { type: 'string', maxLength: 63 },
+            microservice: { type: 'string', maxLength: 63 },
+            secret: { type: 'string', maxLength: 512 },
           },
           required: ['events'],
         },
       },
     },
     async (req) => {
-      const who = await auth.principal(req, { bodySecret: true, fallbackApplication: ownerOf(req) });
+      const who = req.principal;
       const items = (req.body as { events: Record<string, unknown>[] }).events;
       const results: Record<string, unknown>[] = new Array(items.length);
       const accepted: { i: number; pr: PublishRequest }[] = [];
@@ -196,7 +201,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
       },
     },
     async (req) => {
-      const who = await auth.principal(req);
+      const who = req.principal;
       const q = req.query as Record<string, string | undefined> & { limit: number };
       let from = parseTime(q.from, '/from');
       if (q.timeline) {
@@ -229,7 +234,7 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
     '/v1/events/:id',
     { schema: { tags: ['events'], params: { type: 'object', properties: { id: { type: 'string', maxLength: 64 } } } } },
     async (req) => {
-      const who = await auth.principal(req);
+      const who = req.principal;
       const { id } = req.params as { id: string };
       const e = isUuid(id) ? await getEvent(pool, id) : null;
       if (!e) throw new AmeboError('EVENT_NOT_FOUND', `no event "${id}"`);

@@ -1,4 +1,7 @@
+import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
+import { AmeboError } from '../errors.js';
+import { sha256 } from '../secrets.js';
 import { metricsText, registry as metricsRegistry } from '../metrics.js';
 import type { ApiContext } from './server.js';
 
@@ -41,7 +44,18 @@ export async function opsRoutes(app: FastifyInstance, ctx: ApiContext): Promise<
     },
   );
 
-  app.get('/metrics', { schema: { tags: ['operations'], summary: 'Prometheus metrics' } }, async (_req, reply) => {
-    return reply.type(metricsRegistry.contentType).send(await metricsText());
-  });
+  const metricsHash = ctx.cfg.metricsToken ? sha256(ctx.cfg.metricsToken) : null;
+  app.get(
+    '/metrics',
+    { schema: { tags: ['operations'], summary: 'Prometheus metrics (Bearer AMEBO_METRICS_TOKEN when it is set)' } },
+    async (req, reply) => {
+      if (metricsHash) {
+        const [scheme, token = ''] = (req.headers.authorization ?? '').split(' ', 2);
+        const given = Buffer.from(sha256(token.trim()), 'hex');
+        if (!/^bearer$/i.test(scheme ?? '') || !timingSafeEqual(given, Buffer.from(metricsHash, 'hex')))
+          throw new AmeboError('UNAUTHENTICATED', 'send Authorization: Bearer <AMEBO_METRICS_TOKEN>');
+      }
+      return reply.type(metricsRegistry.contentType).send(await metricsText());
+    },
+  );
 }

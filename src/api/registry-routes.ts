@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AmeboError } from '../errors.js';
 import type { ApplicationRow, ActionRow } from '../store/registry.js';
 import * as sql from '../store/registry.js';
@@ -7,6 +7,7 @@ import type { ApiContext } from './server.js';
 const appView = (r: ApplicationRow) => ({
   application: r.name,
   address: r.address,
+  rpc_grants: r.rpc_grants,
   created_at: r.created_at,
   updated_at: r.updated_at,
 });
@@ -15,6 +16,7 @@ export const actionView = (r: ActionRow) => ({
   action: r.name,
   application: r.application,
   description: r.description,
+  subscribers: r.subscribers,
   version: r.version,
   schemata: r.schemata,
   created_at: r.created_at,
@@ -27,12 +29,27 @@ const nameParam = {
   required: ['name'],
 } as const;
 
+const grantsSchema = {
+  type: 'array',
+  maxItems: 100,
+  items: { type: 'string', maxLength: 256 },
+  description: 'RPC methods this application may call through the gateway: domain.type.method, * for any one segment',
+} as const;
+
+const subscribersSchema = {
+  type: ['array', 'null'],
+  maxItems: 1000,
+  items: { type: 'string', maxLength: 63 },
+  description: 'applications allowed to subscribe besides the owner; null or absent: every application',
+} as const;
+
 /** Seed 000's dialect: `microservice`/`passphrase`/`location` for `application`/`secret`/`address`. */
 function applicationInput(body: Record<string, unknown>) {
   return {
     application: (body.application ?? body.microservice) as string,
     address: (body.address ?? body.location ?? null) as string | null,
     secret: (body.secret ?? body.passphrase) as string | undefined,
+    ...(body.rpc_grants !== undefined ? { rpc_grants: body.rpc_grants as string[] } : {}),
   };
 }
 
@@ -40,6 +57,7 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   const { registry, auth, pool } = ctx;
 
   const createApp = {
+    config: { auth: 'admin' as const },
     schema: {
       tags: ['applications'],
       summary: 'Register an application (admin); the secret is shown only here',
@@ -52,13 +70,13 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
           location: { type: ['string', 'null'], maxLength: 2048 },
           secret: { type: 'string', minLength: 16, maxLength: 512 },
           passphrase: { type: 'string', minLength: 16, maxLength: 512 },
+          rpc_grants: grantsSchema,
         },
         anyOf: [{ required: ['application'] }, { required: ['microservice'] }],
       },
     },
   };
-  const create = async (req: FastifyRequest, reply: import('fastify').FastifyReply) => {
-    await auth.admin(req);
+  const create = async (req: FastifyRequest, reply: FastifyReply) => {
     const { row, secret } = await registry.createApplication(applicationInput(req.body as Record<string, unknown>));
     return reply.status(201).send({ ...appView(row), secret });
   };
@@ -70,22 +88,22 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   );
 
   const list = async (req: FastifyRequest) => {
-    await auth.admin(req);
     const q = (req.query as { q?: string }).q;
     return { items: (await sql.listApplications(pool, q)).map(appView) };
   };
-  const listSchema = {
+  const listOpts = {
+    config: { auth: 'admin' as const },
     schema: {
       tags: ['applications'],
       querystring: { type: 'object', properties: { q: { type: 'string', maxLength: 255 } } },
     },
   };
-  app.get('/v1/applications', listSchema, list);
-  app.get('/v1/producers', listSchema, list);
+  app.get('/v1/applications', listOpts, list);
+  app.get('/v1/producers', listOpts, list);
 
   app.get('/v1/applications/:name', { schema: { tags: ['applications'], params: nameParam } }, async (req) => {
     const { name } = req.params as { name: string };
-    await auth.adminOr(req, name);
+    auth.actsFor(req.principal, name);
     return appView(await registry.requireApplication(name));
   });
 
@@ -94,30 +112,32 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     {
       schema: {
         tags: ['applications'],
+        summary: 'Change the address (the application or admin) or the RPC grants (admin only)',
         params: nameParam,
         body: {
           type: 'object',
-          properties: { address: { type: ['string', 'null'], maxLength: 2048 } },
+          properties: { address: { type: ['string', 'null'], maxLength: 2048 }, rpc_grants: grantsSchema },
           additionalProperties: false,
         },
       },
     },
     async (req) => {
       const { name } = req.params as { name: string };
-      await auth.adminOr(req, name);
-      return appView(await registry.updateApplication(name, (req.body as { address?: string | null }).address ?? null));
+      auth.actsFor(req.principal, name);
+      const b = req.body as { address?: string | null; rpc_grants?: string[] };
+      if (b.rpc_grants !== undefined && req.principal.kind !== 'admin')
+        throw new AmeboError('FORBIDDEN', 'only the admin grants RPC methods');
+      return appView(await registry.updateApplication(name, b));
     },
   );
 
   app.delete(
     '/v1/applications/:name',
-    { schema: { tags: ['applications'], params: nameParam } },
+    { config: { auth: 'admin' }, schema: { tags: ['applications'], params: nameParam } },
     async (req, reply) => {
       const { name } = req.params as { name: string };
-      await auth.admin(req);
       if (!(await registry.deleteApplication(name)))
         throw new AmeboError('APPLICATION_NOT_FOUND', `no application "${name}"`);
-      for (const s of registry.lastDeletedSubscriptions) await removeQueues(ctx, s.application, s.name);
       return reply.status(204).send();
     },
   );
@@ -134,7 +154,7 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     },
     async (req) => {
       const { name } = req.params as { name: string };
-      await auth.adminOr(req, name);
+      auth.actsFor(req.principal, name);
       return {
         application: name,
         secret: await registry.rotateApplicationSecret(name, (req.body as { secret?: string } | null)?.secret),
@@ -146,6 +166,7 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   app.post(
     '/v1/actions',
     {
+      config: { auth: { bodySecret: true } },
       schema: {
         tags: ['actions'],
         summary: 'Register an action (event type) with its JSON Schema',
@@ -157,7 +178,8 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
             microservice: { type: 'string', maxLength: 63 },
             schemata: { type: ['object', 'string', 'boolean'] },
             description: { type: ['string', 'null'], maxLength: 4096 },
-            secret: { type: 'string' },
+            subscribers: subscribersSchema,
+            secret: { type: 'string', maxLength: 512 },
           },
           required: ['action'],
           anyOf: [{ required: ['application'] }, { required: ['microservice'] }],
@@ -167,12 +189,13 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     async (req, reply) => {
       const b = req.body as Record<string, unknown>;
       const application = (b.application ?? b.microservice) as string;
-      await auth.adminOr(req, application, { bodySecret: true });
+      auth.actsFor(req.principal, application);
       const row = await registry.createAction({
         action: b.action as string,
         application,
         schemata: b.schemata ?? {},
         description: (b.description as string | null | undefined) ?? null,
+        subscribers: (b.subscribers as string[] | null | undefined) ?? null,
       });
       return reply.status(201).send(actionView(row));
     },
@@ -190,19 +213,38 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
       },
     },
     async (req) => {
-      await auth.principal(req);
       const q = req.query as { application?: string; q?: string };
       return { items: (await sql.listActions(pool, q)).map(actionView) };
     },
   );
 
   app.get('/v1/actions/:name', { schema: { tags: ['actions'], params: nameParam } }, async (req) => {
-    await auth.principal(req);
     return actionView((await registry.requireAction((req.params as { name: string }).name)).row);
   });
 
+  app.patch(
+    '/v1/actions/:name',
+    {
+      schema: {
+        tags: ['actions'],
+        summary: 'Change who may subscribe (subscribers) or the description (the owner or admin)',
+        params: nameParam,
+        body: {
+          type: 'object',
+          properties: { subscribers: subscribersSchema, description: { type: ['string', 'null'], maxLength: 4096 } },
+          additionalProperties: false,
+        },
+      },
+    },
+    async (req) => {
+      const { name } = req.params as { name: string };
+      const action = await registry.requireAction(name);
+      auth.actsFor(req.principal, action.row.application);
+      return actionView(await registry.updateAction(name, req.body as { subscribers?: string[] | null }));
+    },
+  );
+
   app.get('/v1/actions/:name/versions', { schema: { tags: ['actions'], params: nameParam } }, async (req) => {
-    await auth.principal(req);
     const { name } = req.params as { name: string };
     await registry.requireAction(name);
     return { items: await sql.listActionVersions(pool, name) };
@@ -211,6 +253,13 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   app.put(
     '/v1/actions/:name/schema',
     {
+      config: {
+        auth: {
+          bodySecret: true,
+          fallbackApplication: async (req) =>
+            (await registry.getAction((req.params as { name: string }).name))?.row.application,
+        },
+      },
       schema: {
         tags: ['actions'],
         summary: 'Add a schema version (checked for compatibility, default BACKWARD)',
@@ -221,7 +270,10 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
         },
         body: {
           type: 'object',
-          properties: { schemata: { type: ['object', 'string', 'boolean'] }, secret: { type: 'string' } },
+          properties: {
+            schemata: { type: ['object', 'string', 'boolean'] },
+            secret: { type: 'string', maxLength: 512 },
+          },
           required: ['schemata'],
         },
       },
@@ -229,19 +281,9 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     async (req) => {
       const { name } = req.params as { name: string };
       const action = await registry.requireAction(name);
-      await auth.adminOr(req, action.row.application, {
-        bodySecret: true,
-        fallbackApplication: async () => action.row.application,
-      });
+      auth.actsFor(req.principal, action.row.application);
       const mode = (req.query as { compatibility?: 'BACKWARD' | 'FORWARD' | 'FULL' | 'NONE' }).compatibility;
       return actionView(await registry.updateSchema(name, (req.body as { schemata: unknown }).schemata, mode));
     },
   );
-}
-
-export async function removeQueues(ctx: ApiContext, application: string, name: string): Promise<void> {
-  if (!ctx.broker.connected) return;
-  await ctx.broker
-    .withThrowawayChannel((ch) => ctx.topology.deleteSubscription(ch, application, name))
-    .catch((err: unknown) => ctx.log.warn({ err: (err as Error).message }, 'could not delete subscription queues'));
 }

@@ -40,7 +40,6 @@ export interface ApiContext {
   /** Set by the subscription routes: loads a subscription the caller may manage. */
   ownedSubscription?: (
     req: import('fastify').FastifyRequest,
-    opts?: { bodySecret?: boolean },
   ) => Promise<{ row: import('../store/registry.js').SubscriptionRow; who: import('./auth.js').Principal }>;
 }
 
@@ -78,8 +77,15 @@ export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboErro
   if (e instanceof SyntaxError || e.code === 'FST_ERR_CTP_INVALID_JSON')
     return new AmeboError('MALFORMED_JSON', e.message);
   // PostgreSQL data exceptions (class 22: NUL bytes, bad encodings) are the input's fault.
-  if (typeof e.code === 'string' && /^22[0-9A-Z]{3}$/.test(e.code))
-    return new AmeboError('BAD_REQUEST', `the input holds a value PostgreSQL cannot store: ${e.message}`);
+  // Their text is PostgreSQL's and names its internals: it goes to the log, never to the client.
+  if (typeof e.code === 'string' && /^22[0-9A-Z]{3}$/.test(e.code)) {
+    log?.debug({ err: e.message, code: e.code }, 'input PostgreSQL cannot store');
+    return new AmeboError(
+      'BAD_REQUEST',
+      'the input holds a value that cannot be stored (a NUL character, an invalid encoding or an out-of-range value)',
+      [{ sqlstate: e.code }],
+    );
+  }
   if (e.code && PG_DOWN.has(e.code)) return new AmeboError('UNAVAILABLE', 'PostgreSQL is unreachable');
   if (/timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED/i.test(e.message))
     return new AmeboError('UNAVAILABLE', 'PostgreSQL is unreachable');
@@ -92,15 +98,37 @@ export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboErro
   return new AmeboError('INTERNAL', 'internal error; see the server log');
 }
 
+function trustProxyOf(v: string): boolean | string[] {
+  const s = v.trim().toLowerCase();
+  if (s === '' || s === 'false') return false;
+  if (s === 'true') return true;
+  return v
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+}
+
 export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
   const logger: FastifyBaseLogger = ctx.log.child({ role: 'api' });
+  const cfg = ctx.cfg;
   const app = Fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: ctx.cfg.bodyLimit,
-    trustProxy: true,
+    bodyLimit: cfg.bodyLimit,
+    // X-Forwarded-For is believed only from the proxies named here: anyone else could pick the
+    // address the failed-auth throttle counts against.
+    trustProxy: trustProxyOf(cfg.trustProxy),
     return503OnClosing: true,
+    // Every request is bounded: a client that sends headers and never finishes its body is cut
+    // after requestTimeoutMs (Node checks every connectionsCheckingInterval).
+    requestTimeout: cfg.requestTimeoutMs,
+    keepAliveTimeout: cfg.keepAliveTimeoutMs,
+    http: {
+      headersTimeout: Math.min(cfg.requestTimeoutMs, 60_000),
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(cfg.requestTimeoutMs / 4))),
+    },
   });
+  app.server.maxConnections = cfg.maxConnections;
   // Bodies are validated as sent (no coercion: 42 is not "42"); query strings and params are coerced.
   const bodyAjv = new Ajv({
     removeAdditional: false,
@@ -123,6 +151,7 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
   app.removeContentTypeParser('text/plain');
   app.setErrorHandler((err, req, reply) => {
     const ae = toAmeboError(err as Error, req.log as Logger);
+    if (ae.headers) void reply.headers(ae.headers);
     return reply.status(ae.status).send(ae.toJSON());
   });
   app.setNotFoundHandler((req, reply) =>
@@ -130,6 +159,13 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
       .status(404)
       .send(new AmeboError('ROUTE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`).toJSON()),
   );
+  app.addHook('preValidation', ctx.auth.hook);
+  app.addHook('onSend', async (req, reply) => {
+    void reply.header('x-content-type-options', 'nosniff');
+    // API answers carry secrets (created applications, subscriptions, rotations) and tenants' data:
+    // no cache along the way may keep them.
+    if (req.url.startsWith('/v1/')) void reply.header('cache-control', 'no-store');
+  });
   app.addHook('onResponse', async (req, reply) => {
     metrics.httpRequests.inc({ route: req.routeOptions.url ?? 'unknown', status: String(reply.statusCode) });
   });
@@ -145,7 +181,18 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
       },
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs' });
+  // /docs gets a Content-Security-Policy of its own (the UI's scripts and styles, nothing else).
+  // Served over plain http on loopback too, and offline: no upgrade to https, no outside validator.
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    staticCSP: true,
+    transformStaticCSP: (h) =>
+      h
+        .replace(/\s*upgrade-insecure-requests;?/, '')
+        .replace(' validator.swagger.io', '')
+        .replace("font-src 'self' https: data:", "font-src 'self' data:")
+        .replace("style-src 'self' https:", "style-src 'self'"),
+  });
   await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

@@ -1,24 +1,12 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ChannelModel, Channel } from 'amqplib';
 import type { Redis } from 'ioredis';
 import type { WebSocket } from 'ws';
+import { randomBytes } from 'node:crypto';
+import { sha256 } from '../secrets.js';
 import { AmeboError } from '../errors.js';
 import type { ApiContext } from './server.js';
-
-/** AMQP topic matching: `*` is one word, `#` zero or more words. */
-export function topicMatcher(pattern: string): (routingKey: string) => boolean {
-  const p = pattern.split('.');
-  const match = (i: number, k: string[], j: number): boolean => {
-    if (i === p.length) return j === k.length;
-    if (p[i] === '#') {
-      for (let x = j; x <= k.length; x++) if (match(i + 1, k, x)) return true;
-      return false;
-    }
-    if (j === k.length) return false;
-    return (p[i] === '*' || p[i] === k[j]) && match(i + 1, k, j + 1);
-  };
-  return (key) => match(0, key.split('.'), 0);
-}
+import { isTopicPattern, topicMatcher, TOPIC_LIMITS } from '../delivery/topic.js';
 
 /** Redis channel on which the bridge and presence announce delivery outcomes and service changes. */
 export const streamChannel = (redisPrefix: string): string => `${redisPrefix}stream`;
@@ -50,6 +38,7 @@ class StreamHub {
     ch.on('error', () => undefined);
     const q = await ch.assertQueue('', { exclusive: true, autoDelete: true, arguments: { 'x-max-length': 10_000 } });
     await ch.bindQueue(q.queue, this.ctx.topology.events, '#');
+    await ch.bindQueue(q.queue, this.ctx.topology.restrictedEvents, '#');
     await ch.consume(q.queue, (m) => m && this.onEvent(m.fields.routingKey, m.content), { noAck: true });
     this.ch = ch;
   };
@@ -88,6 +77,10 @@ class StreamHub {
     this.sub = null;
     sub?.disconnect();
     await ch?.close().catch(() => undefined);
+  }
+
+  get size(): number {
+    return this.clients.size;
   }
 
   async add(c: Client): Promise<void> {
@@ -134,38 +127,132 @@ class StreamHub {
   }
 }
 
+/** Most patterns one live-tail client may give. */
+const MAX_STREAM_PATTERNS = 32;
+const TICKET_TTL_MS = 30_000;
+
+/**
+ * One-use tickets for the live tail: a browser cannot set headers on a websocket, and the admin
+ * token must not ride in a URL (proxies and browser histories keep URLs). An admin asks for a
+ * ticket over an authenticated POST; it opens one stream within 30 s. Kept in Redis so that any API
+ * node honours it (in this process while Redis is away).
+ */
+class Tickets {
+  private readonly local = new Map<string, number>();
+  private readonly ctx: ApiContext;
+  constructor(ctx: ApiContext) {
+    this.ctx = ctx;
+  }
+
+  private key(ticket: string): string {
+    return `${this.ctx.cfg.redisPrefix}ticket:${sha256(ticket)}`;
+  }
+
+  async issue(): Promise<{ ticket: string; expires_at: string }> {
+    const ticket = `amebo_ticket_${randomBytes(24).toString('base64url')}`;
+    const until = Date.now() + TICKET_TTL_MS;
+    const stored = await this.ctx.redis
+      .set(this.key(ticket), '1', 'PX', TICKET_TTL_MS)
+      .then(() => true)
+      .catch(() => false);
+    if (!stored) {
+      if (this.local.size > 10_000) this.local.clear();
+      this.local.set(this.key(ticket), until);
+    }
+    return { ticket, expires_at: new Date(until).toISOString() };
+  }
+
+  /** True once per ticket, within its lifetime. */
+  async redeem(ticket: string): Promise<boolean> {
+    const k = this.key(ticket);
+    const until = this.local.get(k);
+    if (until !== undefined) {
+      this.local.delete(k);
+      return until > Date.now();
+    }
+    return (await this.ctx.redis.getdel(k).catch(() => null)) === '1';
+  }
+}
+
 export async function streamRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const hub = new StreamHub(ctx);
+  const tickets = new Tickets(ctx);
   app.addHook('onClose', async () => hub.close());
-  app.get(
-    '/v1/stream',
+
+  app.post(
+    '/v1/stream/tickets',
     {
-      websocket: true,
+      config: { auth: 'admin' },
       schema: {
         tags: ['stream'],
-        summary: 'Live tail over a websocket: events, delivery outcomes, service changes (admin)',
-        querystring: {
-          type: 'object',
-          properties: { actions: { type: 'string', maxLength: 2048 }, token: { type: 'string', maxLength: 512 } },
-        },
-      },
-      preValidation: async (req) => {
-        const token = (req.query as { token?: string }).token;
-        if (token) {
-          if (!ctx.auth.isAdminToken(token)) throw new AmeboError('UNAUTHENTICATED', 'invalid admin token');
-        } else await ctx.auth.admin(req);
-        const actions = (req.query as { actions?: string }).actions;
-        for (const p of actions ? actions.split(',') : [])
-          if (!/^(?:[A-Za-z0-9_-]+|\*|#)(?:\.(?:[A-Za-z0-9_-]+|\*|#))*$/.test(p.trim()))
-            throw new AmeboError('VALIDATION', `"${p}" is not an action or topic pattern`);
+        summary: 'A one-use ticket (30 s) that opens one live-tail websocket without the admin token in the URL',
       },
     },
-    async (socket, req) => {
+    async (_req, reply) => reply.status(201).send(await tickets.issue()),
+  );
+
+  // A plain GET (no upgrade) is told what to do; `wsHandler` serves the websocket. Declared this
+  // way (not `websocket: true`, which hides the route) so the OpenAPI document lists the stream.
+  app.route({
+    method: 'GET',
+    url: '/v1/stream',
+    handler: async () => {
+      throw new AmeboError(
+        'UPGRADE_REQUIRED',
+        'the live tail is a websocket: connect with Upgrade: websocket (e.g. `amebo monitor`)',
+      );
+    },
+    wsHandler: async (socket, req) => {
       const actions = (req.query as { actions?: string }).actions;
       const patterns = actions ? actions.split(',').map((p) => topicMatcher(p.trim())) : null;
       await hub.add({ ws: socket, patterns });
       // After the subscription is in place: from `hello` on, nothing published is missed.
       socket.send(JSON.stringify({ type: 'hello', actions: actions ? actions.split(',') : ['#'] }));
     },
-  );
+    config: { auth: 'public' },
+    schema: {
+      tags: ['stream'],
+      summary:
+        'Live tail over a websocket (admin): events, delivery outcomes, service changes. Authenticate with Authorization: Bearer, or ?ticket= from POST /v1/stream/tickets',
+      querystring: {
+        type: 'object',
+        properties: {
+          actions: { type: 'string', maxLength: 2048 },
+          ticket: { type: 'string', maxLength: 128 },
+          token: { type: 'string', maxLength: 512, description: 'deprecated: the admin token (prefer a ticket)' },
+        },
+      },
+    },
+    preValidation: async (req: FastifyRequest) => {
+      const { token, ticket, actions } = req.query as { token?: string; ticket?: string; actions?: string };
+      if (ticket) {
+        if (!(await tickets.redeem(ticket)))
+          throw new AmeboError(
+            'UNAUTHENTICATED',
+            'the ticket is unknown, used or expired: ask POST /v1/stream/tickets for another',
+          );
+      } else if (token) {
+        if (!ctx.auth.isAdminToken(token)) throw new AmeboError('UNAUTHENTICATED', 'invalid admin token');
+      } else {
+        const who = await ctx.auth.principal(req);
+        if (who.kind !== 'admin') throw new AmeboError('FORBIDDEN', 'the live tail needs the admin token');
+      }
+      if (hub.size >= ctx.cfg.streamMaxClients)
+        throw new AmeboError(
+          'RATE_LIMITED',
+          `this process already serves ${hub.size} live-tail clients (AMEBO_STREAM_MAX_CLIENTS)`,
+          undefined,
+          { 'retry-after': '5' },
+        );
+      const list = actions ? actions.split(',') : [];
+      if (list.length > MAX_STREAM_PATTERNS)
+        throw new AmeboError('VALIDATION', `at most ${MAX_STREAM_PATTERNS} patterns`);
+      for (const p of list)
+        if (!isTopicPattern(p.trim()))
+          throw new AmeboError(
+            'VALIDATION',
+            `"${p.slice(0, 100)}" is not an action or topic pattern (segments of [A-Za-z0-9_-], * or #; at most ${TOPIC_LIMITS.maxSegments} segments, ${TOPIC_LIMITS.maxLength} characters)`,
+          );
+    },
+  });
 }

@@ -5,7 +5,7 @@ import { newSigningSecret } from '../secrets.js';
 import * as sql from '../store/registry.js';
 import type { SubscriptionRow } from '../store/registry.js';
 import type { Principal } from './auth.js';
-import { removeQueues } from './registry-routes.js';
+import { redactUrl } from '../log.js';
 import type { ApiContext } from './server.js';
 
 /** Grace period during which a rotated-out signing secret still signs (both signatures are sent). */
@@ -35,7 +35,7 @@ export function subscriptionView(ctx: ApiContext, r: SubscriptionRow) {
     subscription: r.name,
     action: r.action,
     transport: r.transport,
-    handler: r.handler,
+    handler: r.handler === null ? null : redactUrl(r.handler),
     queue: ctx.topology.subscriptionQueue(r.application, r.name),
     dead_letter_queue: ctx.topology.deadQueue(r.application, r.name),
     max_attempts: r.max_attempts,
@@ -59,31 +59,17 @@ export async function announce(ctx: ApiContext, id: string): Promise<void> {
   await ctx.redis.publish(`${ctx.cfg.redisPrefix}subscriptions`, id).catch(() => undefined);
 }
 
-export async function declareQueues(ctx: ApiContext, row: SubscriptionRow): Promise<boolean> {
-  if (!ctx.broker.connected) return false;
-  try {
-    await ctx.broker.withThrowawayChannel((ch) => ctx.topology.declareSubscription(ch, ctx.registry.topologyOf(row)));
-    return true;
-  } catch (err) {
-    ctx.log.error({ err: (err as Error).message, subscription: row.id }, 'could not declare subscription queues');
-    return false;
-  }
-}
-
 const idParam = { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] } as const;
 
 export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
   const { registry, auth, pool } = ctx;
 
   /** Loads the subscription and checks the caller may manage it (admin or its application). */
-  async function owned(
-    req: FastifyRequest,
-    opts: { bodySecret?: boolean } = {},
-  ): Promise<{ row: SubscriptionRow; who: Principal }> {
+  async function owned(req: FastifyRequest): Promise<{ row: SubscriptionRow; who: Principal }> {
     const { id } = req.params as { id: string };
     const row = isUuid(id) ? await sql.getSubscription(pool, id) : null;
-    const who = await auth.principal(req, { ...opts, fallbackApplication: async () => row?.application });
     if (!row) throw new AmeboError('SUBSCRIPTION_NOT_FOUND', `no subscription "${id}"`);
+    const who = req.principal;
     if (who.kind === 'app' && who.name !== row.application) throw new AmeboError('FORBIDDEN', 'not your subscription');
     return { row, who };
   }
@@ -92,6 +78,7 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
   app.post(
     '/v1/subscriptions',
     {
+      config: { auth: { bodySecret: true } },
       schema: {
         tags: ['subscriptions'],
         summary: 'Subscribe an application to an action or topic pattern; the signing secret is shown only here',
@@ -104,7 +91,7 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
             action: { type: 'string', maxLength: 255 },
             transport: { enum: ['http', 'amqp'] },
             ordered: { type: 'boolean' },
-            secret: { type: 'string' },
+            secret: { type: 'string', maxLength: 512 },
             ...settingsProps,
           },
           required: ['subscription', 'action'],
@@ -115,9 +102,9 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
     async (req, reply) => {
       const b = req.body as Record<string, any>;
       const application = (b.application ?? b.microservice) as string;
-      await auth.adminOr(req, application, { bodySecret: true });
+      auth.actsFor(req.principal, application);
       const { row, signingSecret } = await registry.createSubscription({ ...b, application } as never);
-      const declared = await declareQueues(ctx, row);
+      const declared = await registry.declareQueues(row);
       await announce(ctx, row.id);
       return reply
         .status(201)
@@ -137,7 +124,7 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
       },
     },
     async (req) => {
-      const who = await auth.principal(req);
+      const who = req.principal;
       const q = req.query as { application?: string; action?: string };
       if (who.kind === 'app' && q.application && q.application !== who.name)
         throw new AmeboError('FORBIDDEN', 'applications list their own subscriptions');
@@ -170,6 +157,7 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
         if (row.transport !== 'http') throw new AmeboError('VALIDATION', 'amqp subscriptions have no handler');
         const { resolveHandler } = await import('../registry.js');
         patch.handler = resolveHandler(b.handler, (await registry.requireApplication(row.application)).address);
+        await registry.checkTarget(patch.handler);
       }
       const merged = registry.settings({
         max_attempts: b.max_attempts ?? row.max_attempts,
@@ -185,7 +173,7 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
       if (b.encryption_key === undefined) delete patch.encryption_key;
       if (b.encryption_key === null) patch.encryption_key = null;
       const updated = (await sql.updateSubscription(pool, row.id, patch))!;
-      await declareQueues(ctx, updated); // a new retry step needs its queue
+      await registry.declareQueues(updated); // a new retry step needs its queue
       await announce(ctx, row.id);
       return subscriptionView(ctx, updated);
     },
@@ -194,7 +182,7 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
   app.delete('/v1/subscriptions/:id', { schema: { tags: ['subscriptions'], params: idParam } }, async (req, reply) => {
     const { row } = await owned(req);
     await sql.deleteSubscription(pool, row.id);
-    await removeQueues(ctx, row.application, row.name);
+    await registry.removeQueues(row.application, row.name);
     await announce(ctx, row.id);
     return reply.status(204).send();
   });

@@ -8,6 +8,9 @@
 import { EventEmitter } from 'node:events';
 import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from 'amqplib';
 import type { Logger } from 'pino';
+import { redactUrl } from '../log.js';
+
+export { redactUrl };
 
 export type SetupHook = (model: ChannelModel) => Promise<void>;
 
@@ -302,14 +305,4 @@ function coalesceWrites(model: ChannelModel): void {
       uncork();
     }
   };
-}
-
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url;
-  }
 }

@@ -20,6 +20,13 @@ export class Topology {
   get events(): string {
     return `${this.prefix}.events`;
   }
+  /**
+   * Topic exchange of the events whose action names its subscribers. Only exact action names are
+   * bound here, each for a subscription allowed to receive it, so no pattern can reach them.
+   */
+  get restrictedEvents(): string {
+    return `${this.prefix}.events.restricted`;
+  }
   /** Direct exchange that returns retried messages to their subscription queue. */
   get redeliver(): string {
     return `${this.prefix}.redeliver`;
@@ -52,6 +59,7 @@ export class Topology {
 
   async declareBase(ch: Channel, retryDelaysMs: number[]): Promise<void> {
     await ch.assertExchange(this.events, 'topic', { durable: true });
+    await ch.assertExchange(this.restrictedEvents, 'topic', { durable: true });
     await ch.assertExchange(this.redeliver, 'direct', { durable: true });
     await ch.assertExchange(this.dead, 'direct', { durable: true });
     for (const d of new Set(retryDelaysMs)) await this.declareRetry(ch, d);
@@ -84,7 +92,16 @@ export class Topology {
     await ch.assertQueue(q, { durable: true, arguments: this.queueArgs(extra) });
     await ch.bindQueue(q, this.redeliver, q);
     for (const pattern of sub.patterns) await ch.bindQueue(q, this.events, pattern);
+    for (const action of sub.restricted.bind) await ch.bindQueue(q, this.restrictedEvents, action);
+    for (const action of sub.restricted.unbind) await ch.unbindQueue(q, this.restrictedEvents, action);
     for (const d of sub.retryDelaysMs) await this.declareRetry(ch, d);
+  }
+
+  /** Lets one subscription receive one restricted action's events, or stops it. */
+  async bindRestricted(ch: Channel, application: string, name: string, action: string, bound: boolean): Promise<void> {
+    const q = this.subscriptionQueue(application, name);
+    if (bound) await ch.bindQueue(q, this.restrictedEvents, action);
+    else await ch.unbindQueue(q, this.restrictedEvents, action);
   }
 
   async deleteSubscription(ch: Channel, application: string, name: string): Promise<void> {
@@ -132,6 +149,8 @@ export interface TopologySubscription {
   name: string;
   /** Action names or topic patterns bound to the events exchange. */
   patterns: string[];
+  /** Restricted actions (by name) this subscription receives, and those it must not. */
+  restricted: { bind: string[]; unbind: string[] };
   ordered: boolean;
   retryDelaysMs: number[];
 }

@@ -115,10 +115,14 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
       const count = positiveInt(o.count, '--count');
       const cfg = loadConfig();
       const token = requireToken(deps, cfg);
-      const q = new URLSearchParams({ token });
+      const q = new URLSearchParams();
       if (patterns.length) q.set('actions', patterns.join(','));
       const url = `${baseUrl(cfg).replace(/^http/, 'ws')}/v1/stream?${q.toString()}`;
-      const ws = new WebSocket(url, { handshakeTimeout: Number(o.timeout) || 10_000 });
+      // The token goes in a header, never in the URL (proxies and logs keep URLs).
+      const ws = new WebSocket(url, {
+        handshakeTimeout: Number(o.timeout) || 10_000,
+        headers: { authorization: `Bearer ${token}` },
+      });
       let seen = 0;
       let done = false;
       const finish = (code: number): void => {
@@ -132,7 +136,7 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
       });
       ws.on('error', (e: Error) => {
         if (done) return;
-        err(`amebo: cannot reach Amebo at ${url.replace(/token=[^&]+/, 'token=***')}: ${e.message}`);
+        err(`amebo: cannot reach Amebo at ${url}: ${e.message}`);
         finish(3);
       });
       ws.on('open', () => {

@@ -3,7 +3,7 @@
  * `POST /v1/rpc/:domain/:type/:id/:method` with the keyword arguments as the JSON body.
  * Failures are `AmeboError`s, serialized by the caller's error handler.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AmeboError } from '../errors.js';
 import type { FabricConnector } from './connector.js';
 import { FabricUnavailableError, RemoteError, RpcTimeoutError, ServiceNotFoundError } from './errors.js';
@@ -13,6 +13,11 @@ import { isValidMethod, isValidPart } from './names.js';
 export interface RpcGatewayOptions {
   /** The connector calls go out on. */
   fabric: FabricConnector;
+  /**
+   * Decides whether the caller may call this method; throws to refuse. Runs before anything about
+   * the service is looked up, so a refusal says nothing about whether it exists.
+   */
+  authorize?: (req: FastifyRequest, domain: string, type: string, method: string) => Promise<void>;
   /**
    * Deadline when the request gives no `?timeout_ms=`.
    * @default 10000
@@ -47,6 +52,7 @@ export async function rpcGatewayRoutes(app: FastifyInstance, opts: RpcGatewayOpt
         problems.push({ instancePath: '/query/timeout_ms', message: `must be an integer from 1 to ${maxTimeoutMs}` });
     }
     if (problems.length) throw new AmeboError('VALIDATION', undefined, problems);
+    await opts.authorize?.(req, domain, type, method);
     let result: unknown;
     try {
       result = await opts.fabric.rpcCall({ domain, type, id }, method, body as object, { timeoutMs });

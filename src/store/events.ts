@@ -31,6 +31,8 @@ export interface EventRow {
 /** Rows for the broker: payload kept as the JSON text it was stored as. */
 export interface OutboxRow extends Omit<EventRow, 'payload' | 'published'> {
   payload_text: string;
+  /** The action names its subscribers: the event goes to the restricted exchange. */
+  restricted: boolean;
 }
 
 export interface ExistingEvent {
@@ -120,8 +122,8 @@ const PUBLISHED = 'NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = e.id) AS publ
  * it; the relay deletes the rows it published in the same transaction.
  */
 export const RELAY_SELECT = `SELECT e.id, e.action, e.application, e.schema_version, e.payload::text AS payload_text,
-    e.deduper, e.conversation_id, e.deliver_at, e.created_at
-  FROM outbox o JOIN events e ON e.id = o.id
+    e.deduper, e.conversation_id, e.deliver_at, e.created_at, coalesce(a.subscribers IS NOT NULL, false) AS restricted
+  FROM outbox o JOIN events e ON e.id = o.id LEFT JOIN actions a ON a.name = e.action
   WHERE (NOT o.deferred AND o.due_at < now() - make_interval(secs => $1::float8 / 1000))
      OR (o.deferred AND o.due_at <= now())
   ORDER BY o.due_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED`;

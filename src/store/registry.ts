@@ -6,6 +6,8 @@ export interface ApplicationRow {
   name: string;
   address: string | null;
   secret_hash: string;
+  /** RPC methods this application may call through the gateway (`domain.type.method`, `*` per segment). */
+  rpc_grants: string[];
   created_at: Date;
   updated_at: Date;
 }
@@ -14,6 +16,8 @@ export interface ActionRow {
   name: string;
   application: string;
   description: string | null;
+  /** Applications allowed to subscribe besides the owner; null: every application. */
+  subscribers: string[] | null;
   version: number;
   schemata: Record<string, unknown>;
   created_at: Date;
@@ -71,11 +75,12 @@ export async function insertApplication(
   name: string,
   address: string | null,
   secretHash: string,
+  rpcGrants: string[] = [],
 ): Promise<ApplicationRow> {
   try {
     const r = await pool.query<ApplicationRow>(
-      'INSERT INTO applications(name, address, secret_hash) VALUES ($1, $2, $3) RETURNING *',
-      [name, address, secretHash],
+      'INSERT INTO applications(name, address, secret_hash, rpc_grants) VALUES ($1, $2, $3, $4) RETURNING *',
+      [name, address, secretHash, rpcGrants],
     );
     return r.rows[0]!;
   } catch (err) {
@@ -100,13 +105,13 @@ export async function listApplications(pool: Pool, q?: string): Promise<Applicat
 export async function updateApplication(
   pool: Pool,
   name: string,
-  fields: { address?: string | null; secret_hash?: string },
+  fields: { address?: string | null; secret_hash?: string; rpc_grants?: string[] },
 ): Promise<ApplicationRow | null> {
   const r = await pool.query<ApplicationRow>(
     `UPDATE applications SET address = CASE WHEN $2 THEN $3 ELSE address END,
-       secret_hash = COALESCE($4, secret_hash), updated_at = now()
+       secret_hash = COALESCE($4, secret_hash), rpc_grants = COALESCE($5, rpc_grants), updated_at = now()
      WHERE name = $1 RETURNING *`,
-    [name, 'address' in fields, fields.address ?? null, fields.secret_hash ?? null],
+    [name, 'address' in fields, fields.address ?? null, fields.secret_hash ?? null, fields.rpc_grants ?? null],
   );
   return r.rows[0] ?? null;
 }
@@ -118,21 +123,20 @@ export async function deleteApplication(pool: Pool, name: string): Promise<boole
 
 // ---- actions
 
-const ACTION_SELECT = `SELECT a.name, a.application, a.description, a.version, v.schemata, a.created_at, a.updated_at
+const ACTION_SELECT = `SELECT a.name, a.application, a.description, a.subscribers, a.version, v.schemata, a.created_at, a.updated_at
   FROM actions a JOIN action_versions v ON v.action = a.name AND v.version = a.version`;
 
 export async function insertAction(
   pool: Pool,
-  a: { name: string; application: string; description: string | null; schemata: unknown },
+  a: { name: string; application: string; description: string | null; subscribers: string[] | null; schemata: unknown },
 ): Promise<ActionRow> {
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
-    await client.query('INSERT INTO actions(name, application, description, version) VALUES ($1, $2, $3, 1)', [
-      a.name,
-      a.application,
-      a.description,
-    ]);
+    await client.query(
+      'INSERT INTO actions(name, application, description, subscribers, version) VALUES ($1, $2, $3, $4, 1)',
+      [a.name, a.application, a.description, a.subscribers],
+    );
     await client.query('INSERT INTO action_versions(action, version, schemata) VALUES ($1, 1, $2)', [
       a.name,
       JSON.stringify(a.schemata),
@@ -161,6 +165,72 @@ export async function listActions(pool: Pool, f: { application?: string; q?: str
     [f.application ?? null, f.q ?? null],
   );
   return r.rows;
+}
+
+/** Changes who may subscribe (null: everyone) and/or the description. */
+export async function updateAction(
+  pool: Pool,
+  name: string,
+  fields: { subscribers?: string[] | null; description?: string | null },
+): Promise<ActionRow | null> {
+  const r = await pool.query(
+    `UPDATE actions SET subscribers = CASE WHEN $2 THEN $3::text[] ELSE subscribers END,
+       description = CASE WHEN $4 THEN $5 ELSE description END, updated_at = now()
+     WHERE name = $1`,
+    [name, 'subscribers' in fields, fields.subscribers ?? null, 'description' in fields, fields.description ?? null],
+  );
+  return r.rowCount ? getAction(pool, name) : null;
+}
+
+/** Actions that name their subscribers: the ones routed through the restricted exchange. */
+export async function listRestrictedActions(pool: Pool): Promise<RestrictedAction[]> {
+  const r = await pool.query<RestrictedAction>(
+    'SELECT name, application, subscribers FROM actions WHERE subscribers IS NOT NULL',
+  );
+  return r.rows;
+}
+
+export interface RestrictedAction {
+  name: string;
+  application: string;
+  subscribers: string[];
+}
+
+/** Every sealed value, for `amebo rotate-key`. */
+export async function resealSubscriptions(
+  pool: Pool,
+  reseal: (sealed: string) => string,
+): Promise<{ rows: number; changed: number }> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const r = await client.query<Pick<SubscriptionRow, 'id' | 'signing_secrets' | 'encryption_key'>>(
+      'SELECT id, signing_secrets, encryption_key FROM subscriptions ORDER BY id FOR UPDATE',
+    );
+    let changed = 0;
+    for (const row of r.rows) {
+      const secrets = row.signing_secrets.map((s) => ({ ...s, sealed: reseal(s.sealed) }));
+      const key = row.encryption_key === null ? null : reseal(row.encryption_key);
+      if (JSON.stringify(secrets) === JSON.stringify(row.signing_secrets) && key === row.encryption_key) continue;
+      await client.query('UPDATE subscriptions SET signing_secrets = $2, encryption_key = $3 WHERE id = $1', [
+        row.id,
+        JSON.stringify(secrets),
+        key,
+      ]);
+      changed++;
+    }
+    await client.query('COMMIT');
+    return { rows: r.rows.length, changed };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export async function deleteSetting(pool: Pool, key: string): Promise<void> {
+  await pool.query('DELETE FROM settings WHERE key = $1', [key]);
 }
 
 /** Adds a schema version, guarded by the version the caller checked compatibility against. */

@@ -2,7 +2,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { destroy, http, start, testEnv, type Running } from '../helpers/harness.js';
-import { announceStream, topicMatcher } from '../../src/api/stream.js';
+import { announceStream } from '../../src/api/stream.js';
+import { topicMatcher } from '../../src/delivery/topic.js';
 
 const env = testEnv();
 let srv: Running;

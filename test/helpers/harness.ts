@@ -43,6 +43,9 @@ export function testEnv(overrides: Partial<Config> = {}): TestEnv {
     stateDir: path.join(tmpdir(), `amebo-t-${id}`),
     relayIntervalMs: 200,
     relayGraceMs: 1000,
+    // Webhook receivers in the tests listen on loopback, which production refuses by default
+    // (test/security/ runs without this exemption).
+    allowedTargets: '127.0.0.0/8,::1,localhost',
     ...overrides,
   };
   return { id, cfg: loadConfig(o, {}), adminToken, overrides: o };

@@ -1,4 +1,4 @@
-/** Upgrading a database that has only 001 applied: 002 moves unpublished events into the outbox. */
+/** Upgrading a database that has only 001 applied: 002 moves unpublished events into the outbox, 003 adds tenancy. */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -17,7 +17,7 @@ after(async () => {
   await c.end();
 });
 
-test('002_outbox: unpublished events (immediate and deferred) move to the outbox, published ones do not', async () => {
+test('002_outbox: unpublished events (immediate and deferred) move to the outbox, published ones do not; 003 keeps what exists open', async () => {
   await ensureDatabase(url);
   const c = new pg.Client({ connectionString: url });
   await c.connect();
@@ -32,12 +32,14 @@ test('002_outbox: unpublished events (immediate and deferred) move to the outbox
     await c.query(ins, ['00000000-0000-7000-8000-000000000001', null, null]); // unpublished
     await c.query(ins, ['00000000-0000-7000-8000-000000000002', null, new Date()]); // published
     await c.query(ins, ['00000000-0000-7000-8000-000000000003', new Date(Date.now() + 3600_000), null]); // deferred
+    await c.query(`INSERT INTO applications(name, secret_hash) VALUES ('a', 'x')`);
+    await c.query(`INSERT INTO actions(name, application) VALUES ('x.y', 'a')`);
   } finally {
     await c.end();
   }
   const pool = createPool({ url, max: 2, logger: createLogger('silent') });
   try {
-    assert.deepEqual(await migrate(pool), ['002_outbox.sql']);
+    assert.deepEqual(await migrate(pool), ['002_outbox.sql', '003_tenancy.sql']);
     const rows = (await pool.query('SELECT id, deferred, due_at > now() AS future FROM outbox ORDER BY id')).rows;
     assert.deepEqual(rows, [
       { id: '00000000-0000-7000-8000-000000000001', deferred: false, future: false },
@@ -47,6 +49,9 @@ test('002_outbox: unpublished events (immediate and deferred) move to the outbox
       await pool.query(`SELECT column_name FROM information_schema.columns WHERE table_name = 'events'`)
     ).rows.map((r) => r.column_name as string);
     assert.ok(!cols.includes('published_at'));
+    // 003: existing actions stay open to every subscriber; existing applications hold no RPC grant.
+    assert.deepEqual((await pool.query('SELECT subscribers FROM actions')).rows, [{ subscribers: null }]);
+    assert.deepEqual((await pool.query('SELECT rpc_grants FROM applications')).rows, [{ rpc_grants: [] }]);
     assert.deepEqual(await migrate(pool), [], 'applied once');
   } finally {
     await pool.end();

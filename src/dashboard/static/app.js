@@ -579,19 +579,33 @@ function Live() {
   const [status, setStatus] = useState('connecting');
   const seq = useRef(0);
   useEffect(() => {
-    const url = new URL('/v1/stream', location.href);
-    url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    url.searchParams.set('token', token());
-    if (pattern) url.searchParams.set('actions', pattern);
-    const ws = new WebSocket(url);
-    ws.onopen = () => setStatus('subscribing');
-    ws.onclose = () => setStatus('closed');
-    ws.onmessage = (ev) => {
-      const m = JSON.parse(ev.data);
-      if (m.type === 'hello') return setStatus('live'); // the server is subscribed: nothing is missed from here
-      setItems((xs) => [{ k: ++seq.current, at: new Date(), m }, ...xs].slice(0, 200));
+    // A browser cannot set headers on a websocket, and the admin token must not ride in a URL: the
+    // stream is opened with a one-use ticket asked for over the authenticated API.
+    let ws = null;
+    let gone = false;
+    setStatus('connecting');
+    api('POST', '/v1/stream/tickets').then(
+      ({ ticket }) => {
+        if (gone) return;
+        const url = new URL('/v1/stream', location.href);
+        url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+        url.searchParams.set('ticket', ticket);
+        if (pattern) url.searchParams.set('actions', pattern);
+        ws = new WebSocket(url);
+        ws.onopen = () => setStatus('subscribing');
+        ws.onclose = () => setStatus('closed');
+        ws.onmessage = (ev) => {
+          const m = JSON.parse(ev.data);
+          if (m.type === 'hello') return setStatus('live'); // the server is subscribed: nothing is missed from here
+          setItems((xs) => [{ k: ++seq.current, at: new Date(), m }, ...xs].slice(0, 200));
+        };
+      },
+      () => setStatus('closed'),
+    );
+    return () => {
+      gone = true;
+      ws?.close();
     };
-    return () => ws.close();
   }, [pattern]);
   return html`<section class="live">
     <form class="filters" onSubmit=${(e) => (e.preventDefault(), setPattern(new FormData(e.target).get('pattern')))}>

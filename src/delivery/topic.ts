@@ -1,0 +1,70 @@
+/**
+ * Topic-exchange matching, the one implementation (bridge, replay, live tail, authorization):
+ * `*` is exactly one word, `#` zero or more. RabbitMQ semantics, in linear time: the pattern is
+ * run as an NFA over its segment positions, so one match costs at most
+ * (pattern segments + 1) × (key words + 1) steps, whatever the pattern (a backtracking matcher is
+ * exponential in the number of `#`).
+ */
+
+/** What the API accepts as an action name or a pattern (also stated in the README and OpenAPI). */
+export const TOPIC_LIMITS = {
+  /** Longest action name or pattern, characters. */
+  maxLength: 255,
+  /** Most dot-separated segments in a pattern. */
+  maxSegments: 32,
+} as const;
+
+const SEGMENT = /^(?:[A-Za-z0-9_-]+|\*|#)$/;
+
+/** True for a well-formed pattern within the limits (`orders.*`, `#.created`, `a.b`). */
+export function isTopicPattern(p: string): boolean {
+  if (typeof p !== 'string' || p.length === 0 || p.length > TOPIC_LIMITS.maxLength) return false;
+  const segs = p.split('.');
+  return segs.length <= TOPIC_LIMITS.maxSegments && segs.every((s) => SEGMENT.test(s));
+}
+
+/** True when the pattern has a wildcard (else it names one action). */
+export const isWildcard = (p: string): boolean => p.includes('*') || p.includes('#');
+
+export type TopicMatcher = (routingKey: string) => boolean;
+
+/** Compiles a pattern into a matcher; compile once where a pattern meets many keys. */
+export function topicMatcher(pattern: string): TopicMatcher {
+  // `#.#` matches what `#` matches: collapse runs, which also keeps the state set small.
+  const p: string[] = [];
+  for (const s of pattern.split('.')) if (!(s === '#' && p[p.length - 1] === '#')) p.push(s);
+  const m = p.length;
+  if (!isWildcard(pattern)) return (key) => key === pattern;
+  return (key) => {
+    const words = key.split('.');
+    let cur = new Uint8Array(m + 1);
+    let next = new Uint8Array(m + 1);
+    cur[0] = 1;
+    close(cur);
+    for (const w of words) {
+      next.fill(0);
+      let any = false;
+      for (let i = 0; i < m; i++) {
+        if (!cur[i]) continue;
+        const s = p[i]!;
+        if (s === '#')
+          next[i] = 1; // `#` takes this word and may take more
+        else if (s === '*' || s === w) next[i + 1] = 1;
+        else continue;
+        any = true;
+      }
+      if (!any) return false;
+      close(next);
+      [cur, next] = [next, cur];
+    }
+    return cur[m] === 1;
+  };
+
+  /** `#` may also take no word: every state before a `#` reaches the state after it. */
+  function close(states: Uint8Array): void {
+    for (let i = 0; i < m; i++) if (states[i] && p[i] === '#') states[i + 1] = 1;
+  }
+}
+
+/** One-off match; prefer `topicMatcher` in loops. */
+export const topicMatches = (pattern: string, key: string): boolean => topicMatcher(pattern)(key);

@@ -23,6 +23,7 @@ export const ERRORS = {
   NAME_TAKEN: { status: 409, message: 'That name is taken' },
   SCHEMA_INCOMPATIBLE: { status: 409, message: 'The new schema is not compatible with the current one' },
   BODY_TOO_LARGE: { status: 413, message: 'The body is larger than allowed' },
+  URI_TOO_LONG: { status: 414, message: 'A path parameter is longer than allowed' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Bodies must be application/json' },
   SCHEMA_INVALID: { status: 422, message: 'The schema is not a valid JSON Schema' },
   PAYLOAD_INVALID: { status: 422, message: 'The payload does not match the action schema' },

@@ -4,6 +4,7 @@ import addFormatsModule from 'ajv-formats';
 import formatsModule from 'ajv-formats/dist/formats.js';
 import { RE2JS } from 're2js';
 import { AmeboError } from './errors.js';
+import { nestingDepth as depth } from './fabric/json.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv | Ajv2020) => void;
 const { fullFormats } = formatsModule as unknown as { fullFormats: Record<string, unknown> };
@@ -138,9 +139,10 @@ export function normalizeSchema(input: unknown, maxBytes: number): Record<string
     throw new AmeboError('SCHEMA_INVALID', 'schemata must be a JSON Schema object');
   const obj = { ...(schema as Record<string, unknown>) };
   if (obj.$schema === '') delete obj.$schema;
+  // Depth first: JSON.stringify recurses and would overflow the stack on a hostile nesting.
+  if (depth(obj, 33) > 32) throw new AmeboError('SCHEMA_INVALID', 'schema is nested more than 32 levels');
   if (JSON.stringify(obj).length > maxBytes)
     throw new AmeboError('SCHEMA_INVALID', `schema is larger than ${maxBytes} bytes`);
-  if (depth(obj) > 32) throw new AmeboError('SCHEMA_INVALID', 'schema is nested more than 32 levels');
   return obj;
 }
 
@@ -170,21 +172,8 @@ export function violations(errors: ErrorObject[]): Violation[] {
   }));
 }
 
-/** Nesting depth of a JSON value, without recursion (payloads may be hostile). */
-export function depth(value: unknown, limit = Infinity): number {
-  let max = 0;
-  const stack: [unknown, number][] = [[value, 1]];
-  while (stack.length) {
-    const [v, d] = stack.pop()!;
-    if (v === null || typeof v !== 'object') continue;
-    if (d > max) {
-      max = d;
-      if (max > limit) return max;
-    }
-    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, d + 1]);
-  }
-  return max;
-}
+/** Nesting depth of a JSON value, without recursion (one implementation, shared with the fabric). */
+export { depth };
 
 // ---------------------------------------------------------------------------------------------
 // Compatibility. BACKWARD: every payload the old schema accepts, the new one accepts too, so

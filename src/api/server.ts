@@ -1,5 +1,11 @@
 import { dashboardRoutes } from '../dashboard/index.js';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+} from 'fastify';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import swagger from '@fastify/swagger';
@@ -98,6 +104,9 @@ export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboErro
   return new AmeboError('INTERNAL', 'internal error; see the server log');
 }
 
+/** Action names go up to 255 characters (TOPIC_LIMITS); path parameters get a little more. */
+const MAX_PARAM_LENGTH = 300;
+
 function trustProxyOf(v: string): boolean | string[] {
   const s = v.trim().toLowerCase();
   if (s === '' || s === 'false') return false;
@@ -113,6 +122,16 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
   const cfg = ctx.cfg;
   const app = Fastify({
     loggerInstance: logger,
+    // Errors the router raises before any route runs (undecodable or over-long path parameters)
+    // answer in the same coded shape as everything else.
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    frameworkErrors: (err, _req, reply) => {
+      const ae =
+        err.code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? new AmeboError('URI_TOO_LONG', `a path parameter is longer than ${MAX_PARAM_LENGTH} characters`)
+          : new AmeboError('BAD_REQUEST', 'the path is not a valid URL (bad percent-encoding)');
+      void (reply as unknown as FastifyReply).status(ae.status).send(ae.toJSON());
+    },
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: cfg.bodyLimit,
     // X-Forwarded-For is believed only from the proxies named here: anyone else could pick the
@@ -191,7 +210,8 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
         .replace(/\s*upgrade-insecure-requests;?/, '')
         .replace(' validator.swagger.io', '')
         .replace("font-src 'self' https: data:", "font-src 'self' data:")
-        .replace("style-src 'self' https:", "style-src 'self'"),
+        // Swagger UI sets style attributes from its scripts; inline styles cannot run code.
+        .replace("style-src 'self' https:", "style-src 'self' 'unsafe-inline'"),
   });
   await app.register(websocket, { options: { maxPayload: 64 * 1024 } });
 

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AmeboError } from '../errors.js';
 import type { FabricConnector } from './connector.js';
 import { FabricUnavailableError, RemoteError, RpcTimeoutError, ServiceNotFoundError } from './errors.js';
-import { encodeStrictJson } from './json.js';
+import { encodeStrictJson, MAX_DEPTH, nestingDepth } from './json.js';
 import { isValidMethod, isValidPart } from './names.js';
 
 export interface RpcGatewayOptions {
@@ -44,6 +44,8 @@ export async function rpcGatewayRoutes(app: FastifyInstance, opts: RpcGatewayOpt
     const body: unknown = req.body ?? {};
     if (body === null || typeof body !== 'object' || Array.isArray(body))
       problems.push({ instancePath: '/body', message: 'must be a JSON object of keyword arguments' });
+    else if (nestingDepth(body, MAX_DEPTH) > MAX_DEPTH)
+      throw new AmeboError('PAYLOAD_TOO_DEEP', `the arguments are nested deeper than ${MAX_DEPTH} levels`);
     let timeoutMs = defaultTimeoutMs;
     const raw = (req.query as { timeout_ms?: string }).timeout_ms;
     if (raw !== undefined) {

@@ -17,7 +17,25 @@ export class JsonDecodeError extends Error {
   }
 }
 
-const MAX_DEPTH = 512;
+/** Deepest nesting encoded or decoded; deeper values are refused. */
+export const MAX_DEPTH = 512;
+
+/** Nesting depth of a JSON value, without recursion (payloads may be hostile). */
+export function nestingDepth(value: unknown, limit = Infinity): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length) {
+    const [v, d] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (d > max) {
+      max = d;
+      if (max > limit) return max;
+    }
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, d + 1]);
+  }
+  return max;
+}
+
 /** Any run of 16+ digits may be an integer past 2^53 (or a long string: the slow path is still right). */
 const MAYBE_BIG = /\d{16}/;
 

@@ -421,11 +421,7 @@ async function withDeadline<T>(
         t = setTimeout(
           () =>
             reject(
-              new RpcTimeoutError(
-                `${fqn}.${method} did not answer within ${timeoutMs} ms (broker not reachable)`,
-                'deadline',
-                timeoutMs,
-              ),
+              new RpcTimeoutError(`${fqn}.${method} could not be sent within ${timeoutMs} ms`, 'deadline', timeoutMs),
             ),
           Math.max(0, deadline - Date.now()),
         );

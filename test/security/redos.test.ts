@@ -1,0 +1,166 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'undici';
+import WebSocket from 'ws';
+import { destroy, http, start, testEnv, type Running } from '../helpers/harness.js';
+import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { Receiver } from '../bridge/receiver.js';
+
+// Hostile patterns (issue "safe to expose" §2, §3). Amebo runs in this test's own process, so a
+// pattern that froze the event loop would hold up these /health probes too: they measure the freeze.
+
+const env = testEnv();
+let srv: Running;
+const rx = new Receiver();
+const SHOP: [string, string] = ['shop', 'shop-secret-0123456789'];
+const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
+  http(srv.url, env, m, p, body, auth);
+
+before(async () => {
+  await rx.listen();
+  srv = await start(env, { plugins: [deliveryRoutes] });
+  assert.equal((await call('POST', '/v1/applications', { application: 'shop', secret: SHOP[1] }, 'admin')).status, 201);
+});
+after(async () => {
+  await srv?.close();
+  await rx.close();
+  await destroy(env);
+});
+
+/**
+ * Runs `work` while probing GET /health back to back; returns the slowest probe in ms. A machine
+ * hiccup can slow one probe, a backtracking regex slows every one by seconds: the measurement is
+ * taken up to three times and the best kept, so noise cannot fail the test and a freeze cannot pass.
+ */
+async function slowestHealthDuring(work: () => Promise<unknown>): Promise<number> {
+  let best = Infinity;
+  for (let round = 0; round < 3 && best >= 100; round++) {
+    let stop = false;
+    let slowest = 0;
+    const probes = (async () => {
+      while (!stop) {
+        const t0 = performance.now();
+        const r = await request(`${srv.url}/health`, { headersTimeout: 30_000 });
+        await r.body.dump();
+        slowest = Math.max(slowest, performance.now() - t0);
+        await new Promise((x) => setTimeout(x, 5));
+      }
+    })();
+    await new Promise((x) => setTimeout(x, 20)); // probes running before the work starts
+    try {
+      await work();
+    } finally {
+      stop = true;
+      await probes;
+    }
+    best = Math.min(best, slowest);
+  }
+  return best;
+}
+
+test('a schema pattern of ^(a+)+$ validates hostile strings in linear time; /health stays under 100 ms', async () => {
+  const schemata = {
+    type: 'object',
+    properties: { s: { type: 'string', pattern: '^(a+)+$' }, h: { type: 'string', format: 'hostname' } },
+    patternProperties: { '^(x+x+)+y$': { type: 'number' } },
+  };
+  const act = await call('POST', '/v1/actions', { action: 'redos.pattern', application: 'shop', schemata }, SHOP);
+  assert.equal(act.status, 201, JSON.stringify(act.body));
+  // [payload, status]: each a worst case for a backtracking engine.
+  const hostile: [Record<string, unknown>, number][] = [
+    [{ s: 'a'.repeat(27) + '!' }, 422],
+    [{ s: 'a'.repeat(40) + '!' }, 422],
+    [{ s: 'a'.repeat(200_000) + '!' }, 422],
+    [{ ['x'.repeat(5000)]: 'a name the pattern does not match: no constraint' }, 202],
+    [{ ['x'.repeat(5000) + 'y']: 'matches: must be a number' }, 422],
+    [{ h: 'a-'.repeat(5000) + '!' }, 422],
+  ];
+  const slowest = await slowestHealthDuring(async () => {
+    const rs = await Promise.all(
+      hostile.map(([payload]) => call('POST', '/v1/events', { action: 'redos.pattern', payload }, SHOP)),
+    );
+    rs.forEach((r, i) => assert.equal(r.status, hostile[i]![1], JSON.stringify(r.body).slice(0, 300)));
+  });
+  assert.ok(slowest < 100, `the slowest /health took ${slowest.toFixed(1)} ms`);
+  // Matching still means what it meant.
+  const good = await call('POST', '/v1/events', { action: 'redos.pattern', payload: { s: 'aaaa', xxy: 1 } }, SHOP);
+  assert.equal(good.status, 202, JSON.stringify(good.body));
+  // What the linear engine cannot do is refused when the schema is registered, saying why.
+  const look = await call(
+    'POST',
+    '/v1/actions',
+    { action: 'redos.lookahead', application: 'shop', schemata: { type: 'string', pattern: '^(?=.*\\d)\\w+$' } },
+    SHOP,
+  );
+  assert.equal(look.status, 422);
+  assert.equal(look.body.error.code, 'AMEBO_ERR_SCHEMA_INVALID');
+  assert.match(look.body.error.message, /linear time/);
+});
+
+test('a topic pattern of eleven # over 20-segment actions: replay and the live tail stay fast', async () => {
+  const long = Array.from({ length: 20 }, (_, i) => `s${i}`).join('.');
+  assert.equal(
+    (await call('POST', '/v1/actions', { action: long, application: 'shop', schemata: {} }, SHOP)).status,
+    201,
+  );
+  const hostile = '#.' + Array.from({ length: 10 }, () => '#.x').join('.') + '.nomatch';
+  const sub = await call(
+    'POST',
+    '/v1/subscriptions',
+    { application: 'shop', subscription: 'hostile', action: hostile, handler: rx.url('/hostile') },
+    'admin',
+  );
+  assert.equal(sub.status, 201, JSON.stringify(sub.body));
+  // A pattern over the stated limits is refused with the limits in the message.
+  const huge = await call(
+    'POST',
+    '/v1/subscriptions',
+    { application: 'shop', subscription: 'huge', action: Array(33).fill('#').join('.'), handler: rx.url('/x') },
+    'admin',
+  );
+  assert.equal(huge.status, 400);
+  assert.match(huge.body.error.message, /at most 32 segments/);
+
+  for (let i = 0; i < 3; i++)
+    assert.equal((await call('POST', '/v1/events', { action: long, payload: { i } }, SHOP)).status, 202);
+  const ws = new WebSocket(`${srv.url.replace('http', 'ws')}/v1/stream?actions=${encodeURIComponent(hostile)}`, {
+    headers: { authorization: `Bearer ${env.adminToken}` },
+  });
+  await new Promise<void>((resolve, reject) => {
+    ws.on('message', (m: Buffer) => JSON.parse(m.toString()).type === 'hello' && resolve());
+    ws.on('error', reject);
+  });
+  let replayed = -1;
+  const slowest = await slowestHealthDuring(async () => {
+    const r = await call('POST', `/v1/subscriptions/${sub.body.id}/replay`, { from: '2000-01-01T00:00:00Z' }, 'admin');
+    assert.equal(r.status, 202);
+    replayed = r.body.count;
+    for (let i = 0; i < 3; i++) await call('POST', '/v1/events', { action: long, payload: { live: i } }, SHOP);
+  });
+  ws.close();
+  assert.equal(replayed, 0, 'the pattern matches none of them');
+  assert.ok(slowest < 100, `the slowest /health took ${slowest.toFixed(1)} ms`);
+});
+
+test('a 40,000-value enum: the compatibility check is linear and answers', async () => {
+  const values = Array.from({ length: 40_000 }, (_, i) => i); // ~240 KB: inside AMEBO_MAX_SCHEMA_BYTES
+  const schemata = { type: 'object', properties: { k: { enum: values } } };
+  assert.equal(
+    (await call('POST', '/v1/actions', { action: 'redos.enum', application: 'shop', schemata }, SHOP)).status,
+    201,
+  );
+  let status = 0;
+  const slowest = await slowestHealthDuring(async () => {
+    const r = await call(
+      'PUT',
+      '/v1/actions/redos.enum/schema',
+      { schemata: { type: 'object', properties: { k: { enum: values.slice(1) } } } },
+      SHOP,
+    );
+    status = r.status;
+    assert.equal(r.body.error?.code, 'AMEBO_ERR_SCHEMA_INCOMPATIBLE');
+    assert.match(JSON.stringify(r.body.error.details), /enum value 0 was removed/);
+  });
+  assert.equal(status, 409);
+  assert.ok(slowest < 100, `the slowest /health took ${slowest.toFixed(1)} ms`);
+});

@@ -1,3 +1,4 @@
+import { backoffMs } from '../src/broker/link.js';
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { ConfirmPublisher } from '../src/broker/publisher.js';
 import { copyProperties, HEADER } from '../src/broker/message.js';
@@ -130,19 +131,26 @@ export class SubscriptionWorker {
       this.ch = ch;
       this.tag = null;
       if (this.mode !== 'open') await this.consume();
+      this.reattachAttempt = 0;
     } catch (err) {
       this.d.log.warn({ err: (err as Error).message, queue: this.queue }, 'cannot consume subscription queue yet');
       this.scheduleReattach();
     }
   }
 
+  private reattachAttempt = 0;
+
+  /** Attaches again after a channel loss on a live connection, with backoff and jitter (link.ts). */
   private scheduleReattach(): void {
     if (this.reattachTimer || this.stopped) return;
-    this.reattachTimer = setTimeout(() => {
-      this.reattachTimer = null;
-      const m = this.d.model();
-      if (m && !this.stopped && !this.ch) void this.attach(m);
-    }, 1000);
+    this.reattachTimer = setTimeout(
+      () => {
+        this.reattachTimer = null;
+        const m = this.d.model();
+        if (m && !this.stopped && !this.ch) void this.attach(m);
+      },
+      backoffMs(this.reattachAttempt++, 200, 5000),
+    );
   }
 
   private consuming = false;

@@ -6,9 +6,12 @@
 #   - not installed, running as root -> apt-get install (Debian packages), then started
 #   - not installed, not root       -> says what is missing and how to get it, exits 1
 #
-# Usage: bash scripts/services.sh [--extras]
-#   --extras  also installs, best effort (root + apt only), what some test suites use:
-#             python3-aiormq (interop tests) and chromium (dashboard browser tests).
+# Usage: bash scripts/services.sh [--extras | --cluster | --cluster-down]
+#   --extras        also installs, best effort (root + apt only), what some test suites use:
+#                   python3-aiormq (interop tests) and chromium (dashboard browser tests).
+#   --cluster       instead: brings up the chaos stack (`bash scripts/cluster.sh up`: three clustered
+#                   RabbitMQ nodes on 5681-5683, PostgreSQL on 5442, Redis on 6390; see its --help)
+#   --cluster-down  instead: stops the chaos stack and removes its files (`bash scripts/cluster.sh down`)
 # Environment:
 #   AMEBO_SKIP_SERVICES=1        do nothing (services are managed elsewhere)
 #   AMEBO_SERVICES_TIMEOUT=SEC   longest wait for one service to come up (default 90)
@@ -20,11 +23,14 @@ if [ "${AMEBO_SKIP_SERVICES:-0}" = 1 ]; then
 fi
 
 extras=0
+cluster=''
 for arg in "$@"; do
   case "$arg" in
     --extras) extras=1 ;;
+    --cluster) cluster=up ;;
+    --cluster-down) cluster=down ;;
     -h | --help)
-      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -33,6 +39,14 @@ for arg in "$@"; do
       ;;
   esac
 done
+
+if [ -n "$cluster" ]; then
+  if [ "$#" -ne 1 ]; then
+    echo "services.sh: --cluster and --cluster-down go alone (try --help)" >&2
+    exit 2
+  fi
+  exec bash "$(dirname "${BASH_SOURCE[0]}")/cluster.sh" "$cluster"
+fi
 
 timeout_s="${AMEBO_SERVICES_TIMEOUT:-90}"
 is_root=0

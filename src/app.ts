@@ -264,6 +264,7 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
       intervalMs: cfg.relayIntervalMs,
       graceMs: cfg.relayGraceMs,
     });
+    pipeline.attachRelay(relay);
     relay.start();
   }
 

@@ -24,6 +24,29 @@ export const metrics = {
     help: 'publishes not confirmed by the broker (left to the relay)',
     ...reg,
   }),
+  amqpConnected: new Gauge({
+    name: 'amebo_amqp_connected',
+    help: '1 while the connection is up and set up, 0 while it reconnects',
+    labelNames: ['connection'],
+    ...reg,
+  }),
+  amqpReconnects: new Counter({
+    name: 'amebo_amqp_connect_failures_total',
+    help: 'failed attempts to connect to a node',
+    labelNames: ['connection', 'node'],
+    ...reg,
+  }),
+  amqpChannelsReady: new Gauge({
+    name: 'amebo_amqp_channels_ready',
+    help: '1 while a managed channel is up, 0 while it is rebuilt',
+    labelNames: ['channel'],
+    ...reg,
+  }),
+  publishBacklog: new Gauge({
+    name: 'amebo_publish_backlog_mode',
+    help: '1 while new events go through the outbox (in order) because a publish went unconfirmed',
+    ...reg,
+  }),
   relayPublished: new Counter({ name: 'amebo_relay_published_total', help: 'events published by the relay', ...reg }),
   groupCommitSize: new Histogram({
     name: 'amebo_group_commit_size',

@@ -5,6 +5,7 @@ import { eventBody, eventProperties, type EventMessageInput } from './broker/mes
 import type { ConfirmPublisher } from './broker/publisher.js';
 import { uuidv7 } from './ids.js';
 import { metrics } from './metrics.js';
+import type { BacklogSource, Relay } from './relay.js';
 
 export interface PublishRequest {
   action: string;
@@ -57,8 +58,19 @@ export interface PipelineOptions {
  * the broker confirmed within the bounded wait. Whatever is committed but not confirmed is the
  * relay's, so a 2xx never loses an event.
  */
-export class PublishPipeline {
+export class PublishPipeline implements BacklogSource {
   private readonly o: Required<PipelineOptions>;
+  /**
+   * Backlog mode: once a publish of this process went unconfirmed (a broker outage, a cut
+   * channel), later events are not published live, which would overtake the backlog: they are
+   * committed to the outbox and the relay publishes everything in commit order. When the relay
+   * has drained it, live publishing resumes. Only with a relay in this process (`attachRelay`).
+   */
+  private backlog = false;
+  private relay: Relay | null = null;
+  /** Commits of backlog-mode batches in flight, and how many have completed. */
+  private backlogInFlight = 0;
+  private backlogCommits = 0;
   private queue: Pending[] = [];
   private flushing = 0;
   private scheduled = false;
@@ -68,6 +80,40 @@ export class PublishPipeline {
 
   constructor(opts: PipelineOptions) {
     this.o = { maxBatch: 500, maxFlushes: 4, confirmWaitMs: 2000, ...opts };
+  }
+
+  /** Lets this pipeline route events through the outbox (in order) while the broker is away. */
+  attachRelay(relay: Relay): void {
+    this.relay = relay;
+    relay.attach(this);
+  }
+
+  /** True while events go through the outbox instead of straight to the broker. */
+  get inBacklog(): boolean {
+    return this.backlog;
+  }
+
+  private enterBacklog(why: string): void {
+    if (this.backlog || !this.relay) return;
+    this.backlog = true;
+    metrics.publishBacklog.set(1);
+    this.o.logger.warn({ why }, 'publishing through the outbox, in order, until the relay has caught up');
+    this.relay.kick();
+  }
+
+  bypassGrace(): boolean {
+    return this.backlog && this.o.publisher.inFlight === 0;
+  }
+
+  backlogToken(): number | null {
+    return this.backlog && this.backlogInFlight === 0 ? this.backlogCommits : null;
+  }
+
+  drained(token: number): void {
+    if (!this.backlog || this.backlogInFlight > 0 || token !== this.backlogCommits) return;
+    this.backlog = false;
+    metrics.publishBacklog.set(0);
+    this.o.logger.warn('outbox backlog published; publishing live again');
   }
 
   submit(reqs: PublishRequest[]): Promise<PublishResult[]> {
@@ -118,12 +164,17 @@ export class PublishPipeline {
   private async flush(batch: Pending[]): Promise<void> {
     let inserted: Set<string>;
     const t0 = performance.now();
+    if (!this.backlog && this.relay && !this.o.publisher.ready) this.enterBacklog('broker channel not ready');
+    // Decided before the commit: a batch committed in backlog mode is the relay's.
+    const viaOutbox = this.backlog;
+    if (viaOutbox) this.backlogInFlight++;
     try {
       inserted = await insertEvents(
         this.o.pool,
         batch.map((p) => p.ev),
       );
     } catch (err) {
+      if (viaOutbox) this.backlogInFlight--;
       // One bad row (a data exception) must not fail its neighbours: retry them one by one.
       if (batch.length > 1 && /^22/.test(String((err as { code?: string }).code))) {
         await Promise.all(batch.map((p) => this.flush([p])));
@@ -131,6 +182,11 @@ export class PublishPipeline {
       }
       for (const p of batch) p.reject(err);
       return;
+    }
+    if (viaOutbox) {
+      this.backlogInFlight--;
+      this.backlogCommits++;
+      this.relay?.kick();
     }
     metrics.groupCommitSize.observe(batch.length);
     metrics.commitSeconds.observe((performance.now() - t0) / 1000);
@@ -175,7 +231,7 @@ export class PublishPipeline {
           p.resolve({ ...base, published: false, deliver_at: p.ev.deliverAt.toISOString() });
           return;
         }
-        p.resolve({ ...base, published: await this.publishOne(p) });
+        p.resolve({ ...base, published: viaOutbox ? false : await this.publishOne(p) });
       }),
     );
   }
@@ -208,6 +264,7 @@ export class PublishPipeline {
       })
       .catch((err: unknown) => {
         metrics.publishFailures.inc();
+        this.enterBacklog((err as Error).message);
         this.o.logger.debug(
           { err: (err as Error).message, event: p.ev.id },
           'publish unconfirmed; the relay will retry',
@@ -220,6 +277,7 @@ export class PublishPipeline {
     });
     const ok = await Promise.race([confirmed, timeout]);
     clearTimeout(timer);
+    if (!ok) this.enterBacklog(`no confirm within ${this.o.confirmWaitMs} ms`);
     return ok;
   }
 

@@ -1,6 +1,6 @@
 import type { Logger } from './log.js';
 import type { Pool } from './store/db.js';
-import { RELAY_DONE, RELAY_SELECT, type OutboxRow } from './store/events.js';
+import { RELAY_DONE, RELAY_LOCK, RELAY_SELECT, type OutboxRow } from './store/events.js';
 import { eventBody, eventProperties, fromStoredRow } from './broker/message.js';
 import type { ConfirmPublisher } from './broker/publisher.js';
 import { metrics } from './metrics.js';
@@ -17,71 +17,123 @@ export interface RelayOptions {
   batch?: number;
 }
 
+/** What the relay needs from the publish path of its process (see `PublishPipeline.backlog`). */
+export interface BacklogSource {
+  /** True when every committed event of this process is either confirmed or in the outbox for us. */
+  bypassGrace(): boolean;
+  /** A token naming what has been committed so far, or null while a commit to the outbox is in flight. */
+  backlogToken(): number | null;
+  /** Everything up to `token` is published: live publishing may resume. */
+  drained(token: number): void;
+}
+
 /**
  * The outbox relay: publishes what is committed but unconfirmed (a crash, a broker outage or a
  * connection cut between commit and confirm) and deferred events whose `deliver_at` has come.
- * Rows are locked SKIP LOCKED inside a transaction held across the confirms, so relays in several
- * processes split the work; a failure rolls back and the rows are tried again next tick.
+ * Exactly one loop per process; one relay at a time across processes (an advisory lock), in commit
+ * order, so that a backlog reaches the broker in the order it was accepted. Rows are locked inside
+ * a transaction held across the confirms; a failure rolls back and they are tried again.
  */
 export class Relay {
   private readonly o: RelayOptions;
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private stopped = false;
+  private stopped = true;
+  private loop: Promise<void> | null = null;
+  private wake: (() => void) | null = null;
+  private kicked = false;
+  private backlog: BacklogSource | null = null;
+  /** Loops started since construction (one per start(); a test reads it). */
+  loops = 0;
 
   constructor(opts: RelayOptions) {
     this.o = opts;
+    // The broker is back: publish what waited for it now, not at the next tick.
+    opts.publisher.events.on('ready', () => this.kick());
+  }
+
+  /** The publish path of this process, which routes events through the outbox during an outage. */
+  attach(backlog: BacklogSource): void {
+    this.backlog = backlog;
   }
 
   start(): void {
+    if (!this.stopped) return;
     this.stopped = false;
-    this.loop();
+    this.loops++;
+    this.loop = this.run();
   }
 
-  private loop(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.tick()
-        .then((n) => {
-          // A full batch means there is more: go again at once.
-          if (n >= (this.o.batch ?? 500) && !this.stopped) this.timer = setTimeout(() => this.loop(), 0);
-        })
-        .catch((err: unknown) => this.o.logger.warn({ err: (err as Error).message }, 'relay tick failed; will retry'))
-        .finally(() => {
-          this.running = null;
-          this.loop();
-        });
-    }, this.o.intervalMs);
-    this.timer.unref();
+  /** Runs a tick now (or as soon as the current one ends). */
+  kick(): void {
+    this.kicked = true;
+    this.wake?.();
+  }
+
+  private async run(): Promise<void> {
+    const batch = this.o.batch ?? 500;
+    while (!this.stopped) {
+      this.kicked = false;
+      let n = 0;
+      try {
+        n = await this.tick();
+      } catch (err) {
+        this.o.logger.warn({ err: (err as Error).message }, 'relay tick failed; will retry');
+      }
+      if (this.stopped) break;
+      // A full batch means there is more: go again at once.
+      if (n >= batch || this.kicked) continue;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, this.o.intervalMs);
+        function done(): void {
+          clearTimeout(t);
+          resolve();
+        }
+        this.wake = () => {
+          this.wake = null;
+          done();
+        };
+      });
+    }
   }
 
   /** One pass; returns how many events it published. */
   async tick(): Promise<number> {
     if (!this.o.publisher.ready) return 0;
+    const token = this.backlog?.backlogToken() ?? null;
+    const grace = this.backlog?.bypassGrace() ? 0 : this.o.graceMs;
     const client = await this.o.pool.connect();
     let published: number;
+    let failed: number;
+    let rows: OutboxRow[];
     try {
       await client.query('BEGIN');
-      const rows = (await client.query<OutboxRow>(RELAY_SELECT, [this.o.graceMs, this.o.batch ?? 500])).rows;
-      metrics.outboxPending.set(rows.length);
-      if (!rows.length) {
+      if (!(await client.query<{ locked: boolean }>(RELAY_LOCK)).rows[0]?.locked) {
         await client.query('COMMIT');
         return 0;
       }
+      rows = (await client.query<OutboxRow>(RELAY_SELECT, [grace, this.o.batch ?? 500])).rows;
+      metrics.outboxPending.set(rows.length);
+      if (!rows.length) {
+        await client.query('COMMIT');
+        if (token !== null && grace === 0) this.backlog?.drained(token);
+        return 0;
+      }
+      // Written to the channel in order (one channel keeps it), confirmed together.
       const results = await Promise.allSettled(rows.map((r) => this.publish(r)));
       const ok = rows.filter((_, i) => results[i]!.status === 'fulfilled').map((r) => r.id);
+      failed = rows.length - ok.length;
       if (ok.length) await client.query(RELAY_DONE, [ok]);
       await client.query('COMMIT');
       published = ok.length;
       metrics.relayPublished.inc(published);
-      if (published)
-        this.o.logger.info({ count: published, failed: rows.length - published }, 'relay published events');
+      if (published) this.o.logger.info({ count: published, failed }, 'relay published events');
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
     } finally {
       client.release();
     }
+    if (token !== null && grace === 0 && failed === 0 && rows.length < (this.o.batch ?? 500))
+      this.backlog?.drained(token);
     return published;
   }
 
@@ -93,7 +145,8 @@ export class Relay {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    if (this.running) await this.running;
+    this.wake?.();
+    if (this.loop) await this.loop;
+    this.loop = null;
   }
 }

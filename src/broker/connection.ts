@@ -1,6 +1,7 @@
 import type { ChannelModel } from 'amqplib';
 import type { Logger } from '../log.js';
-import { RecoveringConnection, redactUrl, type SetupHook } from './link.js';
+import { metrics } from '../metrics.js';
+import { RecoveringConnection, redactUrl, type ChannelSpec, type ManagedChannel, type SetupHook } from './link.js';
 
 export { redactUrl, type SetupHook };
 
@@ -31,6 +32,21 @@ export class Broker extends RecoveringConnection {
       unavailable: () => new BrokerUnavailableError(),
     });
     this.url = opts.url;
+    const connection = opts.name ?? 'amebo';
+    metrics.amqpConnected.set({ connection }, 0);
+    this.on('ready', () => metrics.amqpConnected.set({ connection }, 1));
+    this.on('disconnect', () => metrics.amqpConnected.set({ connection }, 0));
+    this.on('closed', () => metrics.amqpConnected.set({ connection }, 0));
+    this.on('reconnecting', (r: { node: string }) => metrics.amqpReconnects.inc({ connection, node: r.node }));
+  }
+
+  /** A managed channel whose state shows in `amebo_amqp_channels_ready{channel}`. */
+  override channel(spec: ChannelSpec): ManagedChannel {
+    const mc = super.channel(spec);
+    metrics.amqpChannelsReady.set({ channel: spec.name }, 0);
+    mc.on('ready', () => metrics.amqpChannelsReady.set({ channel: spec.name }, 1));
+    mc.on('lost', () => metrics.amqpChannelsReady.set({ channel: spec.name }, 0));
+    return mc;
   }
 
   /** Adds a setup hook; runs it now when connected (its failure is then the caller's), else on connect. */

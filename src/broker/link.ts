@@ -1,12 +1,23 @@
 /**
  * One recovering AMQP connection, shared by Amebo's roles (`Broker`) and the fabric SDK (`Link` in
- * `src/fabric/link.ts`). amqplib's opt-in recovery restores the socket only: channels, consumers,
- * prefetch and declarations die with it. So every component registers a setup hook that rebuilds
- * what it owns on a given connection; hooks run inside amqplib's `setup()` on every (re)connect,
- * in registration order, before the connection is announced, so nothing sees a half-built one.
+ * `src/fabric/link.ts`), and the one recovery model every AMQP user of Amebo goes through.
+ *
+ * The connection: `url` may list several nodes of a cluster, comma-separated. It connects to a
+ * reachable one; when that connection dies it tries the nodes in turn (the one after the lost node
+ * first), with exponential backoff and jitter once every node has failed, forever, logging each
+ * failure at warn with the node it tried. amqplib's own recovery is not used: it retries one URL.
+ *
+ * What runs on it: channels, consumers, prefetch and declarations die with a connection, so every
+ * component registers a setup hook that rebuilds what it owns (most through `ManagedChannel`, which
+ * also rebuilds after a channel-level close or a consumer cancel while the connection lives).
+ * Hooks run on every (re)connect, in registration order, before the connection is announced, so
+ * nothing sees a half-built one.
+ *
+ * Events: `connect` (model) and `ready` when a connection is up and set up, `disconnect` (err) when
+ * it is lost, `reconnecting` ({ node, attempt, delayMs, error }) after a failed attempt, `closed`.
  */
 import { EventEmitter } from 'node:events';
-import amqp, { type Channel, type ChannelModel, type RecoveringChannelModel } from 'amqplib';
+import amqp, { type Channel, type ChannelModel, type ConfirmChannel } from 'amqplib';
 import type { Logger } from 'pino';
 import { redactUrl } from '../log.js';
 
@@ -15,6 +26,7 @@ export { redactUrl };
 export type SetupHook = (model: ChannelModel) => Promise<void>;
 
 export interface ConnectionOptions {
+  /** One AMQP URL, or several (the nodes of a cluster) separated by commas. */
   url: string;
   /** Shown as `connection_name` in `rabbitmqctl list_connections client_properties`. */
   name: string;
@@ -40,18 +52,47 @@ interface HookEntry {
   waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }>;
 }
 
+/** The nodes of a comma-separated AMQP URL list; each gets the heartbeat unless it sets one. */
+export function amqpNodes(spec: string, heartbeatSeconds = 10): string[] {
+  const nodes = spec
+    .split(',')
+    .map((u) => u.trim())
+    .filter(Boolean);
+  if (!nodes.length) throw new Error('no AMQP URL given');
+  return nodes.map((u) => {
+    const url = new URL(u);
+    if (!/^amqps?:$/.test(url.protocol)) throw new Error(`${redactUrl(u)} is not an amqp:// or amqps:// URL`);
+    if (!url.searchParams.has('heartbeat')) url.searchParams.set('heartbeat', String(heartbeatSeconds));
+    return url.toString();
+  });
+}
+
+/** Exponential backoff with full jitter between half and all of the step. */
+export function backoffMs(attempt: number, initialMs: number, maxMs: number): number {
+  const step = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 20));
+  return Math.round(step / 2 + (Math.random() * step) / 2);
+}
+
 export class RecoveringConnection extends EventEmitter {
   protected readonly opts: ConnectionOptions;
   protected readonly log: Logger;
-  private conn: RecoveringChannelModel | null = null;
+  private readonly nodes: string[];
+  /** Index of the node to try next (or of the live one). */
+  private nodeIndex = 0;
   private live: ChannelModel | null = null;
   private readonly hooks: HookEntry[] = [];
   private closed = false;
+  private started = false;
+  private wake: (() => void) | null = null;
+  private lastFailure = '';
+  /** Connections made, first included. */
+  connects = 0;
 
   constructor(opts: ConnectionOptions) {
     super();
     this.opts = opts;
     this.log = opts.logger;
+    this.nodes = amqpNodes(opts.url, opts.heartbeatSeconds ?? 10);
   }
 
   get connected(): boolean {
@@ -67,73 +108,127 @@ export class RecoveringConnection extends EventEmitter {
     return this.live;
   }
 
+  get logger(): Logger {
+    return this.log;
+  }
+
+  /** The node of the live connection (credentials redacted), or null. */
+  get node(): string | null {
+    return this.live ? redactUrl(this.nodes[this.nodeIndex]!) : null;
+  }
+
   private unavailable(message: string): Error {
     return this.opts.unavailable?.(message) ?? new Error(message);
   }
 
   /** Connects, waiting at most `timeoutMs` for the first connection; recovery goes on forever after. */
   async open(timeoutMs = 10_000): Promise<void> {
+    if (this.started) throw new Error('open() was already called');
+    this.started = true;
+    const t0 = performance.now();
+    const first = this.waitConnected(timeoutMs);
+    void this.run(Math.min(timeoutMs, 10_000));
+    if (await first) return;
+    // Timers may fire a hair early: give up only once the whole timeout has passed.
+    const left = timeoutMs - (performance.now() - t0);
+    if (left > 0) await new Promise((r) => setTimeout(r, Math.ceil(left)));
+    if (this.live) return;
+    const err =
+      this.opts.unreachable?.(this.opts.url, timeoutMs, this.lastFailure) ??
+      new Error(`broker unreachable at ${redactUrl(this.opts.url)} after ${timeoutMs} ms`);
+    await this.close();
+    throw err;
+  }
+
+  /** The connection loop: connect, set up, wait for the loss, move on; until close(). */
+  private async run(connectTimeoutMs: number): Promise<void> {
     const p = this.opts.logPrefix ?? 'amqp';
-    const url = new URL(this.opts.url);
-    if (!url.searchParams.has('heartbeat')) url.searchParams.set('heartbeat', String(this.opts.heartbeatSeconds ?? 10));
-    const conn = await amqp.connect(url.toString(), {
-      noDelay: true,
-      timeout: Math.min(timeoutMs, 10_000),
-      clientProperties: { connection_name: this.opts.name },
-      recovery: {
-        waitForConnect: false,
-        initialDelay: this.opts.reconnectInitialDelayMs ?? 100,
-        maxDelay: this.opts.reconnectMaxDelayMs ?? 5000,
-        maxRetries: Infinity,
-        setup: (model: ChannelModel) => this.setup(model),
-      },
-    });
-    this.conn = conn;
-    conn.on('connect', (model: ChannelModel) => {
-      this.live = model;
-      this.log.debug(`${p}: connected`);
-      this.emit('connect', model);
-      void this.catchUp(model);
-    });
-    conn.on('disconnect', (err: Error) => {
-      this.live = null;
-      if (!this.closed) this.log.warn({ err: err.message }, `${p}: broker connection lost; reconnecting`);
-      this.emit('disconnect', err);
-    });
-    let lastFailure = '';
-    conn.on('connect-failed', (err: Error) => {
-      lastFailure = err.message;
-      this.log.debug({ err: err.message }, `${p}: connect attempt failed`);
-    });
-    conn.on('error', (err: Error) => this.log.debug({ err: err.message }, `${p}: connection error`));
-    conn.on('blocked', (reason: string) => this.log.warn({ reason }, `${p}: connection blocked by the broker`));
-    conn.on('handler-error', (err: Error, event: string) => this.log.error({ err, event }, `${p}: listener threw`));
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await Promise.race([
-        conn.waitForConnect(),
-        new Promise((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                this.opts.unreachable?.(this.opts.url, timeoutMs, lastFailure) ??
-                  new Error(`broker unreachable at ${redactUrl(this.opts.url)} after ${timeoutMs} ms`),
-              ),
-            timeoutMs,
-          );
-        }),
-      ]);
-    } catch (err) {
-      this.closed = true;
-      await conn.close().catch(() => undefined);
-      throw err;
-    } finally {
-      clearTimeout(timer);
+    const initial = this.opts.reconnectInitialDelayMs ?? 100;
+    const max = this.opts.reconnectMaxDelayMs ?? 5000;
+    let failures = 0;
+    while (!this.closed) {
+      const url = this.nodes[this.nodeIndex]!;
+      let model: ChannelModel | null = null;
+      try {
+        model = await amqp.connect(url, {
+          noDelay: true,
+          timeout: connectTimeoutMs,
+          clientProperties: { connection_name: this.opts.name },
+        });
+        const lost = new Promise<Error>((resolve) => {
+          model!.once('close', (err?: Error) => resolve(err ?? new Error('connection closed')));
+        });
+        model.on('error', (err: Error) => this.log.debug({ err: err.message }, `${p}: connection error`));
+        model.on('blocked', (reason: string) => this.log.warn({ reason }, `${p}: connection blocked by the broker`));
+        model.on('unblocked', () => this.log.info(`${p}: connection unblocked`));
+        if (this.closed) {
+          await closeQuietly(model);
+          break;
+        }
+        await this.setup(model);
+        if (this.closed) {
+          await closeQuietly(model);
+          break;
+        }
+        this.live = model;
+        this.connects++;
+        const node = redactUrl(url);
+        if (failures > 0 || this.connects > 1)
+          this.log.warn({ node, after: failures }, `${p}: connected to ${node} (recovered)`);
+        else this.log.debug({ node }, `${p}: connected to ${node}`);
+        failures = 0;
+        this.emit('connect', model);
+        this.emit('ready', model);
+        void this.catchUp(model);
+        const err = await lost;
+        this.live = null;
+        model = null;
+        if (this.closed) break;
+        this.log.warn({ node, err: err.message }, `${p}: connection to ${node} lost; reconnecting`);
+        this.emit('disconnect', err);
+        // A lost node is most likely gone: the next attempt goes to the next one, at once.
+        if (this.nodes.length > 1) this.nodeIndex = (this.nodeIndex + 1) % this.nodes.length;
+        continue;
+      } catch (err) {
+        const e = err as Error;
+        if (model) await closeQuietly(model);
+        if (this.closed) break;
+        this.lastFailure = e.message;
+        failures++;
+        const node = redactUrl(url);
+        this.nodeIndex = (this.nodeIndex + 1) % this.nodes.length;
+        // Every node tried once without luck: back off (with jitter) before the next round.
+        const round = Math.floor((failures - 1) / this.nodes.length);
+        const delayMs =
+          failures % this.nodes.length === 0 || this.nodes.length === 1 ? backoffMs(round, initial, max) : 0;
+        this.log.warn(
+          { node, attempt: failures, delayMs, err: e.message },
+          `${p}: cannot connect to ${node}${delayMs ? `; next attempt in ${delayMs} ms` : '; trying the next node'}`,
+        );
+        this.emit('reconnecting', { node, attempt: failures, delayMs, error: e });
+        if (this.listenerCount('error') > 0) this.emit('error', e);
+        if (delayMs) await this.pause(delayMs);
+      }
     }
+    if (this.live) await closeQuietly(this.live);
+    this.live = null;
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = () => {
+        this.wake = null;
+        done();
+      };
+    });
   }
 
   private async setup(model: ChannelModel): Promise<void> {
-    model.on('error', (err: Error) => this.log.debug({ err: err.message }, 'amqp connection error'));
     coalesceWrites(model);
     // Index loop on purpose: hooks added while this runs are picked up.
     for (let i = 0; i < this.hooks.length; i++) {
@@ -141,7 +236,7 @@ export class RecoveringConnection extends EventEmitter {
       try {
         await h.fn(model);
       } catch (err) {
-        this.log.error({ err: (err as Error).message }, 'setup after (re)connect failed; retrying the connection');
+        this.log.warn({ err: (err as Error).message }, 'setup after (re)connect failed; retrying the connection');
         throw err;
       }
       h.ranOn = model;
@@ -196,19 +291,27 @@ export class RecoveringConnection extends EventEmitter {
    * succeeds; stops when the hook is removed or the connection closes. A lost connection is left to
    * the recovery, which runs every hook anyway.
    */
-  rerun(fn: SetupHook, needed: () => boolean = () => true, delayMs = 200): void {
-    setTimeout(() => {
-      const entry = this.hooks.find((h) => h.fn === fn);
-      const model = this.live;
-      if (!entry || !model || this.closed || !needed()) return;
-      fn(model).then(
-        () => void (entry.ranOn = model),
-        (err: Error) => {
-          this.log.debug({ err: err.message }, 'setup hook failed on the live connection; retrying');
-          this.rerun(fn, needed, Math.min(delayMs * 2, 5000));
-        },
-      );
-    }, delayMs).unref();
+  rerun(fn: SetupHook, needed: () => boolean = () => true, delayMs = 200, attempt = 0): void {
+    setTimeout(
+      () => {
+        const entry = this.hooks.find((h) => h.fn === fn);
+        const model = this.live;
+        if (!entry || !model || this.closed || !needed()) return;
+        fn(model).then(
+          () => void (entry.ranOn = model),
+          (err: Error) => {
+            this.log.warn({ err: err.message, attempt: attempt + 1 }, 'rebuilding a channel failed; retrying');
+            this.rerun(fn, needed, delayMs, attempt + 1);
+          },
+        );
+      },
+      attempt === 0 ? delayMs : backoffMs(attempt, delayMs, 5000),
+    ).unref();
+  }
+
+  /** A channel that rebuilds itself (see `ManagedChannel`). */
+  channel(spec: ChannelSpec): ManagedChannel {
+    return new ManagedChannel(this, spec);
   }
 
   removeSetup(fn: SetupHook): void {
@@ -259,17 +362,132 @@ export class RecoveringConnection extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     this.emit('closed');
-    const conn = this.conn;
-    this.conn = null;
+    this.wake?.();
+    const live = this.live;
     this.live = null;
     for (const h of this.hooks.splice(0))
       for (const w of h.waiters.splice(0)) w.reject(this.unavailable('connection closed'));
-    if (conn) {
-      let t: NodeJS.Timeout | undefined;
-      await Promise.race([conn.close().catch(() => undefined), new Promise((r) => (t = setTimeout(r, 3000)))]);
-      clearTimeout(t);
-    }
+    if (live) await closeQuietly(live);
   }
+}
+
+/** What a component needs on its channel, declared once; `ManagedChannel` rebuilds it whenever it is lost. */
+export interface ChannelSpec {
+  /** Names the channel in logs and in `amebo_amqp_channels_ready{channel}`. */
+  name: string;
+  /** A publisher-confirm channel. */
+  confirm?: boolean;
+  /** basic.qos before setup. */
+  prefetch?: number;
+  /** Declarations and consumers, run on every new channel (after a reconnect, a channel-level close or `reset()`). */
+  setup?: (ch: Channel) => Promise<void>;
+}
+
+/**
+ * A channel kept alive: built on every (re)connect, rebuilt with backoff after a channel-level
+ * close (a deleted queue, a precondition) while the connection lives, and after `reset()` (what a
+ * consumer does when the broker cancels it). Emits `ready` (channel) and `lost`.
+ */
+export class ManagedChannel extends EventEmitter {
+  private readonly conn: RecoveringConnection;
+  readonly spec: ChannelSpec;
+  private ch: Channel | null = null;
+  private closed = false;
+  private readonly waiters: Array<(ok: boolean) => void> = [];
+  private readonly hook: SetupHook = async (model) => {
+    const ch = this.spec.confirm ? await model.createConfirmChannel() : await model.createChannel();
+    ch.on('error', (err: Error) =>
+      this.conn.logger.warn({ err: err.message, channel: this.spec.name }, 'channel error'),
+    );
+    ch.on('close', () => {
+      if (this.ch !== ch) return;
+      this.ch = null;
+      this.emit('lost');
+      if (!this.closed) this.conn.rerun(this.hook, () => !this.ch && !this.closed);
+    });
+    try {
+      if (this.spec.prefetch) await ch.prefetch(this.spec.prefetch);
+      await this.spec.setup?.(ch);
+    } catch (err) {
+      await ch.close().catch(() => undefined);
+      throw err;
+    }
+    if (this.closed) {
+      await ch.close().catch(() => undefined);
+      return;
+    }
+    this.ch = ch;
+    for (const w of this.waiters.splice(0)) w(true);
+    this.emit('ready', ch);
+  };
+
+  constructor(conn: RecoveringConnection, spec: ChannelSpec) {
+    super();
+    this.conn = conn;
+    this.spec = spec;
+  }
+
+  /**
+   * Registers the channel with its connection and builds it now when connected. `wait: false`
+   * returns at once while disconnected (it is built on connect); otherwise a failure of the first
+   * build is the caller's.
+   */
+  async open(opts: { wait?: boolean } = {}): Promise<void> {
+    await this.conn.addSetup(this.hook, opts);
+  }
+
+  /** The live channel, or null while it is being rebuilt. */
+  get channel(): Channel | null {
+    return this.ch;
+  }
+
+  get confirmChannel(): ConfirmChannel | null {
+    return this.ch as ConfirmChannel | null;
+  }
+
+  get ready(): boolean {
+    return this.ch !== null;
+  }
+
+  /** Waits until the channel is there, at most `timeoutMs`. */
+  async waitReady(timeoutMs: number): Promise<boolean> {
+    if (this.ch) return true;
+    if (this.closed || timeoutMs <= 0) return false;
+    return new Promise((resolve) => {
+      const w = (ok: boolean): void => {
+        clearTimeout(t);
+        resolve(ok);
+      };
+      const t = setTimeout(() => {
+        const i = this.waiters.indexOf(w);
+        if (i >= 0) this.waiters.splice(i, 1);
+        resolve(false);
+      }, timeoutMs);
+      this.waiters.push(w);
+    });
+  }
+
+  /** Closes the channel so that it is rebuilt (setup runs again): after a consumer cancel, say. */
+  reset(): void {
+    const ch = this.ch;
+    if (ch) void ch.close().catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.conn.removeSetup(this.hook);
+    const ch = this.ch;
+    this.ch = null;
+    for (const w of this.waiters.splice(0)) w(false);
+    if (ch) await ch.close().catch(() => undefined);
+  }
+}
+
+async function closeQuietly(model: ChannelModel): Promise<void> {
+  model.on('error', () => undefined);
+  let t: NodeJS.Timeout | undefined;
+  await Promise.race([model.close().catch(() => undefined), new Promise((r) => (t = setTimeout(r, 3000)))]);
+  clearTimeout(t);
 }
 
 /**

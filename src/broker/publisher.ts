@@ -1,4 +1,5 @@
-import type { ChannelModel, ConfirmChannel, Options } from 'amqplib';
+import type { ConfirmChannel, Options } from 'amqplib';
+import type { ManagedChannel } from './link.js';
 import type { Logger } from '../log.js';
 import { BrokerUnavailableError, type Broker } from './connection.js';
 
@@ -6,6 +7,8 @@ export interface PublisherOptions {
   /** Most unconfirmed publishes in flight; more wait for a slot. @default 2048 */
   window?: number;
   logger: Logger;
+  /** Names the channel in metrics. @default 'publisher' */
+  name?: string;
 }
 
 /**
@@ -15,48 +18,41 @@ export interface PublisherOptions {
  * have been taken and keeps it (the outbox relay publishes it again).
  */
 export class ConfirmPublisher {
-  private readonly broker: Broker;
+  private readonly mc: ManagedChannel;
   private readonly window: number;
-  private readonly log: Logger;
-  private ch: ConfirmChannel | null = null;
-  private closed = false;
   private inflight = 0;
   private draining = false;
   private readonly slotWaiters: (() => void)[] = [];
-  private readonly channelWaiters: (() => void)[] = [];
-  private readonly hook = async (model: ChannelModel): Promise<void> => {
-    const ch = await model.createConfirmChannel();
-    ch.on('error', (err: Error) => this.log.warn({ err: err.message }, 'publisher channel error'));
-    ch.on('close', () => {
-      const mine = this.ch === ch;
-      if (mine) this.ch = null;
-      this.draining = false;
-      this.wakeAll();
-      // A channel-level error (a publish to a deleted exchange, say) closes the channel while the
-      // connection lives on: open a new one (a lost connection is the recovery's).
-      if (mine && !this.closed) this.broker.rerun(this.hook, () => !this.ch && !this.closed);
-    });
-    ch.on('drain', () => {
-      this.draining = false;
-      this.wakeAll();
-    });
-    this.ch = ch;
-    this.draining = false;
-    for (const w of this.channelWaiters.splice(0)) w();
-  };
 
   constructor(broker: Broker, opts: PublisherOptions) {
-    this.broker = broker;
     this.window = opts.window ?? 2048;
-    this.log = opts.logger;
+    this.mc = broker.channel({ name: opts.name ?? 'publisher', confirm: true });
+    this.mc.on('ready', (ch: ConfirmChannel) => {
+      this.draining = false;
+      ch.on('drain', () => {
+        this.draining = false;
+        this.wakeAll();
+      });
+      this.wakeAll();
+    });
+    // Publishes waiting for a slot learn that the channel is gone (they fail; the relay has them).
+    this.mc.on('lost', () => {
+      this.draining = false;
+      this.wakeAll();
+    });
   }
 
   async start(): Promise<void> {
-    await this.broker.addHook(this.hook);
+    await this.mc.open({ wait: false });
   }
 
   get ready(): boolean {
-    return this.ch !== null;
+    return this.mc.ready;
+  }
+
+  /** Emits `ready` and `lost` as the channel comes and goes. */
+  get events(): ManagedChannel {
+    return this.mc;
   }
 
   get inFlight(): number {
@@ -64,20 +60,8 @@ export class ConfirmPublisher {
   }
 
   /** Waits until a channel is there, at most `timeoutMs`. */
-  async waitReady(timeoutMs: number): Promise<boolean> {
-    if (this.ch) return true;
-    return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        const i = this.channelWaiters.indexOf(w);
-        if (i >= 0) this.channelWaiters.splice(i, 1);
-        resolve(false);
-      }, timeoutMs);
-      const w = (): void => {
-        clearTimeout(t);
-        resolve(true);
-      };
-      this.channelWaiters.push(w);
-    });
+  waitReady(timeoutMs: number): Promise<boolean> {
+    return this.mc.waitReady(timeoutMs);
   }
 
   private wakeAll(): void {
@@ -86,10 +70,10 @@ export class ConfirmPublisher {
 
   async publish(exchange: string, routingKey: string, content: Buffer, options: Options.Publish = {}): Promise<void> {
     while (this.inflight >= this.window || this.draining) {
-      if (!this.ch) throw new BrokerUnavailableError();
+      if (!this.mc.ready) throw new BrokerUnavailableError();
       await new Promise<void>((r) => this.slotWaiters.push(r));
     }
-    const ch = this.ch;
+    const ch = this.mc.confirmChannel;
     if (!ch) throw new BrokerUnavailableError();
     this.inflight++;
     return new Promise<void>((resolve, reject) => {
@@ -113,14 +97,9 @@ export class ConfirmPublisher {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    this.broker.removeHook(this.hook);
-    const ch = this.ch;
-    this.ch = null;
-    if (ch) {
-      await Promise.race([ch.waitForConfirms().catch(() => undefined), new Promise((r) => setTimeout(r, 5000))]);
-      await ch.close().catch(() => undefined);
-    }
+    const ch = this.mc.confirmChannel;
+    if (ch) await Promise.race([ch.waitForConfirms().catch(() => undefined), new Promise((r) => setTimeout(r, 5000))]);
+    await this.mc.close();
     this.wakeAll();
   }
 }

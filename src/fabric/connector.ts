@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
-import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import type { Channel, ConsumeMessage } from 'amqplib';
 import { pino, type Logger } from 'pino';
 import { FabricUnavailableError } from './errors.js';
 import {
@@ -21,7 +21,7 @@ import {
   type Subscription,
 } from './data.js';
 import { Directory, keepAliveHeaders, ownFacts, parseBeat, type ServiceChange, type ServiceInfo } from './discovery.js';
-import { quiet, Link } from './link.js';
+import { Link, type ManagedChannel } from './link.js';
 import {
   createLogSubscription,
   LogDestination,
@@ -198,7 +198,9 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
   private readonly subs = new Set<DataSubscription>();
   private readonly logDests = new Set<LogDestination>();
   private readonly directory: Directory;
-  private controlCh: Channel | null = null;
+  /** Keep-alives and goodbyes go out here; the listing consumes on `listener`. */
+  private control: ManagedChannel | null = null;
+  private listener: ManagedChannel | null = null;
   private keepAliveTimer: NodeJS.Timeout | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private listening: Promise<void> | null = null;
@@ -261,7 +263,8 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
     try {
       await this.link.open(timeoutMs);
-      await this.link.addSetup((m) => this.setupControl(m));
+      this.control = this.link.channel({ name: 'fabric control', setup: (ch) => this.setupControl(ch) });
+      await this.control.open();
       if (this.opts.keepAliveListen) await this.startListening();
     } catch (err) {
       this.state = 'closed';
@@ -275,20 +278,14 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
     }
   }
 
-  private async setupControl(model: ChannelModel): Promise<void> {
-    const ch = quiet(await model.createChannel(), this.log, 'control');
-    ch.on('close', () => {
-      if (this.controlCh === ch) this.controlCh = null;
-    });
+  private async setupControl(ch: Channel): Promise<void> {
     // The data exchange is declared on first use: durable exchanges outlive us, no need to leave one per service.
     await ch.assertExchange(this.discoveryExchange, 'headers', DECLARE.durableHeaders);
-    this.controlCh = ch;
     // Announce at once (amqp-fabric waits one interval), also after a reconnect.
-    if (this.keepAliveMs > 0 && this.state !== 'closing') this.sendKeepAlive(false);
+    if (this.keepAliveMs > 0 && this.state !== 'closing') this.sendKeepAlive(false, ch);
   }
 
-  private sendKeepAlive(goodbye: boolean): boolean {
-    const ch = this.controlCh;
+  private sendKeepAlive(goodbye: boolean, ch = this.control?.channel): boolean {
     if (!ch) return false;
     const body = Buffer.from(JSON.stringify(ownFacts(this.version, this.keepAliveMs, this.startedAt)));
     try {
@@ -305,15 +302,21 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
   }
 
   private startListening(): Promise<void> {
-    this.listening ??= this.link
-      .addSetup(async (model) => {
-        const ch = quiet(await model.createChannel(), this.log, 'discovery listener');
+    const listener = this.link.channel({
+      name: 'fabric listing',
+      setup: async (ch) => {
         await ch.assertExchange(this.discoveryExchange, 'headers', DECLARE.durableHeaders);
         await ch.assertQueue(this.listenerQueue, DECLARE.privateQueue);
         for (const t of [MSG_TYPE.keepAlive, MSG_TYPE.goodbye])
           await ch.bindQueue(this.listenerQueue, this.discoveryExchange, '', { 'x-match': 'all', msg_type: t });
-        await ch.consume(this.listenerQueue, (m: ConsumeMessage | null) => this.onBeat(m), { noAck: true });
-      })
+        await ch.consume(this.listenerQueue, (m: ConsumeMessage | null) => (m ? this.onBeat(m) : listener.reset()), {
+          noAck: true,
+        });
+      },
+    });
+    this.listener = listener;
+    this.listening ??= listener
+      .open()
       .then(() => {
         this.sweepTimer = setInterval(() => {
           for (const c of this.directory.sweep()) this.emit('service', c);
@@ -327,8 +330,7 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
     return this.listening;
   }
 
-  private onBeat(m: ConsumeMessage | null): void {
-    if (!m) return;
+  private onBeat(m: ConsumeMessage): void {
     const beat = parseBeat(m.properties, m.content);
     if (!beat) return;
     const change = this.directory.observe(beat);
@@ -527,10 +529,8 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
     if (wasOpen && this.keepAliveMs > 0) this.sendKeepAlive(true);
     await Promise.all([...this.logDests].map((d) => d.close()));
     await this.data.close();
-    const ch = this.controlCh;
-    this.controlCh = null;
     // Closing the channel flushes the goodbye before the connection goes.
-    if (ch) await ch.close().catch(() => undefined);
+    await Promise.all([this.control?.close(), this.listener?.close()]);
     await this.link.close();
     this.state = 'closed';
   }

@@ -3,11 +3,11 @@
  * fire-and-forget and loses errors). A subscriber's queue is named exactly as given, so
  * subscribers sharing a name compete for messages and different names each get a copy.
  */
-import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { Channel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { FabricUnavailableError } from './errors.js';
 import { parsePythonJson, type JsonValue } from './json.js';
-import { quiet, type Link } from './link.js';
+import type { Link, ManagedChannel } from './link.js';
 import { dataExchange, DECLARE } from './names.js';
 
 /**
@@ -89,43 +89,33 @@ export function messageOf(m: ConsumeMessage): DataMessage {
 
 export class DataPublisher {
   private readonly link: Link;
-  private readonly log: Logger;
-  private ch: ConfirmChannel | null = null;
+  private readonly mc: ManagedChannel;
   private readonly declared = new Set<string>();
-  private readonly hook = async (model: ChannelModel): Promise<void> => {
-    this.declared.clear();
-    const ch = quiet(await model.createConfirmChannel(), this.log, 'data publisher');
-    ch.on('close', () => {
-      if (this.ch === ch) this.ch = null;
-    });
-    this.ch = ch;
-  };
   private started: Promise<void> | null = null;
 
-  constructor(link: Link, log: Logger) {
+  constructor(link: Link, _log: Logger) {
     this.link = link;
-    this.log = log;
+    // One recovery path (ManagedChannel): rebuilt on reconnect and after a channel-level close.
+    this.mc = link.channel({ name: 'fabric data publisher', confirm: true });
+    this.mc.on('ready', () => this.declared.clear());
   }
 
   /** Publishes and resolves when the broker confirms; waits at most `timeoutMs` for a connection and the confirm. */
   async publish(exchange: string, body: Buffer, headers: Record<string, unknown>, timeoutMs: number): Promise<void> {
-    this.started ??= this.link.addSetup(this.hook).catch((err: unknown) => {
+    this.started ??= this.mc.open({ wait: false }).catch((err: unknown) => {
       this.started = null;
       throw err;
     });
     const deadline = Date.now() + timeoutMs;
     await this.started;
     for (;;) {
-      if (!this.ch && !(await this.link.waitConnected(deadline - Date.now())))
-        throw new FabricUnavailableError(`data publish not confirmed within ${timeoutMs} ms (broker not connected)`);
-      const ch = this.ch;
-      if (!ch) {
-        // connected, but the channel is still being rebuilt by setup
-        await new Promise((r) => setTimeout(r, 20));
-        if (Date.now() > deadline)
-          throw new FabricUnavailableError(`data publish not confirmed within ${timeoutMs} ms`);
-        continue;
-      }
+      const ch: ConfirmChannel | null = (await this.mc.waitReady(deadline - Date.now()))
+        ? this.mc.confirmChannel
+        : null;
+      if (!ch)
+        throw new FabricUnavailableError(
+          `data publish not confirmed within ${timeoutMs} ms (${this.link.connected ? 'channel being rebuilt' : 'broker not connected'})`,
+        );
       if (!this.declared.has(exchange)) {
         await ch.assertExchange(exchange, 'headers', DECLARE.durableHeaders);
         this.declared.add(exchange);
@@ -157,10 +147,7 @@ export class DataPublisher {
   }
 
   async close(): Promise<void> {
-    this.link.removeSetup(this.hook);
-    const ch = this.ch;
-    this.ch = null;
-    if (ch) await ch.close().catch(() => undefined);
+    await this.mc.close();
   }
 }
 
@@ -178,13 +165,12 @@ export class DataSubscription implements Subscription {
   private readonly handler: DataHandler;
   private readonly prefetch: number;
   private readonly exclusive: boolean;
-  private ch: Channel | null = null;
+  private readonly mc: ManagedChannel;
   private tag: string | null = null;
   private currentQueue = '';
   private running = 0;
   private cancelled = false;
   private idle: Array<() => void> = [];
-  private readonly hook = (model: ChannelModel): Promise<void> => this.setup(model);
 
   constructor(
     link: Link,
@@ -206,6 +192,11 @@ export class DataSubscription implements Subscription {
     this.bindings = opts.bindings;
     this.handler = opts.handler;
     this.prefetch = opts.prefetch;
+    this.mc = link.channel({
+      name: `fabric subscription ${opts.exchange}`,
+      prefetch: opts.prefetch,
+      setup: (ch) => this.setup(ch),
+    });
   }
 
   get queue(): string {
@@ -213,21 +204,15 @@ export class DataSubscription implements Subscription {
   }
 
   async start(): Promise<void> {
-    await this.link.addSetup(this.hook);
+    await this.mc.open();
   }
 
-  private async setup(model: ChannelModel): Promise<void> {
+  private async setup(ch: Channel): Promise<void> {
     if (this.cancelled) return;
-    const ch = quiet(await model.createChannel(), this.log, 'subscriber');
-    ch.on('close', () => {
-      if (this.ch === ch) this.ch = null;
-    });
-    await ch.prefetch(this.prefetch);
     await ch.assertExchange(this.exchange, 'headers', DECLARE.durableHeaders);
     const { queue } = await ch.assertQueue(this.name, this.exclusive ? DECLARE.privateQueue : DECLARE.dataQueue);
     for (const args of this.bindings) await ch.bindQueue(queue, this.exchange, '', args);
     const { consumerTag } = await ch.consume(queue, (m) => this.onMessage(ch, m), { noAck: false });
-    this.ch = ch;
     this.tag = consumerTag;
     this.currentQueue = queue;
   }
@@ -235,10 +220,10 @@ export class DataSubscription implements Subscription {
   private onMessage(ch: Channel, m: ConsumeMessage | null): void {
     if (!m) {
       if (this.cancelled) return;
+      // The broker cancelled us (queue deleted, node gone): a new channel declares and consumes
+      // again, with backoff until it works.
       this.log.warn({ queue: this.currentQueue }, 'fabric: subscription cancelled by the broker; redeclaring');
-      const model = this.link.model;
-      if (model)
-        this.setup(model).catch((err: Error) => this.log.error({ err: err.message }, 'fabric: resubscribe failed'));
+      this.mc.reset();
       return;
     }
     this.running++;
@@ -265,8 +250,7 @@ export class DataSubscription implements Subscription {
   async cancel(drainTimeoutMs = 10_000): Promise<void> {
     if (this.cancelled) return;
     this.cancelled = true;
-    this.link.removeSetup(this.hook);
-    const ch = this.ch;
+    const ch = this.mc.channel;
     if (ch && this.tag) await ch.cancel(this.tag).catch(() => undefined);
     if (this.running > 0) {
       let t: NodeJS.Timeout | undefined;
@@ -276,8 +260,7 @@ export class DataSubscription implements Subscription {
       ]);
       clearTimeout(t);
     }
-    this.ch = null;
-    if (ch) await ch.close().catch(() => undefined);
+    await this.mc.close();
   }
 }
 

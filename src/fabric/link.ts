@@ -4,10 +4,10 @@
  */
 import type { Channel } from 'amqplib';
 import type { Logger } from 'pino';
-import { RecoveringConnection, redactUrl, type SetupHook } from '../broker/link.js';
+import { RecoveringConnection, redactUrl, type ManagedChannel, type SetupHook } from '../broker/link.js';
 import { FabricUnavailableError } from './errors.js';
 
-export { redactUrl, type SetupHook };
+export { redactUrl, type ManagedChannel, type SetupHook };
 
 export interface LinkOptions {
   url: string;

@@ -9,11 +9,10 @@
  * dropped and counted.
  */
 import { EventEmitter } from 'node:events';
-import type { Channel, ChannelModel } from 'amqplib';
 import type { Logger } from 'pino';
 import { safeString } from './errors.js';
 import { asciiJsonString } from './json.js';
-import { quiet, type Link } from './link.js';
+import type { Link, ManagedChannel } from './link.js';
 import { DECLARE, logExchange, type ServiceAddress } from './names.js';
 import { DataSubscription, type Subscription } from './data.js';
 
@@ -66,7 +65,7 @@ export class LogDestination extends EventEmitter {
   private readonly exchange: string;
   private readonly maxBuffer: number;
   private readonly maxHeaderBytes: number;
-  private ch: Channel | null = null;
+  private readonly mc: ManagedChannel;
   private buffer: Array<{ body: Buffer; headers: Record<string, string> }> = [];
   private pushedBack = false;
   private closed = false;
@@ -74,22 +73,6 @@ export class LogDestination extends EventEmitter {
   dropped = 0;
   /** Records published. */
   sent = 0;
-  private readonly hook = async (model: ChannelModel): Promise<void> => {
-    if (this.closed) return;
-    const ch = quiet(await model.createChannel(), this.log, 'log');
-    ch.on('close', () => {
-      if (this.ch === ch) this.ch = null;
-    });
-    ch.on('drain', () => {
-      this.pushedBack = false;
-      this.flushBuffer();
-    });
-    await ch.assertExchange(this.exchange, 'headers', DECLARE.durableHeaders);
-    this.ch = ch;
-    this.pushedBack = false;
-    this.flushBuffer();
-  };
-
   constructor(link: Link, log: Logger, address: ServiceAddress, opts: LogDestinationOptions = {}) {
     super();
     this.link = link;
@@ -98,8 +81,23 @@ export class LogDestination extends EventEmitter {
     this.exchange = logExchange(address.domain);
     this.maxBuffer = opts.maxBuffer ?? 1000;
     this.maxHeaderBytes = opts.maxHeaderBytes ?? 8192;
-    // Not awaited: logging must not wait for the broker. The hook runs when connected.
-    this.link.addSetup(this.hook).catch(() => undefined);
+    // One recovery path (ManagedChannel): rebuilt on reconnect and after a channel-level close.
+    this.mc = link.channel({
+      name: `fabric logs ${address.domain}`,
+      setup: async (ch) => {
+        await ch.assertExchange(this.exchange, 'headers', DECLARE.durableHeaders);
+        ch.on('drain', () => {
+          this.pushedBack = false;
+          this.flushBuffer();
+        });
+      },
+    });
+    this.mc.on('ready', () => {
+      this.pushedBack = false;
+      this.flushBuffer();
+    });
+    // Not awaited: logging must not wait for the broker. The channel is built when connected.
+    this.mc.open({ wait: false }).catch(() => undefined);
   }
 
   /** Records waiting for the broker. */
@@ -118,7 +116,7 @@ export class LogDestination extends EventEmitter {
       return true;
     }
     const item = this.toMessage(rec);
-    if (this.ch && !this.pushedBack && this.buffer.length === 0 && this.send(item)) return true;
+    if (this.mc.ready && !this.pushedBack && this.buffer.length === 0 && this.send(item)) return true;
     if (this.buffer.length < this.maxBuffer) this.buffer.push(item);
     else this.dropped++;
     return true;
@@ -165,7 +163,7 @@ export class LogDestination extends EventEmitter {
   }
 
   private send(item: { body: Buffer; headers: Record<string, string> }): boolean {
-    const ch = this.ch;
+    const ch = this.mc.channel;
     if (!ch) return false;
     try {
       const ok = ch.publish(this.exchange, '', item.body, { headers: item.headers, deliveryMode: 1, priority: 0 });
@@ -173,13 +171,13 @@ export class LogDestination extends EventEmitter {
       if (!ok) this.pushedBack = true;
       return true;
     } catch {
-      this.ch = null;
+      // The channel is closing: the managed channel rebuilds it and flushes the buffer then.
       return false;
     }
   }
 
   private flushBuffer(): void {
-    while (this.buffer.length > 0 && this.ch && !this.pushedBack) {
+    while (this.buffer.length > 0 && this.mc.ready && !this.pushedBack) {
       if (!this.send(this.buffer[0]!)) break;
       this.buffer.shift();
     }
@@ -196,11 +194,8 @@ export class LogDestination extends EventEmitter {
     this.closed = true;
     this.dropped += this.buffer.length;
     this.buffer = [];
-    this.link.removeSetup(this.hook);
-    const ch = this.ch;
-    this.ch = null;
     // Closing the channel flushes what was written to it.
-    if (ch) await ch.close().catch(() => undefined);
+    await this.mc.close();
   }
 }
 

@@ -126,7 +126,13 @@ export const RELAY_SELECT = `SELECT e.id, e.action, e.application, e.schema_vers
   FROM outbox o JOIN events e ON e.id = o.id LEFT JOIN actions a ON a.name = e.action
   WHERE (NOT o.deferred AND o.due_at < now() - make_interval(secs => $1::float8 / 1000))
      OR (o.deferred AND o.due_at <= now())
-  ORDER BY o.due_at LIMIT $2 FOR UPDATE OF o SKIP LOCKED`;
+  ORDER BY o.deferred, o.due_at, e.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED`;
+
+/**
+ * One relay publishes at a time, across processes (a transaction-level advisory lock): a backlog
+ * goes out in commit order, not interleaved by several relays (ordered subscriptions need it).
+ */
+export const RELAY_LOCK = `SELECT pg_try_advisory_xact_lock(hashtext('amebo.relay')) AS locked`;
 
 /** Deletes the outbox rows of events the relay published (inside its transaction). */
 export const RELAY_DONE = 'DELETE FROM outbox WHERE id = ANY($1::uuid[])';

@@ -13,7 +13,8 @@ test('open() gives up after its timeout when the broker is unreachable', async (
   });
   const r = await timed(c.open({ timeoutMs: 400 }));
   assert.ok(r.error instanceof FabricUnavailableError, String(r.error));
-  assert.ok(r.ms >= 400 && r.ms < 1500, `gave up after ${r.ms} ms`);
+  // Date.now() granularity and the synchronous start before `timed` sees the promise: a few ms.
+  assert.ok(r.ms >= 390 && r.ms < 1500, `gave up after ${r.ms} ms`);
   await assert.rejects(c.rpcRegister({}), FabricUnavailableError);
   await c.close();
 });

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import amqp from 'amqplib';
 import { pino } from 'pino';
 import { LogDestination, type LogRecord } from '../../src/fabric/index.js';
-import type { Link } from '../../src/fabric/link.js';
+import { Link } from '../../src/fabric/link.js';
 import { AMQP_URL, open, sleep, uniqueDomain, waitFor } from './helpers.js';
 
 test('records arrive with Python level names and service headers; the tail filters by service and level', async (t) => {
@@ -66,12 +66,15 @@ test('records arrive with Python level names and service headers; the tail filte
 });
 
 test('the destination never blocks or throws: records wait in a bounded buffer, the rest are dropped and counted', () => {
-  // A link whose broker never comes: the setup hook never runs, so nothing can be sent.
-  const link = {
-    addSetup: () => new Promise<void>(() => undefined),
-    removeSetup: () => undefined,
-    isClosed: false,
-  } as unknown as Link;
+  // A link never opened: its channel is never built, so nothing can be sent.
+  const link = new Link({
+    url: 'amqp://127.0.0.1:1',
+    name: 'never',
+    logger: pino({ level: 'silent' }),
+    heartbeatSeconds: 10,
+    reconnectInitialDelayMs: 100,
+    reconnectMaxDelayMs: 1000,
+  });
   const dest = new LogDestination(
     link,
     pino({ level: 'silent' }),

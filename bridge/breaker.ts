@@ -47,7 +47,7 @@ export class Breaker {
     this.threshold = o.threshold ?? 5;
     this.windowMs = o.windowMs ?? 30_000;
     this.cooldownMs = o.cooldownMs ?? 10_000;
-    this.maxCooldownMs = o.maxCooldownMs ?? 300_000;
+    this.maxCooldownMs = o.maxCooldownMs ?? 20_000;
   }
 
   static id(endpoint: string): string {
@@ -57,9 +57,26 @@ export class Breaker {
     return `${this.prefix}breaker:${kind}:${Breaker.id(endpoint)}`;
   }
 
+  /**
+   * Redis is away: the breaker fails open at once (every call would otherwise wait for the command
+   * timeout, and a delivery behind it), and says so once per outage.
+   */
+  private away(): boolean {
+    if (this.redis.status === 'ready') {
+      if (this.wasAway) this.log.warn('breaker: Redis is back; circuits are shared again');
+      this.wasAway = false;
+      return false;
+    }
+    if (!this.wasAway) this.log.warn('breaker: Redis unavailable; circuits stay closed (fail open) until it is back');
+    this.wasAway = true;
+    return true;
+  }
+  private wasAway = false;
+
   /** Counts a failure; returns the new state when this failure opened the circuit. */
   async failure(endpoint: string): Promise<BreakerState | null> {
     this.failing.add(endpoint);
+    if (this.away()) return null;
     try {
       const fk = this.key('fail', endpoint);
       const res = await this.redis.multi().incr(fk).pexpire(fk, this.windowMs).exec();
@@ -86,6 +103,7 @@ export class Breaker {
 
   /** After a failed probe: open again for twice as long. */
   async reopen(endpoint: string, previous: BreakerState | null): Promise<BreakerState | null> {
+    if (this.away()) return null;
     try {
       await this.redis.del(this.key('state', endpoint), this.key('probe', endpoint));
       const cd = Math.min((previous?.cooldownMs ?? this.cooldownMs) * 2, this.maxCooldownMs);
@@ -99,6 +117,7 @@ export class Breaker {
   async success(endpoint: string, force = false): Promise<void> {
     if (!force && !this.failing.has(endpoint)) return;
     this.failing.delete(endpoint);
+    if (this.away()) return;
     try {
       const n = await this.redis.del(
         this.key('fail', endpoint),
@@ -113,6 +132,7 @@ export class Breaker {
   }
 
   async state(endpoint: string): Promise<BreakerState | null> {
+    if (this.away()) return null;
     try {
       const v = await this.redis.get(this.key('state', endpoint));
       return v ? (JSON.parse(v) as BreakerState) : null;
@@ -123,6 +143,7 @@ export class Breaker {
 
   /** One worker across all processes gets to probe per cool-down. */
   async tryProbe(endpoint: string, holdMs: number): Promise<boolean> {
+    if (this.away()) return true;
     try {
       return (await this.redis.set(this.key('probe', endpoint), String(process.pid), 'PX', holdMs, 'NX')) === 'OK';
     } catch {

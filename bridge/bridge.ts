@@ -73,27 +73,39 @@ export class Bridge {
 
   /** Ordered subscriptions' held events, in Redis (in memory while Redis is away). */
   private readonly heldLocal = new Map<string, HeldState>();
+  /** Redis is usable now; when it is not, callers fall back at once instead of waiting for the command timeout. */
+  private redisUp(): boolean {
+    const up = this.cmd?.status === 'ready';
+    if (!up && !this.redisAway)
+      this.log.warn('Redis unavailable: ordered progress and pacing kept in this process until it is back');
+    else if (up && this.redisAway) this.log.warn('Redis is back: ordered progress and pacing shared again');
+    this.redisAway = !up;
+    return up;
+  }
+  private redisAway = false;
+
   private readonly held: HeldStore = {
     get: async (sub, ev) => {
       const k = `${this.a.cfg.redisPrefix}held:${sub}:${ev}`;
-      try {
-        const v = await this.cmd?.get(k);
-        if (v) return JSON.parse(v) as HeldState;
-      } catch {
-        /* Redis away */
-      }
+      if (this.redisUp())
+        try {
+          const v = await this.cmd?.get(k);
+          if (v) return JSON.parse(v) as HeldState;
+        } catch {
+          /* Redis away */
+        }
       return this.heldLocal.get(k) ?? null;
     },
     set: async (sub, ev, st, ttlMs) => {
       const k = `${this.a.cfg.redisPrefix}held:${sub}:${ev}`;
       if (this.heldLocal.size > 10_000) this.heldLocal.clear();
       this.heldLocal.set(k, st);
-      await this.cmd?.set(k, JSON.stringify(st), 'PX', Math.round(ttlMs)).catch(() => undefined);
+      if (this.redisUp()) await this.cmd?.set(k, JSON.stringify(st), 'PX', Math.round(ttlMs)).catch(() => undefined);
     },
     del: async (sub, ev) => {
       const k = `${this.a.cfg.redisPrefix}held:${sub}:${ev}`;
       this.heldLocal.delete(k);
-      await this.cmd?.del(k).catch(() => undefined);
+      if (this.redisUp()) await this.cmd?.del(k).catch(() => undefined);
     },
   };
 
@@ -104,7 +116,7 @@ export class Bridge {
    * on its own (per process) rather than stop delivering.
    */
   private async reserveSlot(sub: string, rate: number): Promise<number | null> {
-    if (!this.cmd || this.cmd.status !== 'ready') return null;
+    if (!this.cmd || !this.redisUp()) return null;
     try {
       const wait = await this.cmd.eval(PACE_LUA, 1, `${this.a.cfg.redisPrefix}pace:${sub}`, String(1000 / rate));
       return Number(wait);
@@ -245,6 +257,7 @@ export class Bridge {
       breaker: this.breaker,
       log: this.log,
       prefetch: this.opts.prefetch ?? this.a.cfg.prefetch,
+      orderedProbeMs: this.a.cfg.orderedProbeMs,
       ensureRetryQueue: (ms) => this.ensureRetryQueue(ms),
       onGone: (r, reason) => this.gone(r, reason),
       model: () => this.model,

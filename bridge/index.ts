@@ -22,7 +22,12 @@ export function bridgeStarter(opts?: BridgeOptions): PartStarter {
 export function bridgeOptions(cfg: Config): BridgeOptions {
   if (!cfg.breaker) return { breaker: false };
   return {
-    breaker: { threshold: cfg.breakerThreshold, windowMs: cfg.breakerWindowMs, cooldownMs: cfg.breakerCooldownMs },
+    breaker: {
+      threshold: cfg.breakerThreshold,
+      windowMs: cfg.breakerWindowMs,
+      cooldownMs: cfg.breakerCooldownMs,
+      maxCooldownMs: cfg.breakerMaxCooldownMs,
+    },
   };
 }
 

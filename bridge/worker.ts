@@ -8,7 +8,7 @@ import { metrics } from '../src/metrics.js';
 import type { SubscriptionRow } from '../src/store/registry.js';
 import type { Breaker, BreakerState } from './breaker.js';
 import { splicedBody, type BrokerEvent, type Outgoing } from './envelope.js';
-import { decide, type LadderSettings } from './ladder.js';
+import { decide, isSuccess, type LadderSettings } from './ladder.js';
 import type { Attempt, Sender, Target } from './sender.js';
 import type { Recorder } from './store.js';
 
@@ -20,6 +20,8 @@ export interface WorkerDeps {
   breaker: Breaker | null;
   log: Logger;
   prefetch: number;
+  /** Longest wait between two tries of an ordered subscription's held event (see `deliver`). */
+  orderedProbeMs: number;
   /** Declares a retry queue for a delay outside the schedule (a long Retry-After). */
   ensureRetryQueue(delayMs: number): Promise<void>;
   /** The handler answered 410: disable the subscription everywhere. */
@@ -40,6 +42,10 @@ export interface WorkerDeps {
 export interface HeldState {
   /** The number of the next attempt. */
   next: number;
+  /** Attempts that counted on the retry ladder so far (probes in between do not). */
+  step?: number;
+  /** When the next ladder step is due (epoch ms); tries before it are probes. */
+  stepAt?: number;
   firstAt: number;
   /** When the next attempt is due (epoch ms). */
   at: number;
@@ -326,13 +332,21 @@ export class SubscriptionWorker {
         await this.deadLetter(ch, msg, 'malformed', 1, null);
         return;
       }
-    let attempt = Math.max(1, Number(headers[HEADER.attempt] ?? 1) || 1);
+    // The true attempt number: the header counts attempts made through the retry ladder; a copy
+    // the broker gives again (a consumer died holding it) was attempted once more per redelivery
+    // (quorum queues count them in x-delivery-count; classic ones only flag `redelivered`).
+    const redeliveries = Number(headers['x-delivery-count']) || (msg.fields.redelivered ? 1 : 0);
+    let attempt = Math.max(1, Number(headers[HEADER.attempt] ?? 1) || 1) + redeliveries;
+    let step = attempt;
+    let stepDue = 0;
     let firstAt = Number(headers[HEADER.firstAttemptAt]) || Date.now();
     if (this.ordered) {
       // Redelivered after a crash or a channel loss: carry on where the last holder stopped.
       const h = await this.d.held.get(this.row.id, event.id);
       if (h) {
         attempt = Math.max(attempt, h.next);
+        step = h.step ?? h.next;
+        stepDue = h.stepAt ?? 0;
         firstAt = h.firstAt;
         if (h.at > Date.now() && !(await this.sleep(Math.min(h.at - Date.now(), ORDERED_MAX_WAIT_MS)))) return;
       }
@@ -357,7 +371,36 @@ export class SubscriptionWorker {
         at: new Date(now),
       });
       await this.afterAttempt(a, g === 'probe');
-      const dec = decide(a, attempt, firstAt, now, this.ladder);
+      if (this.ordered && stepDue > 0) {
+        if (now < stepDue && !isSuccess(a.status) && a.status !== 410 && !a.fatal) {
+          // A probe between two ladder steps failed: hold on until the step is due, probing at
+          // least every orderedProbeMs, so a receiver that comes back is served within that.
+          const wait = Math.min(stepDue - now, this.d.orderedProbeMs);
+          await this.d.held.set(
+            this.row.id,
+            event.id,
+            { next: attempt + 1, step, stepAt: stepDue, firstAt, at: now + wait },
+            Math.max(this.ladder.maxAgeMs, stepDue - now) + 60_000,
+          );
+          this.d.recorder.delivery({
+            event: event.id,
+            subscription: this.row.id,
+            attempts: attempt,
+            lastStatus: a.status,
+            state: 'retrying',
+            lastError: a.error,
+            nextAttemptAt: new Date(now + wait),
+            at: new Date(now),
+          });
+          if (!(await this.sleep(wait))) return;
+          attempt++;
+          continue;
+        }
+        // This try is the ladder's next step.
+        step++;
+        stepDue = 0;
+      }
+      const dec = decide(a, step, firstAt, now, this.ladder);
       const base = { event: event.id, subscription: this.row.id, attempts: attempt, lastStatus: a.status };
       switch (dec.kind) {
         case 'delivered':
@@ -395,19 +438,21 @@ export class SubscriptionWorker {
           this.notify(event.id, event.action, 'retrying', attempt, a);
           const next = new Date(now + dec.delayMs);
           if (this.ordered) {
-            // Hold the line: the next event waits until this one succeeds or dies.
-            const wait = Math.min(dec.delayMs, ORDERED_MAX_WAIT_MS);
+            // Hold the line: the next event waits until this one succeeds or dies. The ladder's
+            // step may be long (hours); the held event is probed meanwhile (see above).
+            stepDue = now + Math.min(dec.delayMs, ORDERED_MAX_WAIT_MS);
+            const wait = Math.min(dec.delayMs, this.d.orderedProbeMs, ORDERED_MAX_WAIT_MS);
             await this.d.held.set(
               this.row.id,
               event.id,
-              { next: attempt + 1, firstAt, at: now + wait },
-              Math.max(this.ladder.maxAgeMs, wait) + 60_000,
+              { next: attempt + 1, step, stepAt: stepDue, firstAt, at: now + wait },
+              Math.max(this.ladder.maxAgeMs, stepDue - now) + 60_000,
             );
             this.d.recorder.delivery({
               ...base,
               state: 'retrying',
               lastError: a.error,
-              nextAttemptAt: next,
+              nextAttemptAt: new Date(now + wait),
               at: new Date(now),
             });
             metrics.delivered.inc({ subscription: this.target.label, outcome: 'retried' });

@@ -108,6 +108,7 @@ rmq_env() {
     "RABBITMQ_NODENAME=$(node_name "$n")" \
     "RABBITMQ_USE_LONGNAME=false" \
     "RABBITMQ_CONFIG_FILE=$d/rabbitmq.conf" \
+    "RABBITMQ_CONFIG_FILES=$d/conf.d/*.conf" \
     "RABBITMQ_ADVANCED_CONFIG_FILE=$d/advanced.config" \
     "RABBITMQ_MNESIA_BASE=$d/mnesia" \
     "RABBITMQ_LOG_BASE=$d/log" \
@@ -161,7 +162,7 @@ write_rabbit_files() {
   local n d
   for n in 1 2 3; do
     d="$(node_dir "$n")"
-    mkdir -p "$d/mnesia" "$d/log"
+    mkdir -p "$d/mnesia" "$d/log" "$d/conf.d" # conf.d: not the system's /etc/rabbitmq/conf.d
     cat >"$d/rabbitmq.conf" <<EOF
 # Written by scripts/cluster.sh (chaos stack node $n).
 listeners.tcp.1 = 127.0.0.1:${amqp_ports[$n]}
@@ -177,6 +178,9 @@ EOF
 start_node() {
   local n="$1" d envs
   d="$(node_dir "$n")"
+  if port_open "${amqp_ports[$n]}"; then
+    die "127.0.0.1:${amqp_ports[$n]} is taken by another process: $(node_name "$n") cannot start"
+  fi
   rm -f "$d/beam.pid" "$d/launcher.pid"
   mapfile -t envs < <(rmq_env "$n")
   (cd "$d" && exec setsid env "${envs[@]}" "$rmq_sbin/rabbitmq-server") >>"$d/startup.log" 2>&1 </dev/null 9>&- &
@@ -212,7 +216,7 @@ wait_port() {
 # died (boot failure), pointing at its logs.
 wait_node_up() {
   local n="$1" deadline="$2"
-  until port_open "${amqp_ports[$n]}"; do
+  until port_open "${amqp_ports[$n]}" && node_alive "$n"; do
     if ! node_alive "$n"; then
       sleep 1 # the VM may be between the launcher and its pid file
       if ! node_alive "$n" && ! port_open "${amqp_ports[$n]}"; then
@@ -262,6 +266,10 @@ wait_cluster() {
     want="$(printf '%s' "$want" | sort)"
     got="$(running_nodes "$n" || true)"
     [ -n "$got" ] && [ "$got" = "$want" ] && return 0
+    if ! node_alive "$n"; then
+      echo "cluster: $(node_name "$n") is not running (see $(node_dir "$n")/log)" >&2
+      return 1
+    fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       echo "cluster: $(node_name "$n") sees running [$(echo "$got" | paste -sd,)], expected [$(echo "$want" | paste -sd,)]" >&2
       return 1
@@ -431,14 +439,18 @@ cmd_up() {
   declare -A note=()
 
   # Start everything that is down first, then wait: the nodes boot in parallel.
-  redis_ping || {
+  if ! redis_ping; then
     redis_start
     note[redis]=started
-  }
-  pg_ready || {
+  elif ! redis_pid >/dev/null; then
+    die "127.0.0.1:$redis_port answers, but not with this stack's Redis (another process holds the port)"
+  fi
+  if ! pg_ready; then
     pg_start
     note[pg]=started
-  }
+  elif ! pg_pid >/dev/null; then
+    die "127.0.0.1:$pg_port answers, but not with this stack's PostgreSQL (another process holds the port)"
+  fi
   local stopped_app=()
   for n in 1 2 3; do
     if ! node_alive "$n"; then

@@ -187,6 +187,18 @@ export const OPTIONS = {
     'AMEBO_BREAKER_COOLDOWN_MS',
     100,
   ),
+  breakerMaxCooldownMs: int(
+    20_000,
+    'longest cool-down of an open circuit (it doubles after each failed probe up to this), so delivery resumes soon after an endpoint is back',
+    'AMEBO_BREAKER_MAX_COOLDOWN_MS',
+    100,
+  ),
+  orderedProbeMs: int(
+    10_000,
+    "an ordered subscription's held event is tried again at least this often while its retry step waits (probes do not count against max_attempts)",
+    'AMEBO_ORDERED_PROBE_MS',
+    100,
+  ),
   discoveryExchange: str('msc.discovery', 'amqp-fabric discovery exchange (keep-alives)', 'AMEBO_DISCOVERY_EXCHANGE'),
   serviceTtlSeconds: int(
     10,

@@ -86,6 +86,9 @@ export class PublishPipeline implements BacklogSource {
   attachRelay(relay: Relay): void {
     this.relay = relay;
     relay.attach(this);
+    // A process starts behind whatever an earlier one left unconfirmed in the outbox (a crash, a
+    // kill -9): its relay publishes that first, then live publishing begins.
+    this.enterBacklog('starting: the outbox may hold events a stopped process left unconfirmed');
   }
 
   /** True while events go through the outbox instead of straight to the broker. */

@@ -1,0 +1,111 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { destroy, eventually, http, start, testEnv, type Running, type TestEnv } from '../helpers/harness.js';
+import { TcpProxy } from '../helpers/proxy.js';
+import { bridgeStarter, type BridgeOptions } from '../../bridge/index.js';
+import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { Receiver, seed } from './receiver.js';
+
+// Delivery faults the chaos suite found (issue "Production on a RabbitMQ cluster" §5), each on the
+// shared services: an ordered subscription that waited out a long retry step after its receiver
+// was back, Redis away slowing every ordered delivery to the command timeout, and redelivered
+// copies that said `x-amebo-attempt: 1`.
+const redisProxy = new TcpProxy(6379);
+let env: TestEnv;
+let srv: Running;
+const rx = new Receiver();
+const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
+  http(srv.url, env, m, p, body, auth);
+let APP: [string, string];
+
+const bridge = (opts: BridgeOptions = {}) =>
+  start(env, { parts: [bridgeStarter({ breaker: false, ...opts })], plugins: [deliveryRoutes] });
+
+before(async () => {
+  await rx.listen();
+  const port = await redisProxy.listen();
+  env = testEnv({ redisUrl: `redis://127.0.0.1:${port}/0`, orderedProbeMs: 400 });
+  srv = await bridge();
+  APP = await seed(call, 'ops', ['ops.ledger', 'ops.slow']);
+});
+after(async () => {
+  await srv?.close();
+  await rx.close();
+  await redisProxy.close();
+  await destroy(env);
+});
+
+const publish = async (action: string, payload: unknown): Promise<string> => {
+  const r = await call('POST', '/v1/events', { action, payload }, APP);
+  assert.equal(r.status, 202);
+  return r.body.event as string;
+};
+
+const subscribe = async (name: string, action: string, extra: Record<string, unknown>) => {
+  const s = await call(
+    'POST',
+    '/v1/subscriptions',
+    { application: 'ops', subscription: name, action, handler: rx.url(`/${name}`), ...extra },
+    'admin',
+  );
+  assert.equal(s.status, 201, JSON.stringify(s.body));
+  return s.body as { id: string; queue: string };
+};
+
+test('ordered: a receiver back during a long retry step is served within the probe interval, in order', async () => {
+  // The ladder's second step is a minute: without probes the held event would wait for it.
+  await subscribe('ledger', 'ops.ledger', { ordered: true, retry_schedule: [1, 60], max_attempts: 5 });
+  let down = true;
+  rx.on('/ledger', () => (down ? { status: 503 } : { status: 200 }));
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push(await publish('ops.ledger', { i }));
+  // The head is tried, fails, waits its 1 s step, fails again: now it is on the 60 s step.
+  await eventually(() => rx.at('/ledger').length >= 2, 10_000);
+  down = false;
+  const back = Date.now();
+  await eventually(() => new Set(rx.at('/ledger').map((r) => r.json.id as string)).size === 5, 15_000);
+  const resumed = rx.at('/ledger').find((r) => r.at >= back)!.at - back;
+  assert.ok(resumed < 3000, `first delivery ${resumed} ms after the receiver came back`);
+  const firsts: string[] = [];
+  for (const r of rx.at('/ledger')) if (!firsts.includes(r.json.id as string)) firsts.push(r.json.id as string);
+  assert.deepEqual(firsts, ids, 'publish order');
+  // The probes carry their true attempt numbers, one more each time.
+  const head = rx.at('/ledger').filter((r) => r.json.id === ids[0]);
+  assert.deepEqual(
+    head.map((r) => Number(r.headers['x-amebo-attempt'])),
+    head.map((_, i) => i + 1),
+  );
+});
+
+test('Redis away: ordered delivery goes on at full speed (local fallback), not one per command timeout', async () => {
+  await subscribe('steady', 'ops.ledger', { ordered: true });
+  rx.on('/steady', () => ({ status: 200 }));
+  redisProxy.refuse(true);
+  redisProxy.cut();
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = Date.now();
+    for (let i = 0; i < 10; i++) await publish('ops.ledger', { steady: i });
+    await eventually(() => rx.at('/steady').length >= 10, 20_000);
+    const ms = Date.now() - t0;
+    // Before: each ordered message waited for Redis's 3 s command timeout (30 s for ten).
+    assert.ok(ms < 6000, `10 ordered deliveries took ${ms} ms with Redis away`);
+  } finally {
+    redisProxy.refuse(false);
+  }
+});
+
+test('a copy redelivered after its consumer died carries its true attempt number', async () => {
+  await subscribe('slow', 'ops.slow', {});
+  let first = true;
+  // The first attempt hangs (its bridge dies holding the message); the redelivery is answered.
+  rx.on('/slow', () => (first ? ((first = false), { status: 200, delayMs: 60_000 }) : { status: 200 }));
+  const id = await publish('ops.slow', { x: 1 });
+  await eventually(() => rx.at('/slow').length === 1, 10_000);
+  await srv.close();
+  srv = await bridge();
+  await eventually(() => rx.at('/slow').length >= 2, 15_000);
+  const again = rx.at('/slow')[1]!;
+  assert.equal(again.json.id, id);
+  assert.equal(again.headers['x-amebo-attempt'], '2');
+});

@@ -47,7 +47,7 @@ export class Breaker {
     this.threshold = o.threshold ?? 5;
     this.windowMs = o.windowMs ?? 30_000;
     this.cooldownMs = o.cooldownMs ?? 10_000;
-    this.maxCooldownMs = o.maxCooldownMs ?? 20_000;
+    this.maxCooldownMs = o.maxCooldownMs ?? 12_000;
   }
 
   static id(endpoint: string): string {

@@ -165,6 +165,10 @@ export class SubscriptionWorker {
   private async consume(): Promise<void> {
     const ch = this.ch;
     if (!ch || this.tag || this.consuming || this.stopped || this.mode === 'open') return;
+    // An ordered subscription holding its head event (paused by the breaker meanwhile) must not
+    // consume again until that event is settled: a new consumer gets a fresh prefetch window, and
+    // the next event would overtake the held one. `handle` consumes once it is settled.
+    if (this.ordered && this.inflight > 0) return;
     this.consuming = true;
     try {
       const { consumerTag } = await ch.consume(this.queue, (msg) => {
@@ -314,6 +318,8 @@ export class SubscriptionWorker {
       this.inflight--;
       this.gauge.dec();
       if (this.inflight === 0) for (const r of this.idle.splice(0)) r();
+      if (this.ordered && this.inflight === 0 && this.ch && !this.tag && this.mode !== 'open')
+        void this.consume().catch(() => undefined);
     }
   }
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/services.sh
 shopt -s nullglob
 files=()
-for f in test/*.test.ts test/*/*.test.ts; do [[ $f == test/serial/* ]] || files+=("$f"); done
+for f in test/*.test.ts test/*/*.test.ts; do [[ $f == test/serial/* || $f == test/chaos/* ]] || files+=("$f"); done
 # test/serial restarts the shared RabbitMQ and Redis, so it runs alone, after everything else.
 serial=(test/serial/*.test.ts)
 run() { node --import tsx --test --test-concurrency="$1" --test-timeout=240000 "${@:2}"; }
@@ -15,5 +15,11 @@ rc=0
 run "${AMEBO_TEST_CONCURRENCY:-2}" "$@" "${files[@]}" || rc=$?
 if [ ${#serial[@]} -gt 0 ] && [ "${AMEBO_TEST_SERIAL:-1}" = 1 ]; then
   run 1 "$@" "${serial[@]}" || rc=$?
+fi
+# test/chaos kills RabbitMQ nodes, Amebo processes, PostgreSQL and Redis of its own stack
+# (scripts/cluster.sh: three clustered nodes on 5681-5683, PostgreSQL on 5442, Redis on 6390), last.
+chaos=(test/chaos/*.test.ts)
+if [ ${#chaos[@]} -gt 0 ] && [ "${AMEBO_TEST_CHAOS:-1}" = 1 ] && [ $# -eq 0 ]; then
+  node --import tsx --test --test-concurrency=1 --test-timeout=900000 "${chaos[@]}" || rc=$?
 fi
 exit $rc

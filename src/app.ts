@@ -187,13 +187,26 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
     throw err;
   };
 
-  const redis = new Redis(cfg.redisUrl, {
+  const redisOptions = {
     connectTimeout: 3000,
     commandTimeout: 3000,
     maxRetriesPerRequest: 2,
     lazyConnect: true,
-    retryStrategy: (n) => Math.min(100 * 2 ** n, 3000),
-  });
+    retryStrategy: (n: number) => Math.min(100 * 2 ** n, 3000),
+  };
+  // Redis through Sentinel: ioredis asks the Sentinels for the master and follows failovers.
+  const redis = cfg.redisSentinels
+    ? new Redis({
+        ...redisOptions,
+        sentinels: cfg.redisSentinels.split(',').map((hp) => {
+          const [host, port] = hp.trim().split(':');
+          return { host: host!, port: Number(port ?? 26379) };
+        }),
+        name: cfg.redisSentinelName,
+        ...(new URL(cfg.redisUrl).password ? { password: decodeURIComponent(new URL(cfg.redisUrl).password) } : {}),
+        db: Number(new URL(cfg.redisUrl).pathname.slice(1) || 0),
+      })
+    : new Redis(cfg.redisUrl, redisOptions);
   redis.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'));
   try {
     await redis.connect();

@@ -63,6 +63,12 @@ export const OPTIONS = {
     'AMEBO_DATABASE_URL',
   ),
   redisUrl: str('redis://127.0.0.1:6379/0', 'Redis URL', 'AMEBO_REDIS_URL'),
+  redisSentinels: str(
+    '',
+    'comma-separated host:port of Redis Sentinels; when set, Amebo asks them for the master named AMEBO_REDIS_SENTINEL_NAME (AMEBO_REDIS_URL then only gives the password and db)',
+    'AMEBO_REDIS_SENTINELS',
+  ),
+  redisSentinelName: str('mymaster', 'the master name the Sentinels watch', 'AMEBO_REDIS_SENTINEL_NAME'),
   redisPrefix: str('amebo:', 'prefix of every Redis key Amebo writes', 'AMEBO_REDIS_PREFIX'),
   adminToken: str(
     '',
@@ -188,7 +194,7 @@ export const OPTIONS = {
     100,
   ),
   breakerMaxCooldownMs: int(
-    20_000,
+    12_000,
     'longest cool-down of an open circuit (it doubles after each failed probe up to this), so delivery resumes soon after an endpoint is back',
     'AMEBO_BREAKER_MAX_COOLDOWN_MS',
     100,

@@ -229,7 +229,10 @@ export class SubscriptionWorker {
     if (this.mode !== 'open') this.d.log.info({ queue: this.queue }, 'consumer paused: circuit open');
     this.mode = 'open';
     this.probing = false;
-    void this.cancel();
+    // An ordered subscription holding its head event keeps its consumer: the queue has a single
+    // active consumer, and cancelling it would hand the next event to another bridge process while
+    // this one still holds the head. The held event waits at the gate; prefetch 1 lets nothing else in.
+    if (!(this.ordered && this.inflight > 0)) void this.cancel();
     if (this.probeTimer) clearTimeout(this.probeTimer);
     this.probeTimer = setTimeout(() => void this.probeTick(), Math.max(0, state.until - Date.now()));
   }

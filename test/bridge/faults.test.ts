@@ -109,3 +109,43 @@ test('a copy redelivered after its consumer died carries its true attempt number
   assert.equal(again.json.id, id);
   assert.equal(again.headers['x-amebo-attempt'], '2');
 });
+
+test('ordered behind an open circuit, two bridges: the held event is not overtaken when the receiver comes back', async () => {
+  // Two bridge processes share the ordered queue (single active consumer). The circuit opening must
+  // not cancel the consumer holding the head event: the queue would hand the next one to the other.
+  await srv.close();
+  const breaker = { threshold: 3, windowMs: 10_000, cooldownMs: 500, maxCooldownMs: 1000 };
+  srv = await bridge({ breaker });
+  const second = await bridge({ breaker });
+  after(() => second.close());
+  await subscribe('queue-a', 'ops.slow', { ordered: true, retry_schedule: [1, 2], max_attempts: 1000 });
+  await subscribe('queue-b', 'ops.slow', { retry_schedule: [1, 2], max_attempts: 1000 });
+  let down = false;
+  const first = new Map<string, number>();
+  const order: number[] = [];
+  rx.on('/queue-a', (r) => {
+    if (down) return { status: 503 };
+    const n = (r.json as { payload: { k: number } }).payload.k;
+    if (!first.has(r.json.id as string)) order.push(n);
+    first.set(r.json.id as string, n);
+    return { status: 200 };
+  });
+  rx.on('/queue-b', () => (down ? { status: 503 } : { status: 200 }));
+  const ids: string[] = [];
+  let k = 0;
+  const pub = async (count: number) => {
+    for (let i = 0; i < count; i++) {
+      ids.push(await publish('ops.slow', { k: k++ }));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  await pub(20);
+  down = true;
+  await pub(60);
+  await new Promise((r) => setTimeout(r, 4000));
+  down = false;
+  await pub(20);
+  await eventually(() => order.length >= ids.length, 30_000);
+  const late = order.filter((n, i) => i > 0 && n < order[i - 1]!);
+  assert.deepEqual(late, [], `first deliveries out of order: ${JSON.stringify(order)}`);
+});

@@ -13,6 +13,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -70,7 +71,11 @@ class Amebo {
       },
     );
     this.child = child;
-    const keep = (d: Buffer) => (this.out = (this.out + d.toString()).slice(-20_000));
+    const log = createWriteStream(`${stackEnv.AMEBO_CLUSTER_DIR ?? '/tmp'}/amebo-${this.port}.log`, { flags: 'a' });
+    const keep = (d: Buffer) => {
+      log.write(d);
+      this.out = (this.out + d.toString()).slice(-20_000);
+    };
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
     child.on('exit', (code, signal) => {
@@ -185,7 +190,7 @@ async function api(
 
 /** One sequential publisher (~40 events/s): each event waits for its answer, so accepted order is commit order. */
 class Load {
-  readonly accepted: { n: number; id: string; at: number }[] = [];
+  readonly accepted: { n: number; id: string; at: number; published: boolean }[] = [];
   refused = 0;
   private stopped = false;
   private done: Promise<void> | null = null;
@@ -205,7 +210,8 @@ class Load {
         const r = await api(base, 'POST', '/v1/events', { action: this.action, payload: { n } }, this.auth).catch(
           () => null,
         );
-        if (r && r.status >= 200 && r.status < 300) this.accepted.push({ n, id: r.body.event, at: Date.now() });
+        if (r && r.status >= 200 && r.status < 300)
+          this.accepted.push({ n, id: r.body.event, at: Date.now(), published: r.body.published === true });
         else {
           this.refused++;
           i++; // try the next API process
@@ -342,10 +348,15 @@ async function scenario(
   table.push(row);
   console.log(`chaos: ${JSON.stringify(row)}`);
   assert.equal(row.lost, 0, `lost: bulk ${missing('bulk').length}, ordered ${missing('ordered').length}`);
-  assert.ok(
-    row.outOfOrder <= (opts.allowOutOfOrder ?? 0),
-    `ordered subscription out of order: ${JSON.stringify(orderedAccepted)}`,
-  );
+  const late = orderedAccepted.filter((n, i) => i > 0 && n < orderedAccepted[i - 1]!);
+  for (const n of late) {
+    const a = load.accepted.find((x) => x.n === n)!;
+    const d = (rx.got.get(`/${tag}/ordered`) ?? []).find((x) => x.n === n)!;
+    console.log(
+      `chaos: ${name}: event ${n} (${a.id}) accepted at +${a.at - faultStart} ms (published: ${a.published}), first delivered at +${d.at - faultStart} ms, after ${orderedAccepted[orderedAccepted.indexOf(n) - 1]}`,
+    );
+  }
+  assert.ok(row.outOfOrder <= (opts.allowOutOfOrder ?? 0), `ordered subscription out of order: ${JSON.stringify(late)}`);
   assert.ok(
     row.publishResumeMs >= 0 && row.publishResumeMs <= RESUME_LIMIT_MS,
     `publishing resumed after ${row.publishResumeMs} ms`,

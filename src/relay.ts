@@ -46,8 +46,11 @@ export class Relay {
 
   constructor(opts: RelayOptions) {
     this.o = opts;
-    // The broker is back: publish what waited for it now, not at the next tick.
-    opts.publisher.events.on('ready', () => this.kick());
+    // The broker is back: publish what waited for it now, not at the next tick, and carefully.
+    opts.publisher.events.on('ready', () => {
+      this.careful = true;
+      this.kick();
+    });
   }
 
   /** The publish path of this process, which routes events through the outbox during an outage. */
@@ -117,15 +120,25 @@ export class Relay {
         if (token !== null && grace === 0) this.backlog?.drained(token);
         return 0;
       }
-      // Written to the channel in order (one channel keeps it), confirmed together.
-      const results = await Promise.allSettled(rows.map((r) => this.publish(r)));
-      const ok = rows.filter((_, i) => results[i]!.status === 'fulfilled').map((r) => r.id);
+      const { ok, errors } = this.careful ? await this.oneByOne(rows) : await this.pipelined(rows);
       failed = rows.length - ok.length;
       if (ok.length) await client.query(RELAY_DONE, [ok]);
       await client.query('COMMIT');
       published = ok.length;
       metrics.relayPublished.inc(published);
-      if (published) this.o.logger.info({ count: published, failed }, 'relay published events');
+      if (published) this.o.logger.info({ count: published, failed, careful: this.careful }, 'relay published events');
+      if (failed) {
+        if (!this.careful)
+          this.o.logger.warn('relay: publishing one at a time until the broker confirms a whole batch');
+        this.careful = true;
+        this.o.logger.warn(
+          { failed, first: errors.slice(0, 3) },
+          'relay: publishes not confirmed; they stay in the outbox',
+        );
+      } else if (this.careful && rows.length) {
+        this.careful = false;
+        this.o.logger.info('relay: a whole batch confirmed; publishing pipelined again');
+      }
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;
@@ -135,6 +148,37 @@ export class Relay {
     if (token !== null && grace === 0 && failed === 0 && rows.length < (this.o.batch ?? 500))
       this.backlog?.drained(token);
     return published;
+  }
+
+  /**
+   * After a reconnect or a refused publish, a broker may confirm some publishes and nack others
+   * (a quorum queue electing a leader nacks for a while): pipelined, a nacked event would be
+   * overtaken by the ones after it. So then the relay publishes one at a time and stops at the
+   * first failure; a batch confirmed whole brings the pipelined mode back.
+   */
+  private careful = true;
+
+  /** Written to the channel in order (one channel keeps it), confirmed together. */
+  private async pipelined(rows: OutboxRow[]): Promise<{ ok: string[]; errors: string[] }> {
+    const results = await Promise.allSettled(rows.map((r) => this.publish(r)));
+    return {
+      ok: rows.filter((_, i) => results[i]!.status === 'fulfilled').map((r) => r.id),
+      errors: results.flatMap((r, i) =>
+        r.status === 'rejected' ? [`${rows[i]!.id}: ${(r.reason as Error).message}`] : [],
+      ),
+    };
+  }
+
+  private async oneByOne(rows: OutboxRow[]): Promise<{ ok: string[]; errors: string[] }> {
+    const ok: string[] = [];
+    for (const r of rows)
+      try {
+        await this.publish(r);
+        ok.push(r.id);
+      } catch (err) {
+        return { ok, errors: [`${r.id}: ${(err as Error).message}`] };
+      }
+    return { ok, errors: [] };
   }
 
   private publish(r: OutboxRow): Promise<void> {

@@ -45,7 +45,10 @@ import { RpcClient, type CallOptions } from './rpc-client.js';
 import { collectMethods, RpcServer, type RpcApi, type RpcRegisterOptions, type RpcRegistration } from './rpc-server.js';
 
 export interface FabricConnectorOptions {
-  /** Broker URL, e.g. `amqp://guest:guest@127.0.0.1:5672` (vhost in the path). */
+  /**
+   * Broker URL, e.g. `amqp://guest:guest@127.0.0.1:5672` (vhost in the path), or the nodes of a
+   * cluster comma-separated: the connector moves to another node when its node goes away.
+   */
   amqpUrl: string;
   /** Group of services that talk to each other, e.g. `project1`. `[A-Za-z0-9_-]{1,63}`, no dots. */
   domain: string;

@@ -131,6 +131,9 @@ export class Recorder {
   }
 
   private schedule(): void {
+    // Closed: an attempt that ends after shutdown is not written (its pool is gone); the message
+    // was not acked, so the broker redelivers it and the next attempt is recorded.
+    if (this.closed) return;
     if (this.deliveries.size + this.attempts.length >= this.maxRows && !this.flushing) {
       void this.flush();
       return;
@@ -164,7 +167,7 @@ export class Recorder {
         );
         for (const r of d) this.delivery(r);
         this.attempts = a.slice(written).concat(this.attempts).slice(-this.maxBuffered);
-        if (!this.timer) this.timer = setTimeout(() => void this.flush(), 1000);
+        if (!this.timer && !this.closed) this.timer = setTimeout(() => void this.flush(), 1000);
       } finally {
         this.flushing = null;
       }
@@ -174,9 +177,11 @@ export class Recorder {
 
   async close(): Promise<void> {
     await this.flush();
+    this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
   }
+  private closed = false;
 }
 
 // ---- reads for the API

@@ -1,3 +1,4 @@
+import type { Channel } from 'amqplib';
 import type { ValidateFunction } from 'ajv';
 import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
@@ -454,7 +455,22 @@ export class Registry {
     if (!broker?.connected || !topology) return false;
     try {
       const t = this.topologyOf(row, await sql.listRestrictedActions(this.pool));
-      await broker.withThrowawayChannel((ch) => topology.declareSubscription(ch, t));
+      const model = broker.model;
+      if (!model) return false;
+      const opened: Channel[] = [];
+      const open = async (): Promise<Channel> => {
+        const ch = await model.createChannel();
+        ch.on('error', () => undefined);
+        opened.push(ch);
+        return ch;
+      };
+      const legacy: string[] = [];
+      try {
+        await topology.declareSubscription(await open(), t, open, legacy);
+      } finally {
+        for (const ch of opened) await ch.close().catch(() => undefined);
+      }
+      if (legacy.length) this.log.warn({ queues: legacy }, 'queues declared by an older Amebo keep their arguments');
       return true;
     } catch (err) {
       this.log.error({ err: (err as Error).message, subscription: row.id }, 'could not declare subscription queues');

@@ -75,26 +75,51 @@ export class Topology {
     await ch.bindQueue(name, name, '');
   }
 
-  async declareSubscription(ch: Channel, sub: TopologySubscription): Promise<void> {
+  /**
+   * Declares a subscription's queues and bindings on `ch`. Quorum queues get an explicit
+   * `x-delivery-limit`: RabbitMQ 4.x otherwise applies 20 and drops what passes it. Ordered and
+   * dead-letter queues get a limit they never reach (an ordered head event is handed back every
+   * `consumer_timeout`; dead letters are read and put back by the operator tools). A queue declared
+   * by an older Amebo without it answers 406 (arguments cannot change): with `reopen`, it is kept as
+   * it is, on a new channel, and reported in `legacy`. Returns the channel to go on with.
+   */
+  async declareSubscription(
+    ch: Channel,
+    sub: TopologySubscription,
+    reopen?: () => Promise<Channel>,
+    legacy?: string[],
+  ): Promise<Channel> {
     const q = this.subscriptionQueue(sub.application, sub.name);
     const dq = this.deadQueue(sub.application, sub.name);
-    await ch.assertQueue(dq, {
-      durable: true,
-      arguments: this.queueType === 'quorum' ? { 'x-queue-type': 'quorum' } : {},
-    });
+    const quorum = this.queueType === 'quorum';
+    const declare = async (name: string, args: Record<string, unknown>, older: Record<string, unknown>) => {
+      try {
+        await ch.assertQueue(name, { durable: true, arguments: args });
+      } catch (err) {
+        if (!reopen || (err as { code?: number }).code !== 406) throw err;
+        ch = await reopen();
+        await ch.assertQueue(name, { durable: true, arguments: older });
+        legacy?.push(name);
+      }
+    };
+    const deadArgs = quorum ? { 'x-queue-type': 'quorum' } : {};
+    await declare(dq, quorum ? { ...deadArgs, 'x-delivery-limit': NEVER_REACHED } : deadArgs, deadArgs);
     await ch.bindQueue(dq, this.dead, q);
     const extra: Record<string, unknown> = { 'x-dead-letter-exchange': this.dead, 'x-dead-letter-routing-key': q };
-    // Ordered queues hold one message unacked while it is retried in place; RabbitMQ's
-    // consumer_timeout hands it back every 30 min and each hand-back would count toward the
-    // delivery limit, so there the bridge's max_attempts/max_age alone decide when it dies.
-    if (this.queueType === 'quorum' && !sub.ordered) extra['x-delivery-limit'] = this.deliveryLimit;
     if (sub.ordered) extra['x-single-active-consumer'] = true;
-    await ch.assertQueue(q, { durable: true, arguments: this.queueArgs(extra) });
+    const limit = quorum ? { 'x-delivery-limit': sub.ordered ? NEVER_REACHED : this.deliveryLimit } : {};
+    // Before explicit limits, ordered quorum queues had none.
+    await declare(
+      q,
+      this.queueArgs({ ...extra, ...limit }),
+      this.queueArgs(sub.ordered ? extra : { ...extra, ...limit }),
+    );
     await ch.bindQueue(q, this.redeliver, q);
     for (const pattern of sub.patterns) await ch.bindQueue(q, this.events, pattern);
     for (const action of sub.restricted.bind) await ch.bindQueue(q, this.restrictedEvents, action);
     for (const action of sub.restricted.unbind) await ch.unbindQueue(q, this.restrictedEvents, action);
     for (const d of sub.retryDelaysMs) await this.declareRetry(ch, d);
+    return ch;
   }
 
   /** Lets one subscription receive one restricted action's events, or stops it. */
@@ -124,9 +149,15 @@ export class Topology {
     let drift = 0;
     try {
       await this.declareBase(ch, retryDelaysMs);
+      const reopen = async (): Promise<Channel> => {
+        ch = await model.createChannel();
+        ch.on('error', () => undefined);
+        return ch;
+      };
+      const legacy: string[] = [];
       for (const sub of subs) {
         try {
-          await this.declareSubscription(ch, sub);
+          ch = await this.declareSubscription(ch, sub, reopen, legacy);
         } catch (err) {
           drift++;
           log.error(
@@ -137,12 +168,20 @@ export class Topology {
           ch.on('error', () => undefined);
         }
       }
+      if (legacy.length)
+        log.warn(
+          { queues: legacy },
+          'queues declared by an older Amebo keep their arguments (no explicit x-delivery-limit); drain and delete them to have them declared anew',
+        );
     } finally {
       await ch.close().catch(() => undefined);
     }
     return drift;
   }
 }
+
+/** A delivery limit no message reaches: RabbitMQ 4.x's default (20) must not apply to these queues. */
+export const NEVER_REACHED = 1_000_000_000;
 
 export interface TopologySubscription {
   application: string;

@@ -3,11 +3,11 @@
  * instance with the same FQN (the HA clique). A call is acked only once its reply is confirmed
  * by the broker, so a call in flight on an instance that dies is redelivered to another member.
  */
-import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
+import type { Channel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { toWireError } from './errors.js';
 import { encodePythonJson, parsePythonJson, type JsonValue } from './json.js';
-import { quiet, type Link } from './link.js';
+import type { Link, ManagedChannel } from './link.js';
 import { assertMethod, DECLARE, methodQueue, RPC_DLX, rpcExchange, type ServiceAddress } from './names.js';
 
 /** What a handler gets besides its keyword arguments. */
@@ -94,13 +94,13 @@ export class RpcServer implements RpcRegistration {
   private readonly handlers: Map<string, RpcHandler>;
   private readonly concurrency: number;
   private readonly drainTimeoutMs: number;
-  private ch: ConfirmChannel | null = null;
+  /** One recovery path (ManagedChannel): rebuilt on reconnect, after a channel-level close and a consumer cancel. */
+  private readonly mc: ManagedChannel;
   private acker: Acker | null = null;
   private consumerTags: string[] = [];
   private running = 0;
   private closing = false;
   private idleWaiters: Array<() => void> = [];
-  private readonly hook = (model: ChannelModel): Promise<void> => this.setup(model);
 
   constructor(
     link: Link,
@@ -117,6 +117,11 @@ export class RpcServer implements RpcRegistration {
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1 || this.concurrency > 65535)
       throw new RangeError('rpcRegister: concurrency must be an integer in 1..65535');
     this.drainTimeoutMs = opts.drainTimeoutMs ?? 10_000;
+    this.mc = link.channel({
+      name: `fabric rpc ${this.exchange}`,
+      confirm: true,
+      setup: (ch) => this.setup(ch as ConfirmChannel),
+    });
   }
 
   get methods(): readonly string[] {
@@ -128,18 +133,11 @@ export class RpcServer implements RpcRegistration {
   }
 
   async start(): Promise<void> {
-    await this.link.addSetup(this.hook);
+    await this.mc.open();
   }
 
-  private async setup(model: ChannelModel): Promise<void> {
+  private async setup(ch: ConfirmChannel): Promise<void> {
     if (this.closing) return;
-    const ch = quiet(await model.createConfirmChannel(), this.log, 'rpc server');
-    ch.on('close', () => {
-      if (this.ch !== ch) return;
-      this.ch = null;
-      // Closed by a channel-level error while the connection lives on: rebuild it.
-      if (!this.closing) this.link.rerun(this.hook, () => !this.ch && !this.closing);
-    });
     // Calls beyond the limit stay queued, where other members of the clique can take them. The
     // per-channel (global) limit costs the broker a shared counter on every delivery and ack, so it
     // is set only when several methods could together exceed the per-consumer one.
@@ -157,7 +155,6 @@ export class RpcServer implements RpcRegistration {
       const { consumerTag } = await ch.consume(q, (msg) => this.onCall(ch, acker, method, msg), { noAck: false });
       tags.push(consumerTag);
     }
-    this.ch = ch;
     this.acker = acker;
     this.consumerTags = tags;
   }
@@ -166,9 +163,9 @@ export class RpcServer implements RpcRegistration {
     if (!msg) {
       // The broker cancelled us (the queue was deleted): closing the channel makes its 'close'
       // handler rebuild everything on the live connection.
-      if (this.closing || this.ch !== ch) return;
+      if (this.closing || this.mc.channel !== ch) return;
       this.log.warn({ method }, 'fabric: rpc consumer cancelled by the broker; redeclaring');
-      void ch.close().catch(() => undefined);
+      this.mc.reset();
       return;
     }
     this.running++;
@@ -249,8 +246,7 @@ export class RpcServer implements RpcRegistration {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    this.link.removeSetup(this.hook);
-    const ch = this.ch;
+    const ch = this.mc.channel;
     if (ch) for (const tag of this.consumerTags) await ch.cancel(tag).catch(() => undefined);
     if (this.running > 0) {
       let t: NodeJS.Timeout | undefined;
@@ -261,8 +257,7 @@ export class RpcServer implements RpcRegistration {
       clearTimeout(t);
     }
     this.acker?.flush();
-    this.ch = null;
-    if (ch) await ch.close().catch(() => undefined);
+    await this.mc.close();
   }
 }
 

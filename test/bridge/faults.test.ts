@@ -117,7 +117,14 @@ test('ordered behind an open circuit, two bridges: the held event is not overtak
   const breaker = { threshold: 3, windowMs: 10_000, cooldownMs: 500, maxCooldownMs: 1000 };
   srv = await bridge({ breaker });
   const second = await bridge({ breaker });
-  after(() => second.close());
+  try {
+    await overtaking();
+  } finally {
+    await second.close();
+  }
+});
+
+async function overtaking(): Promise<void> {
   await subscribe('queue-a', 'ops.slow', { ordered: true, retry_schedule: [1, 2], max_attempts: 1000 });
   await subscribe('queue-b', 'ops.slow', { retry_schedule: [1, 2], max_attempts: 1000 });
   let down = false;
@@ -148,4 +155,4 @@ test('ordered behind an open circuit, two bridges: the held event is not overtak
   await eventually(() => order.length >= ids.length, 30_000);
   const late = order.filter((n, i) => i > 0 && n < order[i - 1]!);
   assert.deepEqual(late, [], `first deliveries out of order: ${JSON.stringify(order)}`);
-});
+}

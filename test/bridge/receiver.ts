@@ -25,6 +25,7 @@ export class Receiver {
   private server: Server;
   private readonly behaviours = new Map<string, Behaviour>();
   private readonly seen = new Map<string, number>();
+  private readonly delays = new Set<NodeJS.Timeout>();
   port = 0;
 
   constructor() {
@@ -47,7 +48,14 @@ export class Receiver {
         this.seen.set(key, n + 1);
         const b = this.behaviours.get(path);
         void Promise.resolve(b ? b(r, n) : {}).then(async (a) => {
-          if (a.delayMs) await new Promise((x) => setTimeout(x, a.delayMs));
+          if (a.delayMs)
+            await new Promise<void>((x) => {
+              const t = setTimeout(() => {
+                this.delays.delete(t);
+                x();
+              }, a.delayMs);
+              this.delays.add(t);
+            });
           if (res.destroyed) return;
           res.writeHead(a.status ?? 200, { 'content-type': 'text/plain', ...(a.headers ?? {}) });
           res.end(a.body ?? 'ok');
@@ -81,6 +89,9 @@ export class Receiver {
   }
 
   async close(): Promise<void> {
+    // Answers still being delayed are abandoned (their sockets are closed below).
+    for (const t of this.delays) clearTimeout(t);
+    this.delays.clear();
     this.server.closeAllConnections();
     await new Promise<void>((r) => this.server.close(() => r()));
   }

@@ -2,7 +2,7 @@ import { Agent, buildConnector, request, errors as undiciErrors } from 'undici';
 import { isIP } from 'node:net';
 import { traceparent as childTraceparent } from '../src/broker/message.js';
 import { buildBody, signatureHeader, splicedBody, type BrokerEvent, type Outgoing } from './envelope.js';
-import { parseRetryAfter, type AttemptResult } from './ladder.js';
+import { parseRetryAfter, type AttemptResult } from '../src/delivery/ladder.js';
 import { TargetForbiddenError, TargetPolicy } from '../src/targets.js';
 
 /** A subscription as the sender needs it: decrypted secrets and key, parsed URL. */

@@ -8,7 +8,7 @@ import { metrics } from '../src/metrics.js';
 import type { SubscriptionRow } from '../src/store/registry.js';
 import type { Breaker, BreakerState } from './breaker.js';
 import { splicedBody, type BrokerEvent, type Outgoing } from './envelope.js';
-import { decide, isSuccess, type LadderSettings } from './ladder.js';
+import { decide, isSuccess, type LadderSettings } from '../src/delivery/ladder.js';
 import type { Attempt, Sender, Target } from './sender.js';
 import type { Recorder } from './store.js';
 

@@ -12,7 +12,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import type { ChannelModel, ConsumeMessage } from 'amqplib';
+import type { Channel, ConsumeMessage } from 'amqplib';
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import { pino, type Logger } from 'pino';
@@ -28,7 +28,7 @@ import {
   type ServiceChange,
   type ServiceInfo,
 } from './discovery.js';
-import { Link, quiet } from './link.js';
+import { Link } from './link.js';
 import { DECLARE, DEFAULT_DISCOVERY_EXCHANGE, MSG_TYPE } from './names.js';
 
 export interface PresenceOptions {
@@ -121,7 +121,9 @@ export class Presence extends EventEmitter<PresenceEvents> {
     });
     try {
       await link.open(timeoutMs);
-      await link.addSetup((model) => this.setup(model));
+      // One recovery path (ManagedChannel): rebuilt on reconnect, after a channel-level close and a cancel.
+      const mc = link.channel({ name: 'presence', setup: (ch) => this.setup(ch, () => mc.reset()) });
+      await mc.open();
     } catch (err) {
       this.started = false;
       await link.close();
@@ -134,17 +136,15 @@ export class Presence extends EventEmitter<PresenceEvents> {
     this.sweepTimer.unref();
   }
 
-  private async setup(model: ChannelModel): Promise<void> {
-    const ch = quiet(await model.createChannel(), this.log, 'presence');
+  private async setup(ch: Channel, cancelled: () => void): Promise<void> {
     await ch.assertExchange(this.exchange, 'headers', DECLARE.durableHeaders);
     await ch.assertQueue(this.queue, DECLARE.privateQueue);
     for (const t of [MSG_TYPE.keepAlive, MSG_TYPE.goodbye])
       await ch.bindQueue(this.queue, this.exchange, '', { 'x-match': 'all', msg_type: t });
-    await ch.consume(this.queue, (m) => this.onBeat(m), { noAck: true });
+    await ch.consume(this.queue, (m) => (m ? this.onBeat(m) : cancelled()), { noAck: true });
   }
 
-  private onBeat(m: ConsumeMessage | null): void {
-    if (!m) return;
+  private onBeat(m: ConsumeMessage): void {
     const beat = parseBeat(m.properties, m.content);
     if (!beat) return;
     const now = Date.now();

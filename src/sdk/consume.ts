@@ -3,13 +3,13 @@
  * letters as the HTTP bridge, and async_service's rule: a message is acked only after the handler
  * resolved and everything it published is confirmed by the broker.
  */
-import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
+import type { Channel, ConsumeMessage, Options } from 'amqplib';
 import { pino, type Logger } from 'pino';
 import { Broker } from '../broker/connection.js';
 import { copyProperties, HEADER } from '../broker/message.js';
 import { ConfirmPublisher } from '../broker/publisher.js';
 import { Topology } from '../broker/topology.js';
-import { decide } from '../../bridge/ladder.js';
+import { decide } from '../delivery/ladder.js';
 
 /** An event as a native consumer receives it. */
 export interface AmeboEvent<P = unknown> {
@@ -96,7 +96,6 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
   let stopping = false;
   let inflight = 0;
   const idle: (() => void)[] = [];
-  let current: { ch: Channel; tag: string } | null = null;
 
   const ensureRetry = async (ms: number): Promise<void> => {
     if (declared.has(ms)) return;
@@ -163,57 +162,53 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
     ack(ch, msg);
   };
 
-  const hook = async (model: ChannelModel): Promise<void> => {
-    if (stopping) return;
-    declared.clear();
-    const ch = await model.createChannel();
-    ch.on('error', (err: Error) => log.warn({ err: err.message }, 'consumer channel error'));
-    ch.on('close', () => {
-      // A channel-level error or a cancel, with the connection alive: no reconnect will run the
-      // hook, so consume again here (a lost connection is the broker's recovery to handle).
-      if (current?.ch !== ch || stopping) return;
-      current = null;
-      broker.rerun(hook, () => !current && !stopping, 500);
-    });
-    await ch.prefetch(opts.prefetch ?? 50);
-    const { consumerTag } = await ch.consume(opts.queue, (msg) => {
-      if (!msg) {
-        log.warn({ queue: opts.queue }, 'the broker cancelled the consumer (queue deleted?); consuming again');
-        void ch.close().catch(() => undefined);
-        return;
-      }
-      inflight++;
-      void handle(ch, msg)
-        .catch((err: unknown) => {
-          // Retry copy or dead letter not confirmed: leave it unacked; requeue after a pause.
-          log.warn({ err: (err as Error).message }, 'message not settled; requeued');
-          setTimeout(() => {
-            try {
-              ch.nack(msg, false, true);
-            } catch {
-              /* channel gone: the broker requeues it */
-            }
-          }, 1000);
-        })
-        .finally(() => {
-          inflight--;
-          if (inflight === 0) for (const r of idle.splice(0)) r();
-        });
-    });
-    current = { ch, tag: consumerTag };
-  };
-  await broker.addHook(hook);
+  // One recovery path (ManagedChannel): the consumer is rebuilt on reconnect, after a
+  // channel-level error and after the broker cancels it, with backoff.
+  let tag: string | null = null;
+  const mc = broker.channel({
+    name: `consumer ${opts.queue}`,
+    prefetch: opts.prefetch ?? 50,
+    setup: async (ch) => {
+      if (stopping) return;
+      declared.clear();
+      const { consumerTag } = await ch.consume(opts.queue, (msg) => {
+        if (!msg) {
+          log.warn({ queue: opts.queue }, 'the broker cancelled the consumer (queue deleted?); consuming again');
+          mc.reset();
+          return;
+        }
+        inflight++;
+        void handle(ch, msg)
+          .catch((err: unknown) => {
+            // Retry copy or dead letter not confirmed: leave it unacked; requeue after a pause.
+            log.warn({ err: (err as Error).message }, 'message not settled; requeued');
+            setTimeout(() => {
+              try {
+                ch.nack(msg, false, true);
+              } catch {
+                /* channel gone: the broker requeues it */
+              }
+            }, 1000);
+          })
+          .finally(() => {
+            inflight--;
+            if (inflight === 0) for (const r of idle.splice(0)) r();
+          });
+      });
+      tag = consumerTag;
+    },
+  });
+  await mc.open({ wait: false });
 
   return {
     async close(graceMs = 10_000) {
       if (stopping) return;
       stopping = true;
-      broker.removeHook(hook);
-      const c = current;
-      current = null;
-      if (c) await c.ch.cancel(c.tag).catch(() => undefined);
+      const ch = mc.channel;
+      if (ch && tag) await ch.cancel(tag).catch(() => undefined);
       if (inflight > 0)
         await Promise.race([new Promise<void>((r) => idle.push(r)), new Promise((r) => setTimeout(r, graceMs))]);
+      await mc.close();
       await publisher.close();
       await broker.close();
     },

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
-import { decide, parseRetryAfter, retryDelay } from '../../bridge/ladder.js';
+import { decide, parseRetryAfter, retryDelay } from '../../src/delivery/ladder.js';
 import { topicMatches } from '../../src/delivery/topic.js';
 import { buildBody, secretKey, signatureHeader, splicedBody } from '../../bridge/envelope.js';
 import { eventBody } from '../../src/broker/message.js';

@@ -1,5 +1,5 @@
 /**
- * The retry ladder (design §6): what happens after one delivery attempt. Pure functions, so the
+ * The retry ladder (design §6): what happens after one delivery attempt, for the bridge and the SDK alike. Pure functions, so the
  * rules are unit-tested without a broker.
  */
 

@@ -2,7 +2,6 @@
  * The fabric's AMQP connection: Amebo's recovering connection (`src/broker/link.ts`: setup hooks
  * rebuilt on every reconnect, coalesced socket writes), failing with the fabric's own errors.
  */
-import type { Channel } from 'amqplib';
 import type { Logger } from 'pino';
 import { RecoveringConnection, redactUrl, type ManagedChannel, type SetupHook } from '../broker/link.js';
 import { FabricUnavailableError } from './errors.js';
@@ -32,10 +31,4 @@ export class Link extends RecoveringConnection {
       unavailable: (message) => new FabricUnavailableError(message),
     });
   }
-}
-
-/** Channels emit `error` before `close`; without a listener an `error` event would crash the process. */
-export function quiet<T extends Channel>(ch: T, log: Logger, what: string): T {
-  ch.on('error', (err: Error) => log.debug({ err: err.message }, `fabric: ${what} channel error`));
-  return ch;
 }

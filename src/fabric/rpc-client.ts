@@ -10,11 +10,11 @@
  * and confirms would cost a broker round of work per call for nothing a caller could act on.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Channel, ChannelModel, ConsumeMessage, Message } from 'amqplib';
+import type { Channel, ConsumeMessage, Message } from 'amqplib';
 import type { Logger } from 'pino';
 import { FabricError, FabricUnavailableError, fromWireError, RpcTimeoutError, ServiceNotFoundError } from './errors.js';
 import { encodePythonJson, parsePythonJson } from './json.js';
-import { quiet, type Link } from './link.js';
+import type { Link, ManagedChannel } from './link.js';
 import {
   assertAddress,
   assertMethod,
@@ -74,7 +74,8 @@ export class RpcClient {
   private readonly log: Logger;
   private readonly defaultTimeoutMs: number;
   readonly replyQueue: string;
-  private replyCh: Channel | null = null;
+  /** The reply queue's channel (ManagedChannel): rebuilt on reconnect, after a channel-level close and a cancel. */
+  private readonly reply: ManagedChannel;
   private readonly pending = new Map<string, Pending>();
   /** Exchanges seen to exist on the current connection; dropped when a publish hits 404. */
   private readonly known = new Set<string>();
@@ -84,7 +85,6 @@ export class RpcClient {
   private started: Promise<void> | null = null;
   private closing = false;
   private idleWaiters: Array<() => void> = [];
-  private readonly hook = (model: ChannelModel): Promise<void> => this.setup(model);
 
   constructor(link: Link, log: Logger, ownFqn: string, defaultTimeoutMs: number) {
     this.link = link;
@@ -93,38 +93,41 @@ export class RpcClient {
     // Private to this connector (exclusive); the name only has to be unique and recognisable.
     this.replyQueue = `${ownFqn}.reply-${randomBytes(8).toString('hex')}`;
     this.headers = { From: this.replyQueue };
+    this.reply = link.channel({ name: 'fabric rpc replies', setup: (ch) => this.setup(ch) });
   }
 
   /** Sets up the reply queue on first use; most services never call anyone. */
   ensureStarted(): Promise<void> {
-    this.started ??= this.link.addSetup(this.hook).catch((err: unknown) => {
+    // rpc.dlx is auto-delete: when another process removes the last binding between our declare
+    // and our bind, the broker deletes it and the bind fails with 404 (closing the channel).
+    // Declare again on a fresh channel; once our binding exists the exchange stays. (Later
+    // rebuilds retry by themselves, with backoff.)
+    this.started ??= (async () => {
+      for (let attempt = 1; ; attempt++)
+        try {
+          await this.reply.open();
+          return;
+        } catch (err) {
+          if ((err as { code?: number }).code !== 404 || attempt >= 5) throw err;
+          this.log.debug({ attempt }, 'fabric: rpc.dlx vanished between declare and bind; declaring again');
+        }
+    })().catch((err: unknown) => {
       this.started = null;
       throw err;
     });
     return this.started;
   }
 
-  private async setup(model: ChannelModel): Promise<void> {
+  private async setup(rc: Channel): Promise<void> {
     if (this.closing) return;
     this.known.clear();
-    // rpc.dlx is auto-delete: when another process removes the last binding between our declare and
-    // our bind, the broker deletes it and the bind fails with 404 (closing the channel). Declare
-    // again on a fresh channel; once our binding exists the exchange stays.
-    let rc: Channel;
-    for (let attempt = 1; ; attempt++) {
-      rc = quiet(await model.createChannel(), this.log, 'rpc reply');
-      try {
-        await rc.assertExchange(RPC_DLX, 'headers', DECLARE.dlx);
-        await rc.assertQueue(this.replyQueue, DECLARE.privateQueue);
-        await rc.bindQueue(this.replyQueue, RPC_DLX, '', { From: this.replyQueue, 'x-match': 'any' });
-        break;
-      } catch (err) {
-        if ((err as { code?: number }).code !== 404 || attempt >= 5) throw err;
-        this.log.debug({ attempt }, 'fabric: rpc.dlx vanished between declare and bind; declaring again');
-      }
-    }
-    await rc.consume(this.replyQueue, (m) => this.onReply(m), { noAck: true, exclusive: true });
-    this.replyCh = rc;
+    await rc.assertExchange(RPC_DLX, 'headers', DECLARE.dlx);
+    await rc.assertQueue(this.replyQueue, DECLARE.privateQueue);
+    await rc.bindQueue(this.replyQueue, RPC_DLX, '', { From: this.replyQueue, 'x-match': 'any' });
+    await rc.consume(this.replyQueue, (m) => (m ? this.onReply(m) : this.reply.reset()), {
+      noAck: true,
+      exclusive: true,
+    });
   }
 
   /** Calls `method` on the service at `address` with keyword arguments `args`. */
@@ -321,8 +324,7 @@ export class RpcClient {
     );
   }
 
-  private onReply(m: ConsumeMessage | null): void {
-    if (!m) return;
+  private onReply(m: ConsumeMessage): void {
     const p = this.pending.get(m.properties.correlationId as string);
     if (!p) return; // late reply to a call that timed out, or a duplicate
     const type = m.properties.type as string | undefined;
@@ -388,7 +390,6 @@ export class RpcClient {
   /** Refuses new calls, waits (bounded) for those in flight, then tears down. */
   async close(drainTimeoutMs: number): Promise<void> {
     this.closing = true;
-    this.link.removeSetup(this.hook);
     if (this.pending.size > 0) {
       let t: NodeJS.Timeout | undefined;
       await Promise.race([
@@ -398,11 +399,9 @@ export class RpcClient {
       clearTimeout(t);
     }
     for (const p of [...this.pending.values()]) this.settle(p, new FabricUnavailableError('connector closed'));
-    const rc = this.replyCh;
-    this.replyCh = null;
     const chans = [...this.targets.values()].map((t) => t.ch);
     this.targets.clear();
-    await Promise.all([...chans, rc].map(async (c) => c?.close().catch(() => undefined)));
+    await Promise.all([...chans.map(async (c) => c?.close().catch(() => undefined)), this.reply.close()]);
   }
 }
 

@@ -385,23 +385,15 @@ export class SubscriptionWorker {
           // A probe between two ladder steps failed: hold on until the step is due, probing at
           // least every orderedProbeMs, so a receiver that comes back is served within that.
           const wait = Math.min(stepDue - now, this.d.orderedProbeMs);
-          await this.d.held.set(
-            this.row.id,
-            event.id,
-            { next: attempt + 1, step, stepAt: stepDue, firstAt, at: now + wait },
-            Math.max(this.ladder.maxAgeMs, stepDue - now) + 60_000,
-          );
-          this.d.recorder.delivery({
-            event: event.id,
-            subscription: this.row.id,
-            attempts: attempt,
-            lastStatus: a.status,
-            state: 'retrying',
-            lastError: a.error,
-            nextAttemptAt: new Date(now + wait),
-            at: new Date(now),
-          });
-          if (!(await this.sleep(wait))) return;
+          if (
+            !(await this.holdHead(
+              event.id,
+              a,
+              { next: attempt + 1, step, stepAt: stepDue, firstAt, at: now + wait },
+              now,
+            ))
+          )
+            return;
           attempt++;
           continue;
         }
@@ -451,21 +443,16 @@ export class SubscriptionWorker {
             // step may be long (hours); the held event is probed meanwhile (see above).
             stepDue = now + Math.min(dec.delayMs, ORDERED_MAX_WAIT_MS);
             const wait = Math.min(dec.delayMs, this.d.orderedProbeMs, ORDERED_MAX_WAIT_MS);
-            await this.d.held.set(
-              this.row.id,
-              event.id,
-              { next: attempt + 1, step, stepAt: stepDue, firstAt, at: now + wait },
-              Math.max(this.ladder.maxAgeMs, stepDue - now) + 60_000,
-            );
-            this.d.recorder.delivery({
-              ...base,
-              state: 'retrying',
-              lastError: a.error,
-              nextAttemptAt: new Date(now + wait),
-              at: new Date(now),
-            });
             metrics.delivered.inc({ subscription: this.target.label, outcome: 'retried' });
-            if (!(await this.sleep(wait))) return;
+            if (
+              !(await this.holdHead(
+                event.id,
+                a,
+                { next: attempt + 1, step, stepAt: stepDue, firstAt, at: now + wait },
+                now,
+              ))
+            )
+              return;
             attempt++;
             continue;
           }
@@ -482,6 +469,26 @@ export class SubscriptionWorker {
         }
       }
     }
+  }
+
+  /**
+   * An ordered subscription holds its head event until `h.at`: its progress is kept (Redis, or
+   * this process while Redis is away) so a redelivery carries on, and the wait is recorded.
+   * False when the worker stopped meanwhile (the event stays unacked and is redelivered).
+   */
+  private async holdHead(eventId: string, a: Attempt, h: Required<HeldState>, now: number): Promise<boolean> {
+    await this.d.held.set(this.row.id, eventId, h, Math.max(this.ladder.maxAgeMs, h.stepAt - now) + 60_000);
+    this.d.recorder.delivery({
+      event: eventId,
+      subscription: this.row.id,
+      attempts: h.next - 1,
+      lastStatus: a.status,
+      state: 'retrying',
+      lastError: a.error,
+      nextAttemptAt: new Date(h.at),
+      at: new Date(now),
+    });
+    return this.sleep(h.at - now);
   }
 
   private notify(eventId: string, action: string, state: string, attempt: number, a: Attempt): void {

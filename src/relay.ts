@@ -3,6 +3,7 @@ import type { Pool } from './store/db.js';
 import { RELAY_DONE, RELAY_LOCK, RELAY_SELECT, type OutboxRow } from './store/events.js';
 import { eventBody, eventProperties, fromStoredRow } from './broker/message.js';
 import type { ConfirmPublisher } from './broker/publisher.js';
+import { Pause } from './broker/link.js';
 import { metrics } from './metrics.js';
 
 export interface RelayOptions {
@@ -38,7 +39,7 @@ export class Relay {
   private readonly o: RelayOptions;
   private stopped = true;
   private loop: Promise<void> | null = null;
-  private wake: (() => void) | null = null;
+  private readonly pause = new Pause();
   private kicked = false;
   private backlog: BacklogSource | null = null;
   /** Loops started since construction (one per start(); a test reads it). */
@@ -68,7 +69,7 @@ export class Relay {
   /** Runs a tick now (or as soon as the current one ends). */
   kick(): void {
     this.kicked = true;
-    this.wake?.();
+    this.pause.wake();
   }
 
   private async run(): Promise<void> {
@@ -84,17 +85,7 @@ export class Relay {
       if (this.stopped) break;
       // A full batch means there is more: go again at once.
       if (n >= batch || this.kicked) continue;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(done, this.o.intervalMs);
-        function done(): void {
-          clearTimeout(t);
-          resolve();
-        }
-        this.wake = () => {
-          this.wake = null;
-          done();
-        };
-      });
+      await this.pause.sleep(this.o.intervalMs);
     }
   }
 
@@ -189,7 +180,7 @@ export class Relay {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.wake?.();
+    this.pause.wake();
     if (this.loop) await this.loop;
     this.loop = null;
   }

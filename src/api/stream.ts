@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { ChannelModel, Channel } from 'amqplib';
+import type { ManagedChannel } from '../broker/link.js';
 import type { Redis } from 'ioredis';
 import type { WebSocket } from 'ws';
 import { randomBytes } from 'node:crypto';
@@ -29,19 +29,11 @@ interface Client {
 class StreamHub {
   private readonly ctx: ApiContext;
   private readonly clients = new Set<Client>();
-  private ch: Channel | null = null;
+  /** The tap: a private queue on the events exchanges (ManagedChannel: rebuilt after any loss). */
+  private tap: ManagedChannel | null = null;
   private sub: Redis | null = null;
   private started = false;
   private starting: Promise<void> | null = null;
-  private readonly hook = async (model: ChannelModel): Promise<void> => {
-    const ch = await model.createChannel();
-    ch.on('error', () => undefined);
-    const q = await ch.assertQueue('', { exclusive: true, autoDelete: true, arguments: { 'x-max-length': 10_000 } });
-    await ch.bindQueue(q.queue, this.ctx.topology.events, '#');
-    await ch.bindQueue(q.queue, this.ctx.topology.restrictedEvents, '#');
-    await ch.consume(q.queue, (m) => m && this.onEvent(m.fields.routingKey, m.content), { noAck: true });
-    this.ch = ch;
-  };
 
   constructor(ctx: ApiContext) {
     this.ctx = ctx;
@@ -55,8 +47,24 @@ class StreamHub {
   }
 
   private async open(): Promise<void> {
-    await this.ctx.broker
-      .addHook(this.hook)
+    const tap = this.ctx.broker.channel({
+      name: 'stream tap',
+      setup: async (ch) => {
+        const q = await ch.assertQueue('', {
+          exclusive: true,
+          autoDelete: true,
+          arguments: { 'x-max-length': 10_000 },
+        });
+        await ch.bindQueue(q.queue, this.ctx.topology.events, '#');
+        await ch.bindQueue(q.queue, this.ctx.topology.restrictedEvents, '#');
+        await ch.consume(q.queue, (m) => (m ? this.onEvent(m.fields.routingKey, m.content) : tap.reset()), {
+          noAck: true,
+        });
+      },
+    });
+    this.tap = tap;
+    await tap
+      .open({ wait: false })
       .catch((err: unknown) => this.ctx.log.warn({ err: (err as Error).message }, 'stream tap unavailable'));
     const sub = this.ctx.redis.duplicate();
     sub.on('error', () => undefined);
@@ -71,12 +79,11 @@ class StreamHub {
     await this.starting?.catch(() => undefined);
     if (this.started) return; // a client came back meanwhile and keeps what is open
     this.starting = null;
-    this.ctx.broker.removeHook(this.hook);
-    const { ch, sub } = this;
-    this.ch = null;
+    const { tap, sub } = this;
+    this.tap = null;
     this.sub = null;
     sub?.disconnect();
-    await ch?.close().catch(() => undefined);
+    await tap?.close();
   }
 
   get size(): number {

@@ -67,6 +67,30 @@ export function amqpNodes(spec: string, heartbeatSeconds = 10): string[] {
   });
 }
 
+/** A sleep another party can cut short (a loop's wait between rounds, ended by close or a kick). */
+export class Pause {
+  private waking: (() => void) | null = null;
+
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+      this.waking = () => {
+        this.waking = null;
+        done();
+      };
+    });
+  }
+
+  /** Ends the current sleep now (nothing when none). */
+  wake(): void {
+    this.waking?.();
+  }
+}
+
 /** Exponential backoff with full jitter between half and all of the step. */
 export function backoffMs(attempt: number, initialMs: number, maxMs: number): number {
   const step = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 20));
@@ -83,7 +107,7 @@ export class RecoveringConnection extends EventEmitter {
   private readonly hooks: HookEntry[] = [];
   private closed = false;
   private started = false;
-  private wake: (() => void) | null = null;
+  private readonly pause = new Pause();
   private lastFailure = '';
   /** Connections made, first included. */
   connects = 0;
@@ -207,25 +231,11 @@ export class RecoveringConnection extends EventEmitter {
         );
         this.emit('reconnecting', { node, attempt: failures, delayMs, error: e });
         if (this.listenerCount('error') > 0) this.emit('error', e);
-        if (delayMs) await this.pause(delayMs);
+        if (delayMs) await this.pause.sleep(delayMs);
       }
     }
     if (this.live) await closeQuietly(this.live);
     this.live = null;
-  }
-
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(t);
-        resolve();
-      }
-      this.wake = () => {
-        this.wake = null;
-        done();
-      };
-    });
   }
 
   private async setup(model: ChannelModel): Promise<void> {
@@ -362,7 +372,7 @@ export class RecoveringConnection extends EventEmitter {
     if (this.closed) return;
     this.closed = true;
     this.emit('closed');
-    this.wake?.();
+    this.pause.wake();
     const live = this.live;
     this.live = null;
     for (const h of this.hooks.splice(0))

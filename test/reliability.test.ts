@@ -5,6 +5,8 @@ import {
   drainQueue,
   eventually,
   http,
+  seedShop,
+  SHOP,
   start,
   testEnv,
   type Running,
@@ -18,7 +20,7 @@ import { TcpProxy } from './helpers/proxy.js';
 const proxy = new TcpProxy(5672);
 let env: TestEnv;
 let srv: Running;
-const APP: [string, string] = ['shop', 'shop-secret-0123456789'];
+const APP = SHOP;
 const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
   http(srv.url, env, m, p, body, auth);
 let queue = '';
@@ -32,15 +34,7 @@ before(async () => {
     relayIntervalMs: 100,
   });
   srv = await start(env);
-  await call('POST', '/v1/applications', { application: 'shop', secret: APP[1] }, 'admin');
-  await call('POST', '/v1/actions', { action: 'order.placed', application: 'shop', schemata: { type: 'object' } }, APP);
-  const s = await call(
-    'POST',
-    '/v1/subscriptions',
-    { application: 'shop', subscription: 'audit', action: 'order.placed', transport: 'amqp' },
-    'admin',
-  );
-  queue = s.body.queue;
+  queue = await seedShop(srv, env);
 });
 after(async () => {
   await srv?.close();

@@ -5,6 +5,8 @@ import {
   drainQueue,
   eventually,
   http,
+  seedShop,
+  SHOP,
   start,
   testEnv,
   type Running,
@@ -20,7 +22,7 @@ const node1 = new TcpProxy(5672);
 const node2 = new TcpProxy(5672);
 let env: TestEnv;
 let srv: Running;
-const APP: [string, string] = ['shop', 'shop-secret-0123456789'];
+const APP = SHOP;
 const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
   http(srv.url, env, m, p, body, auth);
 let queue = '';
@@ -29,16 +31,7 @@ before(async () => {
   const [p1, p2] = [await node1.listen(), await node2.listen()];
   env = testEnv({ amqpUrl: `amqp://guest:guest@127.0.0.1:${p1},amqp://guest:guest@127.0.0.1:${p2}` });
   srv = await start(env);
-  await call('POST', '/v1/applications', { application: 'shop', secret: APP[1] }, 'admin');
-  await call('POST', '/v1/actions', { action: 'order.placed', application: 'shop', schemata: { type: 'object' } }, APP);
-  queue = (
-    await call(
-      'POST',
-      '/v1/subscriptions',
-      { application: 'shop', subscription: 'audit', action: 'order.placed', transport: 'amqp' },
-      'admin',
-    )
-  ).body.queue;
+  queue = await seedShop(srv, env);
 });
 after(async () => {
   await srv?.close();

@@ -193,3 +193,25 @@ export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 5000, 
     await new Promise((r) => setTimeout(r, stepMs));
   }
 }
+
+/** The application most broker tests publish as. */
+export const SHOP: [string, string] = ['shop', 'shop-secret-0123456789'];
+
+/**
+ * Registers application `shop` with action `order.placed` on a running Amebo and, unless
+ * `subscription` is null, an AMQP subscription to it; returns that subscription's queue.
+ */
+export async function seedShop(srv: Running, env: TestEnv, subscription: string | null = 'audit'): Promise<string> {
+  await http(srv.url, env, 'POST', '/v1/applications', { application: 'shop', secret: SHOP[1] }, 'admin');
+  await http(srv.url, env, 'POST', '/v1/actions', { action: 'order.placed', application: 'shop', schemata: {} }, SHOP);
+  if (subscription === null) return '';
+  const s = await http(
+    srv.url,
+    env,
+    'POST',
+    '/v1/subscriptions',
+    { application: 'shop', subscription, action: 'order.placed', transport: 'amqp' },
+    'admin',
+  );
+  return (s.body as { queue: string }).queue;
+}

@@ -88,7 +88,7 @@ export class PublishPipeline implements BacklogSource {
     relay.attach(this);
     // A process starts behind whatever an earlier one left unconfirmed in the outbox (a crash, a
     // kill -9): its relay publishes that first, then live publishing begins.
-    this.enterBacklog('starting: the outbox may hold events a stopped process left unconfirmed');
+    this.enterBacklog('starting: the outbox may hold events a stopped process left unconfirmed', true);
   }
 
   /** True while events go through the outbox instead of straight to the broker. */
@@ -96,13 +96,19 @@ export class PublishPipeline implements BacklogSource {
     return this.backlog;
   }
 
-  private enterBacklog(why: string): void {
+  private enterBacklog(why: string, quiet = false): void {
     if (this.backlog || !this.relay) return;
     this.backlog = true;
+    this.quietBacklog = quiet;
     metrics.publishBacklog.set(1);
-    this.o.logger.warn({ why }, 'publishing through the outbox, in order, until the relay has caught up');
+    this.o.logger[quiet ? 'debug' : 'warn'](
+      { why },
+      'publishing through the outbox, in order, until the relay has caught up',
+    );
     this.relay.kick();
   }
+  /** The backlog is the routine one at start: no warning when it begins or ends. */
+  private quietBacklog = false;
 
   bypassGrace(): boolean {
     return this.backlog && this.o.publisher.inFlight === 0;
@@ -116,7 +122,7 @@ export class PublishPipeline implements BacklogSource {
     if (!this.backlog || this.backlogInFlight > 0 || token !== this.backlogCommits) return;
     this.backlog = false;
     metrics.publishBacklog.set(0);
-    this.o.logger.warn('outbox backlog published; publishing live again');
+    this.o.logger[this.quietBacklog ? 'debug' : 'warn']('outbox backlog published; publishing live again');
   }
 
   submit(reqs: PublishRequest[]): Promise<PublishResult[]> {

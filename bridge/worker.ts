@@ -384,16 +384,7 @@ export class SubscriptionWorker {
         if (now < stepDue && !isSuccess(a.status) && a.status !== 410 && !a.fatal) {
           // A probe between two ladder steps failed: hold on until the step is due, probing at
           // least every orderedProbeMs, so a receiver that comes back is served within that.
-          const wait = Math.min(stepDue - now, this.d.orderedProbeMs);
-          if (
-            !(await this.holdHead(
-              event.id,
-              a,
-              { next: attempt + 1, step, stepAt: stepDue, firstAt, at: now + wait },
-              now,
-            ))
-          )
-            return;
+          if (!(await this.holdHead(event.id, a, { next: attempt + 1, step, stepAt: stepDue, firstAt }, now))) return;
           attempt++;
           continue;
         }
@@ -442,17 +433,8 @@ export class SubscriptionWorker {
             // Hold the line: the next event waits until this one succeeds or dies. The ladder's
             // step may be long (hours); the held event is probed meanwhile (see above).
             stepDue = now + Math.min(dec.delayMs, ORDERED_MAX_WAIT_MS);
-            const wait = Math.min(dec.delayMs, this.d.orderedProbeMs, ORDERED_MAX_WAIT_MS);
             metrics.delivered.inc({ subscription: this.target.label, outcome: 'retried' });
-            if (
-              !(await this.holdHead(
-                event.id,
-                a,
-                { next: attempt + 1, step, stepAt: stepDue, firstAt, at: now + wait },
-                now,
-              ))
-            )
-              return;
+            if (!(await this.holdHead(event.id, a, { next: attempt + 1, step, stepAt: stepDue, firstAt }, now))) return;
             attempt++;
             continue;
           }
@@ -472,11 +454,19 @@ export class SubscriptionWorker {
   }
 
   /**
-   * An ordered subscription holds its head event until `h.at`: its progress is kept (Redis, or
-   * this process while Redis is away) so a redelivery carries on, and the wait is recorded.
-   * False when the worker stopped meanwhile (the event stays unacked and is redelivered).
+   * An ordered subscription holds its head event until its next try: the ladder step's due time
+   * (`stepAt`), or sooner, every orderedProbeMs, so a receiver that comes back is served within
+   * that. Its progress is kept (Redis, or this process while Redis is away) so a redelivery
+   * carries on, and the wait is recorded. False when the worker stopped meanwhile (the event
+   * stays unacked and is redelivered).
    */
-  private async holdHead(eventId: string, a: Attempt, h: Required<HeldState>, now: number): Promise<boolean> {
+  private async holdHead(
+    eventId: string,
+    a: Attempt,
+    progress: Omit<Required<HeldState>, 'at'>,
+    now: number,
+  ): Promise<boolean> {
+    const h: Required<HeldState> = { ...progress, at: now + Math.min(progress.stepAt - now, this.d.orderedProbeMs) };
     await this.d.held.set(this.row.id, eventId, h, Math.max(this.ladder.maxAgeMs, h.stepAt - now) + 60_000);
     this.d.recorder.delivery({
       event: eventId,

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from './log.js';
 import type { Pool } from './store/db.js';
 import { findByDedupers, insertEvents, markPublished, type NewEvent } from './store/events.js';
@@ -110,8 +111,12 @@ export class PublishPipeline implements BacklogSource {
   /** The backlog is the routine one at start: no warning when it begins or ends. */
   private quietBacklog = false;
 
-  bypassGrace(): boolean {
-    return this.backlog && this.o.publisher.inFlight === 0;
+  /** Names this process's outbox rows (see `BacklogSource.ownRows`). */
+  readonly owner = randomUUID();
+  private readonly startedAt = new Date();
+
+  ownRows(): { owner: string; since: Date } | null {
+    return this.backlog && this.o.publisher.inFlight === 0 ? { owner: this.owner, since: this.startedAt } : null;
   }
 
   backlogToken(): number | null {
@@ -181,6 +186,7 @@ export class PublishPipeline implements BacklogSource {
       inserted = await insertEvents(
         this.o.pool,
         batch.map((p) => p.ev),
+        this.owner,
       );
     } catch (err) {
       if (viaOutbox) this.backlogInFlight--;

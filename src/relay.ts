@@ -20,8 +20,13 @@ export interface RelayOptions {
 
 /** What the relay needs from the publish path of its process (see `PublishPipeline.backlog`). */
 export interface BacklogSource {
-  /** True when every committed event of this process is either confirmed or in the outbox for us. */
-  bypassGrace(): boolean;
+  /**
+   * Non-null when every committed event of this process is either confirmed or the relay's: then
+   * the relay takes this process's rows (`owner`) and those committed before it started (`since`)
+   * without waiting for the grace period. Another live process's young rows are its publishes in
+   * flight and are left to it.
+   */
+  ownRows(): { owner: string; since: Date } | null;
   /** A token naming what has been committed so far, or null while a commit to the outbox is in flight. */
   backlogToken(): number | null;
   /** Everything up to `token` is published: live publishing may resume. */
@@ -93,7 +98,7 @@ export class Relay {
   async tick(): Promise<number> {
     if (!this.o.publisher.ready) return 0;
     const token = this.backlog?.backlogToken() ?? null;
-    const grace = this.backlog?.bypassGrace() ? 0 : this.o.graceMs;
+    const own = this.backlog?.ownRows() ?? null;
     const client = await this.o.pool.connect();
     let published: number;
     let failed: number;
@@ -104,11 +109,18 @@ export class Relay {
         await client.query('COMMIT');
         return 0;
       }
-      rows = (await client.query<OutboxRow>(RELAY_SELECT, [grace, this.o.batch ?? 500])).rows;
+      rows = (
+        await client.query<OutboxRow>(RELAY_SELECT, [
+          this.o.graceMs,
+          this.o.batch ?? 500,
+          own?.owner ?? null,
+          own?.since ?? null,
+        ])
+      ).rows;
       metrics.outboxPending.set(rows.length);
       if (!rows.length) {
         await client.query('COMMIT');
-        if (token !== null && grace === 0) this.backlog?.drained(token);
+        if (token !== null && own) this.backlog?.drained(token);
         return 0;
       }
       const { ok, errors } = this.careful ? await this.oneByOne(rows) : await this.pipelined(rows);
@@ -136,8 +148,7 @@ export class Relay {
     } finally {
       client.release();
     }
-    if (token !== null && grace === 0 && failed === 0 && rows.length < (this.o.batch ?? 500))
-      this.backlog?.drained(token);
+    if (token !== null && own && failed === 0 && rows.length < (this.o.batch ?? 500)) this.backlog?.drained(token);
     return published;
   }
 

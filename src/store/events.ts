@@ -47,7 +47,7 @@ export interface ExistingEvent {
  * One statement for a whole group commit: the events and their outbox rows. Returns the ids
  * inserted; the rest collided on (application, deduper) and are looked up with `findByDedupers`.
  */
-export async function insertEvents(pool: Pool, evs: NewEvent[]): Promise<Set<string>> {
+export async function insertEvents(pool: Pool, evs: NewEvent[], owner: string): Promise<Set<string>> {
   const r = await pool.query<{ id: string }>({
     name: 'amebo_insert_events',
     text: `WITH ins AS (
@@ -56,8 +56,8 @@ export async function insertEvents(pool: Pool, evs: NewEvent[]): Promise<Set<str
                             $8::timestamptz[], $9::timestamptz[])
        ON CONFLICT (application, deduper) WHERE deduper IS NOT NULL DO NOTHING
        RETURNING id, deliver_at, created_at)
-     INSERT INTO outbox (id, due_at, deferred)
-       SELECT id, coalesce(deliver_at, created_at), deliver_at IS NOT NULL FROM ins
+     INSERT INTO outbox (id, due_at, deferred, owner)
+       SELECT id, coalesce(deliver_at, created_at), deliver_at IS NOT NULL, $10::uuid FROM ins
      RETURNING id`,
     values: [
       evs.map((e) => e.id),
@@ -69,6 +69,7 @@ export async function insertEvents(pool: Pool, evs: NewEvent[]): Promise<Set<str
       evs.map((e) => e.conversationId),
       evs.map((e) => e.deliverAt),
       evs.map((e) => e.createdAt),
+      owner,
     ],
   });
   return new Set(r.rows.map((x) => x.id));
@@ -117,14 +118,18 @@ export async function markPublished(pool: Pool, ids: string[]): Promise<void> {
 const PUBLISHED = 'NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = e.id) AS published';
 
 /**
- * Events the relay owns: committed but unconfirmed for longer than `graceMs`, or whose `deliver_at`
- * has come. Outbox rows are locked SKIP LOCKED so several relays share the work instead of doubling
+ * Events the relay owns: committed but unconfirmed for longer than `graceMs` ($1), or whose
+ * `deliver_at` has come. A relay whose process routes events through the outbox also takes at once
+ * the rows of that process ($3, its pipeline's owner id) and those committed before the process
+ * started ($4: a stopped process's backlog), but not the young rows of another live process, whose
+ * publishes are in flight. Outbox rows are locked SKIP LOCKED so several relays share the work instead of doubling
  * it; the relay deletes the rows it published in the same transaction.
  */
 export const RELAY_SELECT = `SELECT e.id, e.action, e.application, e.schema_version, e.payload::text AS payload_text,
     e.deduper, e.conversation_id, e.deliver_at, e.created_at, coalesce(a.subscribers IS NOT NULL, false) AS restricted
   FROM outbox o JOIN events e ON e.id = o.id LEFT JOIN actions a ON a.name = e.action
-  WHERE (NOT o.deferred AND o.due_at < now() - make_interval(secs => $1::float8 / 1000))
+  WHERE (NOT o.deferred AND (o.due_at < now() - make_interval(secs => $1::float8 / 1000)
+                             OR o.owner = $3::uuid OR o.due_at < $4::timestamptz))
      OR (o.deferred AND o.due_at <= now())
   ORDER BY o.deferred, o.due_at, e.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED`;
 

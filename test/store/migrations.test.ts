@@ -1,4 +1,4 @@
-/** Upgrading a database that has only 001 applied: 002 moves unpublished events into the outbox, 003 adds tenancy. */
+/** Upgrading a database that has only 001 applied: 002 moves unpublished events into the outbox, 003 adds tenancy, 004 outbox owners. */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -39,11 +39,11 @@ test('002_outbox: unpublished events (immediate and deferred) move to the outbox
   }
   const pool = createPool({ url, max: 2, logger: createLogger('silent') });
   try {
-    assert.deepEqual(await migrate(pool), ['002_outbox.sql', '003_tenancy.sql']);
-    const rows = (await pool.query('SELECT id, deferred, due_at > now() AS future FROM outbox ORDER BY id')).rows;
+    assert.deepEqual(await migrate(pool), ['002_outbox.sql', '003_tenancy.sql', '004_outbox_owner.sql']);
+    const rows = (await pool.query('SELECT id, deferred, due_at > now() AS future, owner FROM outbox ORDER BY id')).rows;
     assert.deepEqual(rows, [
-      { id: '00000000-0000-7000-8000-000000000001', deferred: false, future: false },
-      { id: '00000000-0000-7000-8000-000000000003', deferred: true, future: true },
+      { id: '00000000-0000-7000-8000-000000000001', deferred: false, future: false, owner: null },
+      { id: '00000000-0000-7000-8000-000000000003', deferred: true, future: true, owner: null },
     ]);
     const cols = (
       await pool.query(`SELECT column_name FROM information_schema.columns WHERE table_name = 'events'`)

@@ -1,3 +1,4 @@
+import type { RedisNames } from '../src/redis-names.js';
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { redactUrl, type Logger } from '../src/log.js';
@@ -24,13 +25,13 @@ export interface BreakerState {
  * process agrees: failures are counted in a short window; past the threshold the endpoint is open
  * for a cool-down (workers stop consuming, messages wait in the queue); then one worker wins the
  * probe lock and sends one delivery: success closes the circuit for all, failure reopens it longer.
- * Changes are announced on `<prefix>breaker` so other workers react at once. When Redis is
+ * Changes are announced on `<prefix>:breaker` so other workers react at once. When Redis is
  * unreachable the breaker fails open (deliveries go on; the retry ladder still bounds them).
  */
 export class Breaker {
   readonly channel: string;
   private readonly redis: Redis;
-  private readonly prefix: string;
+  private readonly names: RedisNames;
   private readonly log: Logger;
   readonly threshold: number;
   readonly windowMs: number;
@@ -39,11 +40,11 @@ export class Breaker {
   /** Endpoints this process saw fail lately: only those pay a Redis round trip on success. */
   private readonly failing = new Set<string>();
 
-  constructor(redis: Redis, prefix: string, log: Logger, o: BreakerOptions = {}) {
+  constructor(redis: Redis, names: RedisNames, log: Logger, o: BreakerOptions = {}) {
     this.redis = redis;
-    this.prefix = prefix;
+    this.names = names;
     this.log = log;
-    this.channel = `${prefix}breaker`;
+    this.channel = names.breakerChannel;
     this.threshold = o.threshold ?? 5;
     this.windowMs = o.windowMs ?? 30_000;
     this.cooldownMs = o.cooldownMs ?? 10_000;
@@ -54,7 +55,7 @@ export class Breaker {
     return createHash('sha1').update(endpoint).digest('hex').slice(0, 20);
   }
   private key(kind: string, endpoint: string): string {
-    return `${this.prefix}breaker:${kind}:${Breaker.id(endpoint)}`;
+    return this.names.breaker(kind, Breaker.id(endpoint));
   }
 
   /**

@@ -59,7 +59,7 @@ export class Bridge {
     this.a = amebo;
     this.opts = opts;
     this.log = amebo.ctx.log.child({ role: 'bridge' });
-    this.subsChannel = `${amebo.cfg.redisPrefix}subscriptions`;
+    this.subsChannel = amebo.cfg.redis.subscriptionsChannel;
     this.sender = new Sender({
       connectTimeoutMs: amebo.cfg.connectTimeoutMs,
       targets: amebo.registry.targets,
@@ -86,7 +86,7 @@ export class Bridge {
 
   private readonly held: HeldStore = {
     get: async (sub, ev) => {
-      const k = `${this.a.cfg.redisPrefix}held:${sub}:${ev}`;
+      const k = this.a.cfg.redis.held(sub, ev);
       if (this.redisUp())
         try {
           const v = await this.cmd?.get(k);
@@ -97,13 +97,13 @@ export class Bridge {
       return this.heldLocal.get(k) ?? null;
     },
     set: async (sub, ev, st, ttlMs) => {
-      const k = `${this.a.cfg.redisPrefix}held:${sub}:${ev}`;
+      const k = this.a.cfg.redis.held(sub, ev);
       if (this.heldLocal.size > 10_000) this.heldLocal.clear();
       this.heldLocal.set(k, st);
       if (this.redisUp()) await this.cmd?.set(k, JSON.stringify(st), 'PX', Math.round(ttlMs)).catch(() => undefined);
     },
     del: async (sub, ev) => {
-      const k = `${this.a.cfg.redisPrefix}held:${sub}:${ev}`;
+      const k = this.a.cfg.redis.held(sub, ev);
       this.heldLocal.delete(k);
       if (this.redisUp()) await this.cmd?.del(k).catch(() => undefined);
     },
@@ -118,24 +118,23 @@ export class Bridge {
   private async reserveSlot(sub: string, rate: number): Promise<number | null> {
     if (!this.cmd || !this.redisUp()) return null;
     try {
-      const wait = await this.cmd.eval(PACE_LUA, 1, `${this.a.cfg.redisPrefix}pace:${sub}`, String(1000 / rate));
+      const wait = await this.cmd.eval(PACE_LUA, 1, this.a.cfg.redis.pace(sub), String(1000 / rate));
       return Number(wait);
     } catch {
       return null;
     }
   }
 
-  // Delivery notes for the live tail: published only while some API node has stream clients
-  // (PUBSUB NUMSUB, checked every 2 s), coalesced into one pipeline every 50 ms.
-  private listeners = 0;
+  // Delivery notes for the live tail, coalesced into one Redis pipeline every 50 ms (at most 20
+  // round trips a second, at most 5,000 notes waiting). Always published: gating them on whether
+  // some API node has stream clients lost the notes of the first seconds after a client came.
   private notes: string[] = [];
   private noteTimer: NodeJS.Timeout | null = null;
-  private listenTimer: NodeJS.Timeout | null = null;
   private get streamChannel(): string {
-    return `${this.a.cfg.redisPrefix}stream`;
+    return this.a.cfg.redis.streamChannel;
   }
   private note(n: Record<string, unknown>): void {
-    if (!this.listeners || this.notes.length >= 5000) return;
+    if (this.notes.length >= 5000) return;
     this.notes.push(JSON.stringify(n));
     this.noteTimer ??= setTimeout(() => {
       this.noteTimer = null;
@@ -146,14 +145,6 @@ export class Bridge {
       for (const x of batch) p.publish(this.streamChannel, x);
       p.exec().catch(() => undefined);
     }, 50);
-  }
-  private async countListeners(): Promise<void> {
-    try {
-      const r = (await this.cmd?.pubsub('NUMSUB', this.streamChannel)) as [string, number | string] | undefined;
-      this.listeners = Number(r?.[1] ?? 0);
-    } catch {
-      this.listeners = 0;
-    }
   }
 
   private readonly hook = async (model: ChannelModel): Promise<void> => {
@@ -173,7 +164,7 @@ export class Bridge {
     await this.cmd.connect().catch(() => undefined);
     await this.sub.connect().catch(() => undefined);
     if (this.opts.breaker !== false)
-      this.breaker = new Breaker(this.cmd, this.a.cfg.redisPrefix, this.log, this.opts.breaker ?? {});
+      this.breaker = new Breaker(this.cmd, this.a.cfg.redis, this.log, this.opts.breaker ?? {});
     this.sub.on('message', (channel: string, msg: string) => {
       if (channel === this.subsChannel) this.enqueue(() => this.reload(msg));
       else if (this.breaker && channel === this.breaker.channel) void this.onBreakerMessage(msg);
@@ -195,9 +186,6 @@ export class Bridge {
     await this.a.broker.addHook(this.hook);
     this.timer = setInterval(() => this.enqueue(() => this.resync()), this.opts.resyncMs ?? 30_000);
     this.timer.unref();
-    await this.countListeners();
-    this.listenTimer = setInterval(() => void this.countListeners(), 2000);
-    this.listenTimer.unref();
     this.log.info({ subscriptions: this.workers.size }, 'bridge started');
   }
 
@@ -344,7 +332,6 @@ export class Bridge {
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
-    if (this.listenTimer) clearInterval(this.listenTimer);
     if (this.noteTimer) clearTimeout(this.noteTimer);
     this.a.broker.removeHook(this.hook);
     this.a.broker.off('disconnect', this.onDisconnect);

@@ -296,7 +296,7 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
       registry,
       new AuthThrottle({
         redis,
-        prefix: cfg.redisPrefix,
+        names: cfg.redis,
         limit: cfg.authFailLimit,
         windowSeconds: cfg.authFailWindowSeconds,
       }),

@@ -3,6 +3,8 @@
  * line; the common ones also have a CLI flag (see `src/cli.ts`). `amebo config` prints the table.
  */
 
+import { RedisNames } from './redis-names.js';
+
 export const ROLES = ['api', 'bridge', 'relay', 'presence'] as const;
 export type Role = (typeof ROLES)[number];
 
@@ -69,7 +71,6 @@ export const OPTIONS = {
     'AMEBO_REDIS_SENTINELS',
   ),
   redisSentinelName: str('mymaster', 'the master name the Sentinels watch', 'AMEBO_REDIS_SENTINEL_NAME'),
-  redisPrefix: str('amebo:', 'prefix of every Redis key Amebo writes', 'AMEBO_REDIS_PREFIX'),
   adminToken: str(
     '',
     'admin bearer token; when empty one is generated at first start, stored and printed once',
@@ -94,7 +95,11 @@ export const OPTIONS = {
   workers: int(1, 'number of processes (node:cluster) sharing the HTTP port', 'AMEBO_WORKERS', 1),
   roles: str('api,bridge,relay,presence', 'comma-separated roles this process runs', 'AMEBO_ROLES'),
   logLevel: str('info', 'pino log level (trace, debug, info, warn, error, fatal, silent)', 'AMEBO_LOG_LEVEL'),
-  prefix: str('amebo', 'prefix of every RabbitMQ exchange and queue Amebo declares', 'AMEBO_PREFIX'),
+  prefix: str(
+    'amebo',
+    'prefix of every RabbitMQ exchange and queue and of every Redis key and channel (`<prefix>:`) Amebo uses',
+    'AMEBO_PREFIX',
+  ),
   queueType: str('quorum', 'subscription queue type: quorum or classic', 'AMEBO_QUEUE_TYPE'),
   deliveryLimit: int(
     20,
@@ -215,7 +220,11 @@ export const OPTIONS = {
 } satisfies Record<string, OptionSpec<unknown>>;
 
 type Options = typeof OPTIONS;
-export type Config = { [K in keyof Options]: Options[K]['default'] } & { roleSet: Set<Role> };
+export type Config = { [K in keyof Options]: Options[K]['default'] } & {
+  roleSet: Set<Role>;
+  /** Every Redis key and channel, under `<prefix>:`. */
+  redis: RedisNames;
+};
 
 /** Build the config from defaults, then environment, then explicit overrides (CLI flags, tests). */
 export function loadConfig(
@@ -243,6 +252,7 @@ export function loadConfig(
     if (!(ROLES as readonly string[]).includes(r))
       throw new ConfigError(`unknown role "${r}" (roles: ${ROLES.join(', ')})`);
   cfg.roleSet = new Set(roles as Role[]);
+  cfg.redis = new RedisNames(cfg.prefix);
   return cfg;
 }
 

@@ -25,7 +25,7 @@ const fabricRoutes: NonNullable<ApiContext['plugins']>[number] = async (app, ctx
   const presence = new Presence({
     amqpUrl: ctx.cfg.amqpUrl,
     redis: ctx.redis,
-    redisPrefix: ctx.cfg.redisPrefix,
+    redisPrefix: ctx.cfg.redis.presence,
     discoveryExchange: ctx.cfg.discoveryExchange,
     ttlSeconds: ctx.cfg.serviceTtlSeconds,
     logger: ctx.log,
@@ -74,12 +74,12 @@ const startPresence: PartStarter = async (amebo) => {
   const presence = new Presence({
     amqpUrl: amebo.cfg.amqpUrl,
     redis: amebo.redis,
-    redisPrefix: amebo.cfg.redisPrefix,
+    redisPrefix: amebo.cfg.redis.presence,
     discoveryExchange: amebo.cfg.discoveryExchange,
     ttlSeconds: amebo.cfg.serviceTtlSeconds,
     logger: amebo.ctx.log.child({ role: 'presence' }),
   });
-  presence.on('change', (change) => void announceStream(amebo.redis, amebo.cfg.redisPrefix, { ...change }));
+  presence.on('change', (change) => void announceStream(amebo.redis, amebo.cfg.redis, { ...change }));
   await presence.start(10_000);
   return { close: () => presence.stop() };
 };

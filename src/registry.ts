@@ -52,7 +52,7 @@ export class Registry {
     this.box = box;
     this.cfg = cfg;
     this.log = log;
-    this.channel = `${cfg.redisPrefix}registry`;
+    this.channel = cfg.redis.registryChannel;
     this.targets = new TargetPolicy({ block: cfg.blockPrivateTargets, allowed: cfg.allowedTargets });
   }
 

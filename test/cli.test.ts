@@ -20,7 +20,6 @@ function envVars(e: ReturnType<typeof testEnv>, extra: Record<string, string> = 
     AMEBO_AMQP_URL: e.cfg.amqpUrl,
     AMEBO_DATABASE_URL: e.cfg.databaseUrl,
     AMEBO_REDIS_URL: e.cfg.redisUrl,
-    AMEBO_REDIS_PREFIX: e.cfg.redisPrefix,
     AMEBO_PREFIX: e.cfg.prefix,
     AMEBO_ADMIN_TOKEN: e.adminToken,
     AMEBO_SECRET_KEY: e.cfg.secretKey,

@@ -1,3 +1,4 @@
+import type { RedisNames } from '../redis-names.js';
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
@@ -40,8 +41,8 @@ const HOW =
 
 export interface ThrottleOptions {
   redis: Redis;
-  /** Key prefix (the deployment's Redis prefix). */
-  prefix: string;
+  /** The deployment's Redis names. */
+  names: RedisNames;
   /** Failures allowed per window, per client address and per application. */
   limit: number;
   windowSeconds: number;
@@ -63,7 +64,7 @@ export class AuthThrottle {
   }
 
   private key(kind: 'ip' | 'app', id: string): string {
-    return `${this.o.prefix}authfail:${kind}:${id}`;
+    return this.o.names.authFail(kind, id);
   }
 
   /** Seconds until `keys` may try again, or 0. */

@@ -1,3 +1,4 @@
+import type { RedisNames } from '../redis-names.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ManagedChannel } from '../broker/link.js';
 import type { Redis } from 'ioredis';
@@ -9,11 +10,10 @@ import type { ApiContext } from './server.js';
 import { isTopicPattern, topicMatcher, TOPIC_LIMITS } from '../delivery/topic.js';
 
 /** Redis channel on which the bridge and presence announce delivery outcomes and service changes. */
-export const streamChannel = (redisPrefix: string): string => `${redisPrefix}stream`;
 
 /** Announces a delivery or service note to every API node's stream clients (best effort). */
-export async function announceStream(redis: Redis, redisPrefix: string, note: Record<string, unknown>): Promise<void> {
-  await redis.publish(streamChannel(redisPrefix), JSON.stringify(note)).catch(() => undefined);
+export async function announceStream(redis: Redis, names: RedisNames, note: Record<string, unknown>): Promise<void> {
+  await redis.publish(names.streamChannel, JSON.stringify(note)).catch(() => undefined);
 }
 
 interface Client {
@@ -69,7 +69,7 @@ class StreamHub {
     const sub = this.ctx.redis.duplicate();
     sub.on('error', () => undefined);
     sub.on('message', (_c: string, msg: string) => this.onNote(msg));
-    await sub.subscribe(streamChannel(this.ctx.cfg.redisPrefix)).catch(() => undefined);
+    await sub.subscribe(this.ctx.cfg.redis.streamChannel).catch(() => undefined);
     this.sub = sub;
   }
 
@@ -152,7 +152,7 @@ class Tickets {
   }
 
   private key(ticket: string): string {
-    return `${this.ctx.cfg.redisPrefix}ticket:${sha256(ticket)}`;
+    return this.ctx.cfg.redis.ticket(sha256(ticket));
   }
 
   async issue(): Promise<{ ticket: string; expires_at: string }> {

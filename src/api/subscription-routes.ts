@@ -56,7 +56,7 @@ export function subscriptionView(ctx: ApiContext, r: SubscriptionRow) {
 
 /** Tells bridge workers (all processes) that a subscription changed. */
 export async function announce(ctx: ApiContext, id: string): Promise<void> {
-  await ctx.redis.publish(`${ctx.cfg.redisPrefix}subscriptions`, id).catch(() => undefined);
+  await ctx.redis.publish(ctx.cfg.redis.subscriptionsChannel, id).catch(() => undefined);
 }
 
 const idParam = { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] } as const;

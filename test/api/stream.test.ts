@@ -73,13 +73,13 @@ test('the stream sends matching events and delivery notes; other actions are fil
     const got = await next((m) => m.type === 'event');
     assert.equal(got.event.id, u.body.event);
     assert.deepEqual(got.event.payload, { n: 2 });
-    await announceStream(srv.amebo.redis, env.cfg.redisPrefix, {
+    await announceStream(srv.amebo.redis, env.cfg.redis, {
       type: 'delivery',
       action: 'user.created',
       event: u.body.event,
       state: 'delivered',
     });
-    await announceStream(srv.amebo.redis, env.cfg.redisPrefix, { type: 'service', fqn: 'd.t.i', status: 'up' });
+    await announceStream(srv.amebo.redis, env.cfg.redis, { type: 'service', fqn: 'd.t.i', status: 'up' });
     assert.equal((await next((m) => m.type === 'delivery')).event, u.body.event);
     assert.equal((await next((m) => m.type === 'service')).status, 'up');
     assert.ok(

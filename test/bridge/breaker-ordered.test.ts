@@ -29,7 +29,7 @@ before(async () => {
 after(async () => {
   await srv?.close();
   await rx.close();
-  const keys = await redis.keys(`${env.cfg.redisPrefix}*`);
+  const keys = await redis.keys(`${env.cfg.redis.root}*`);
   if (keys.length) await redis.del(...keys);
   redis.disconnect();
   await destroy(env);
@@ -62,7 +62,7 @@ test('circuit breaker: opens after failures, messages wait, probe, resume', asyn
   for (let i = 0; i < 12; i++) ids.push(await publish('acct.fragile', { i }));
   const queue = s.body.queue as string;
   const check = () => srv.amebo.broker.withThrowawayChannel((ch) => ch.checkQueue(queue));
-  const stateKey = `${env.cfg.redisPrefix}breaker:state:${Breaker.id(rx.url('/fragile'))}`;
+  const stateKey = env.cfg.redis.breaker('state', Breaker.id(rx.url('/fragile')));
 
   // (A quorum queue keeps listing a cancelled consumer while it holds unacked messages: the Redis
   // state and the receiver's silence are the evidence, not consumerCount.)

@@ -201,16 +201,16 @@ test('/test sends a signed synthetic event and reports the outcome', async () =>
 test('delivery outcomes reach the live tail (GET /v1/stream)', async () => {
   const ws = new WebSocket(`${srv.url.replace('http', 'ws')}/v1/stream?actions=order.*&token=${env.adminToken}`);
   const notes: any[] = [];
+  let hello: () => void;
+  const ready = new Promise<void>((r) => (hello = r));
   ws.on('message', (d) => {
     const m = JSON.parse((d as Buffer).toString());
+    if (m.type === 'hello') hello(); // the hub is subscribed: nothing published from now on is missed
     if (m.type === 'delivery') notes.push(m);
   });
-  await new Promise((r, j) => {
-    ws.once('open', r);
-    ws.once('error', j);
-  });
+  ws.once('error', (err) => assert.fail(err));
   try {
-    await new Promise((r) => setTimeout(r, 2300)); // the bridge sees a listener within 2 s
+    await ready;
     const id = await publish('order.cancelled', { n: 7 });
     const n = await eventually(() => notes.find((m) => m.event === id), 5000);
     assert.equal(n.state, 'delivered');

@@ -34,7 +34,6 @@ export function testEnv(overrides: Partial<Config> = {}): TestEnv {
     amqpUrl: AMQP_URL,
     databaseUrl: `${PG_BASE}/amebo_t_${id}`,
     redisUrl: REDIS_URL,
-    redisPrefix: `t${id}:`,
     prefix: `t${id}`,
     adminToken,
     secretKey: `secret-key-${id}-0123456789`,

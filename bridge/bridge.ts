@@ -6,7 +6,8 @@ import type { SubscriptionRow } from '../src/store/registry.js';
 import { Breaker, type BreakerOptions } from './breaker.js';
 import { secretKey } from './envelope.js';
 import { Sender, type Target } from './sender.js';
-import { activeHttpSubscriptions, disableSubscription, Recorder, subscriptionById } from './store.js';
+import { activeHttpSubscriptions, disableSubscription, getSubscription } from '../src/store/registry.js';
+import { Recorder } from './recorder.js';
 import { SubscriptionWorker, type HeldState, type HeldStore } from './worker.js';
 
 export interface BridgeOptions {
@@ -250,7 +251,7 @@ export class Bridge {
       onGone: (r, reason) => this.gone(r, reason),
       model: () => this.model,
       redeclare: async (r) => {
-        const fresh = await subscriptionById(this.a.pool, r.id);
+        const fresh = await getSubscription(this.a.pool, r.id);
         if (!fresh) return; // deleted: the registry's notice removes the worker
         if (!(await this.a.registry.declareQueues(fresh))) throw new Error('subscription queues not declared');
       },
@@ -281,7 +282,7 @@ export class Bridge {
 
   private async reload(id: string): Promise<void> {
     if (!/^[0-9a-f-]{36}$/i.test(id)) return;
-    await this.apply(id, await subscriptionById(this.a.pool, id));
+    await this.apply(id, await getSubscription(this.a.pool, id));
   }
 
   async resync(): Promise<void> {

@@ -6,7 +6,8 @@ import type { SubscriptionRow } from '../src/store/registry.js';
 import { secretKey, type BrokerEvent } from './envelope.js';
 import { isWildcard, topicMatcher } from '../src/delivery/topic.js';
 import { Sender, type Attempt } from './sender.js';
-import { eventById, eventsForReplay, getDelivery, writeDeliveries, type ReplayRow } from './store.js';
+import { eventById, eventsForReplay, type ReplayRow } from '../src/store/events.js';
+import { getDelivery, writeDeliveries } from '../src/store/deliveries.js';
 
 /**
  * Operator recovery (api.md "Subscriptions", "Deliveries"): dead letters listed and resurrected,

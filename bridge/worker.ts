@@ -10,7 +10,7 @@ import type { Breaker, BreakerState } from './breaker.js';
 import { splicedBody, type BrokerEvent, type Outgoing } from './envelope.js';
 import { decide, isSuccess, type LadderSettings } from '../src/delivery/ladder.js';
 import type { Attempt, Sender, Target } from './sender.js';
-import type { Recorder } from './store.js';
+import type { Recorder } from './recorder.js';
 
 export interface WorkerDeps {
   sender: Sender;

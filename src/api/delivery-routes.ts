@@ -1,10 +1,10 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { listAttempts, listDeliveries, subscriptionById } from '../../bridge/store.js';
+import { listAttempts, listDeliveries } from '../store/deliveries.js';
 import { closeTestSender, listDeadLetters, replay, resurrect, retryOne, sendTest } from '../../bridge/recovery.js';
 import { AmeboError } from '../errors.js';
 import { BrokerUnavailableError } from '../broker/connection.js';
 import { isUuid } from '../ids.js';
-import type { SubscriptionRow } from '../store/registry.js';
+import { getSubscription, type SubscriptionRow } from '../store/registry.js';
 import { parseTime } from './event-routes.js';
 import type { ApiContext } from './server.js';
 
@@ -53,7 +53,7 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   /** The delivery's subscription, checked against the caller. */
   async function ownedPair(req: FastifyRequest): Promise<{ event: string; row: SubscriptionRow }> {
     const { event, subscription } = req.params as { event: string; subscription: string };
-    const row = isUuid(subscription) ? await subscriptionById(pool, subscription) : null;
+    const row = isUuid(subscription) ? await getSubscription(pool, subscription) : null;
     const who = req.principal;
     if (!row) throw new AmeboError('SUBSCRIPTION_NOT_FOUND', `no subscription "${subscription}"`);
     if (who.kind === 'app' && who.name !== row.application) throw new AmeboError('FORBIDDEN', 'not your subscription');

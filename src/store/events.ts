@@ -201,3 +201,47 @@ export async function deliveriesOfEvent(pool: Pool, id: string): Promise<Deliver
   );
   return r.rows;
 }
+
+/** Stored events of a time range for a replay, oldest first, as the broker body needs them. */
+export async function eventsForReplay(
+  pool: Pool,
+  f: { action: string | null; from: Date; to: Date; afterId: string | null; limit: number; viewer: string },
+): Promise<ReplayRow[]> {
+  const r = await pool.query<ReplayRow>(
+    `SELECT e.id, e.action, e.application, e.schema_version, e.payload::text AS payload_text, e.deduper,
+            e.conversation_id, e.created_at
+       FROM events e JOIN actions a ON a.name = e.action
+      WHERE e.created_at >= $1 AND e.created_at < $2 AND ($3::text IS NULL OR e.action = $3)
+        AND ($4::uuid IS NULL OR e.id > $4) AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = e.id)
+        AND ${VISIBLE_TO('$6')}
+      ORDER BY e.id LIMIT $5`,
+    [f.from, f.to, f.action, f.afterId, f.limit, f.viewer],
+  );
+  return r.rows;
+}
+
+/** SQL: the action `a` lets application `param` subscribe (the owner, or everyone, or it is listed). */
+const VISIBLE_TO = (param: string): string =>
+  `(a.subscribers IS NULL OR a.application = ${param} OR ${param} = ANY(a.subscribers))`;
+
+export interface ReplayRow {
+  id: string;
+  action: string;
+  application: string;
+  schema_version: number;
+  payload_text: string;
+  deduper: string | null;
+  conversation_id: string | null;
+  created_at: Date;
+}
+
+/** The stored event, when application `viewer` may receive it (its action lets it subscribe). */
+export async function eventById(pool: Pool, id: string, viewer: string): Promise<ReplayRow | null> {
+  const r = await pool.query<ReplayRow>(
+    `SELECT e.id, e.action, e.application, e.schema_version, e.payload::text AS payload_text, e.deduper,
+            e.conversation_id, e.created_at
+       FROM events e JOIN actions a ON a.name = e.action WHERE e.id = $1 AND ${VISIBLE_TO('$2')}`,
+    [id, viewer],
+  );
+  return r.rows[0] ?? null;
+}

@@ -383,3 +383,20 @@ export async function deleteSubscription(pool: Pool, id: string): Promise<boolea
   const r = await pool.query('DELETE FROM subscriptions WHERE id = $1', [id]);
   return (r.rowCount ?? 0) > 0;
 }
+
+/** 410 Gone: the subscription stops (paused with a reason) until someone resumes it. */
+export async function disableSubscription(pool: Pool, id: string, reason: string): Promise<boolean> {
+  const r = await pool.query(
+    `UPDATE subscriptions SET paused = true, disabled_reason = $2, updated_at = now() WHERE id = $1 AND NOT paused`,
+    [id, reason],
+  );
+  return (r.rowCount ?? 0) > 0;
+}
+
+/** HTTP subscriptions the bridge consumes (not paused, not disabled). */
+export async function activeHttpSubscriptions(pool: Pool): Promise<SubscriptionRow[]> {
+  const r = await pool.query<SubscriptionRow>(
+    `SELECT * FROM subscriptions WHERE transport = 'http' AND NOT paused AND disabled_reason IS NULL ORDER BY id`,
+  );
+  return r.rows;
+}

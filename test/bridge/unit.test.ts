@@ -135,7 +135,7 @@ test('SSRF at delivery time: a loopback target is blocked (dead at once), unless
 });
 
 test('recorder: a failed batch is retried without writing its attempts twice; buffers are bounded', async () => {
-  const { Recorder } = await import('../../bridge/store.js');
+  const { Recorder } = await import('../../bridge/recorder.js');
   const { createLogger } = await import('../../src/log.js');
   const written = { attempts: 0, deliveries: 0 };
   let failDeliveries = 1;

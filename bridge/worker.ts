@@ -1,7 +1,7 @@
 import { backoffMs } from '../src/broker/link.js';
 import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
 import type { ConfirmPublisher } from '../src/broker/publisher.js';
-import { copyProperties, HEADER } from '../src/broker/message.js';
+import { HEADER } from '../src/broker/message.js';
 import type { Topology } from '../src/broker/topology.js';
 import type { Logger } from '../src/log.js';
 import { metrics } from '../src/metrics.js';
@@ -9,6 +9,7 @@ import type { SubscriptionRow } from '../src/store/registry.js';
 import type { Breaker, BreakerState } from './breaker.js';
 import { splicedBody, type BrokerEvent, type Outgoing } from './envelope.js';
 import { decide, isSuccess, type LadderSettings } from '../src/delivery/ladder.js';
+import { ack, attemptOf, deadLetter, requeueLater, retryLater } from '../src/delivery/settle.js';
 import type { Attempt, Sender, Target } from './sender.js';
 import type { Recorder } from './recorder.js';
 
@@ -310,13 +311,7 @@ export class SubscriptionWorker {
       await this.deliver(ch, msg);
     } catch (err) {
       this.d.log.warn({ err: (err as Error).message, queue: this.queue }, 'delivery not settled; message requeued');
-      // Retry copy or dead letter not confirmed: give the message back (after a pause) unless the channel died.
-      await new Promise((r) => setTimeout(r, 1000));
-      try {
-        if (this.ch === ch) ch.nack(msg, false, true);
-      } catch {
-        /* the channel is gone: the broker requeues it */
-      }
+      await requeueLater(ch, msg, () => this.ch === ch);
     } finally {
       this.inflight--;
       this.gauge.dec();
@@ -341,14 +336,9 @@ export class SubscriptionWorker {
         await this.deadLetter(ch, msg, 'malformed', 1, null);
         return;
       }
-    // The true attempt number: the header counts attempts made through the retry ladder; a copy
-    // the broker gives again (a consumer died holding it) was attempted once more per redelivery
-    // (quorum queues count them in x-delivery-count; classic ones only flag `redelivered`).
-    const redeliveries = Number(headers['x-delivery-count']) || (msg.fields.redelivered ? 1 : 0);
-    let attempt = Math.max(1, Number(headers[HEADER.attempt] ?? 1) || 1) + redeliveries;
+    let { attempt, firstAt } = attemptOf(msg);
     let step = attempt;
     let stepDue = 0;
-    let firstAt = Number(headers[HEADER.firstAttemptAt]) || Date.now();
     if (this.ordered) {
       // Redelivered after a crash or a channel loss: carry on where the last holder stopped.
       const h = await this.d.held.get(this.row.id, event.id);
@@ -397,7 +387,7 @@ export class SubscriptionWorker {
       switch (dec.kind) {
         case 'delivered':
           if (this.ordered && attempt > 1) await this.d.held.del(this.row.id, event.id);
-          safeAck(ch, msg);
+          ack(ch, msg);
           metrics.delivered.inc({ subscription: this.target.label, outcome: 'delivered' });
           this.notify(event.id, event.action, 'delivered', attempt, a);
           this.d.recorder.delivery({
@@ -438,7 +428,9 @@ export class SubscriptionWorker {
             attempt++;
             continue;
           }
-          await this.retryLater(ch, msg, attempt + 1, firstAt, dec.delayMs);
+          if (!this.row.retry_schedule.some((s) => s * 1000 === dec.delayMs))
+            await this.d.ensureRetryQueue(dec.delayMs);
+          await retryLater(this.d, ch, msg, this.queue, { attempt: attempt + 1, firstAt, delayMs: dec.delayMs });
           metrics.delivered.inc({ subscription: this.target.label, outcome: 'retried' });
           this.d.recorder.delivery({
             ...base,
@@ -523,43 +515,16 @@ export class SubscriptionWorker {
     });
   }
 
-  /** The retry copy goes to the delay step's queue and is confirmed before the original is acked. */
-  private async retryLater(ch: Channel, msg: ConsumeMessage, nextAttempt: number, firstAt: number, delayMs: number) {
-    if (!this.row.retry_schedule.some((s) => s * 1000 === delayMs)) await this.d.ensureRetryQueue(delayMs);
-    await this.d.publisher.publish(
-      this.d.topology.retry(delayMs),
-      this.queue,
-      msg.content,
-      copyProperties(msg, { [HEADER.attempt]: nextAttempt, [HEADER.firstAttemptAt]: firstAt }),
-    );
-    safeAck(ch, msg);
-  }
-
   /** Dead letter with its reason, confirmed before the original is acked. */
   private async deadLetter(ch: Channel, msg: ConsumeMessage, reason: string, attempts: number, a: Attempt | null) {
-    await this.d.publisher.publish(
-      this.d.topology.dead,
-      this.queue,
-      msg.content,
-      copyProperties(msg, {
-        [HEADER.reason]: reason,
-        [HEADER.attempt]: attempts,
-        'x-amebo-dead-at': Date.now(),
-        'x-amebo-last-status': a?.status ?? -1,
-        'x-amebo-last-error': (a?.error ?? '').slice(0, 500),
-        'x-amebo-subscription-id': this.row.id,
-      }),
-    );
-    safeAck(ch, msg);
+    await deadLetter(this.d, ch, msg, this.queue, {
+      reason,
+      attempts,
+      lastStatus: a?.status ?? null,
+      lastError: a?.error ?? null,
+      subscriptionId: this.row.id,
+    });
     metrics.delivered.inc({ subscription: this.target.label, outcome: 'dead' });
-  }
-}
-
-function safeAck(ch: Channel, msg: ConsumeMessage): void {
-  try {
-    ch.ack(msg);
-  } catch {
-    /* channel gone: the broker redelivers it (at-least-once) */
   }
 }
 

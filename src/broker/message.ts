@@ -46,6 +46,13 @@ export const HEADER = {
   traceparent: 'traceparent',
   reason: 'x-amebo-reason',
   firstAttemptAt: 'x-amebo-first-attempt-at',
+  // On dead letters: when, why (the last answer) and for which subscription.
+  deadAt: 'x-amebo-dead-at',
+  lastStatus: 'x-amebo-last-status',
+  lastError: 'x-amebo-last-error',
+  subscriptionId: 'x-amebo-subscription-id',
+  /** On webhook requests: the subscription's label. */
+  subscription: 'x-amebo-subscription',
 } as const;
 
 /** A W3C traceparent with a fresh trace id, or a child span of the one given. */

@@ -6,10 +6,12 @@
 import type { Channel, ConsumeMessage, Options } from 'amqplib';
 import { pino, type Logger } from 'pino';
 import { Broker } from '../broker/connection.js';
-import { copyProperties, HEADER } from '../broker/message.js';
+import { HEADER } from '../broker/message.js';
 import { ConfirmPublisher } from '../broker/publisher.js';
 import { Topology } from '../broker/topology.js';
+import { DELIVERY_DEFAULTS } from '../delivery/defaults.js';
 import { decide } from '../delivery/ladder.js';
+import { ack, attemptOf, deadLetter, requeueLater, retryLater } from '../delivery/settle.js';
 
 /** An event as a native consumer receives it. */
 export interface AmeboEvent<P = unknown> {
@@ -55,16 +57,21 @@ export interface ConsumeOptions<P = unknown> {
   /** Amebo's RabbitMQ name prefix (AMEBO_PREFIX). @default 'amebo' */
   prefix?: string;
   handler: Handler<P>;
-  /** Delays between attempts, seconds; use the subscription's `retry_schedule`. @default [5, 30, 120, 600, 3600] */
+  /**
+   * Delays between attempts, seconds; use the subscription's `retry_schedule`.
+   * @default the server's default (AMEBO_RETRY_SCHEDULE's default: 5 s … 1 day, 9 steps)
+   */
   retrySchedule?: number[];
-  /** @default 10 */
+  /** @default 10 (AMEBO_MAX_ATTEMPTS's default) */
   maxAttempts?: number;
-  /** Seconds from the first attempt after which a failing event is dead-lettered. @default 259200 */
+  /** Seconds from the first attempt after which a failing event is dead-lettered. @default 259200 (3 days) */
   maxAge?: number;
   /** Messages in flight (handled concurrently). @default 50 */
   prefetch?: number;
   /** Queue type of Amebo's retry queues (AMEBO_QUEUE_TYPE). @default 'quorum' */
   queueType?: 'quorum' | 'classic';
+  /** x-delivery-limit of the retry queues (AMEBO_DELIVERY_LIMIT). @default 20 */
+  deliveryLimit?: number;
   logger?: Logger;
   /** Connection name shown by RabbitMQ. @default 'amebo-consumer <pid>' */
   name?: string;
@@ -79,19 +86,20 @@ export interface Consumer {
 export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Consumer> {
   const log = opts.logger ?? pino({ level: 'silent' });
   const topology = new Topology({
-    prefix: opts.prefix ?? 'amebo',
-    queueType: opts.queueType ?? 'quorum',
-    deliveryLimit: 20,
+    prefix: opts.prefix ?? DELIVERY_DEFAULTS.prefix,
+    queueType: opts.queueType ?? DELIVERY_DEFAULTS.queueType,
+    deliveryLimit: opts.deliveryLimit ?? DELIVERY_DEFAULTS.deliveryLimit,
   });
   const ladder = {
-    scheduleMs: (opts.retrySchedule ?? [5, 30, 120, 600, 3600]).map((s) => s * 1000),
-    maxAttempts: opts.maxAttempts ?? 10,
-    maxAgeMs: (opts.maxAge ?? 3 * 86400) * 1000,
+    scheduleMs: (opts.retrySchedule ?? DELIVERY_DEFAULTS.retrySchedule).map((s) => s * 1000),
+    maxAttempts: opts.maxAttempts ?? DELIVERY_DEFAULTS.maxAttempts,
+    maxAgeMs: (opts.maxAge ?? DELIVERY_DEFAULTS.maxAgeSeconds) * 1000,
   };
   const broker = new Broker({ url: opts.amqpUrl, logger: log, name: opts.name ?? `amebo-consumer ${process.pid}` });
   await broker.open(10_000);
   const publisher = new ConfirmPublisher(broker, { logger: log });
   await publisher.start();
+  const settle = { publisher, topology };
   const declared = new Set<number>();
   let stopping = false;
   let inflight = 0;
@@ -105,8 +113,7 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
 
   const handle = async (ch: Channel, msg: ConsumeMessage): Promise<void> => {
     const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
-    const attempt = Math.max(1, Number(headers[HEADER.attempt] ?? 1) || 1);
-    const firstAt = Number(headers[HEADER.firstAttemptAt]) || Date.now();
+    const { attempt, firstAt } = attemptOf(msg);
     const published: Promise<void>[] = [];
     let error: Error | null = null;
     try {
@@ -138,28 +145,16 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
     if (d.kind === 'delivered') return ack(ch, msg);
     if (d.kind === 'retry') {
       await ensureRetry(d.delayMs);
-      await publisher.publish(
-        topology.retry(d.delayMs),
-        opts.queue,
-        msg.content,
-        copyProperties(msg, { [HEADER.attempt]: attempt + 1, [HEADER.firstAttemptAt]: firstAt }),
-      );
+      await retryLater(settle, ch, msg, opts.queue, { attempt: attempt + 1, firstAt, delayMs: d.delayMs });
       log.debug({ attempt, delayMs: d.delayMs, err: error?.message }, 'handler failed; retry scheduled');
-      return ack(ch, msg);
+      return;
     }
-    await publisher.publish(
-      topology.dead,
-      opts.queue,
-      msg.content,
-      copyProperties(msg, {
-        [HEADER.reason]: d.kind === 'dead' && d.reason !== 'fatal' ? d.reason : 'permanent_error',
-        [HEADER.attempt]: attempt,
-        'x-amebo-dead-at': Date.now(),
-        'x-amebo-last-error': (error?.message ?? '').slice(0, 500),
-      }),
-    );
+    await deadLetter(settle, ch, msg, opts.queue, {
+      reason: d.kind === 'dead' && d.reason !== 'fatal' ? d.reason : 'permanent_error',
+      attempts: attempt,
+      lastError: error?.message ?? null,
+    });
     log.warn({ attempt, err: error?.message }, 'event dead-lettered');
-    ack(ch, msg);
   };
 
   // One recovery path (ManagedChannel): the consumer is rebuilt on reconnect, after a
@@ -180,15 +175,8 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
         inflight++;
         void handle(ch, msg)
           .catch((err: unknown) => {
-            // Retry copy or dead letter not confirmed: leave it unacked; requeue after a pause.
             log.warn({ err: (err as Error).message }, 'message not settled; requeued');
-            setTimeout(() => {
-              try {
-                ch.nack(msg, false, true);
-              } catch {
-                /* channel gone: the broker requeues it */
-              }
-            }, 1000);
+            return requeueLater(ch, msg, () => mc.channel === ch);
           })
           .finally(() => {
             inflight--;
@@ -213,12 +201,4 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
       await broker.close();
     },
   };
-}
-
-function ack(ch: Channel, msg: ConsumeMessage): void {
-  try {
-    ch.ack(msg);
-  } catch {
-    /* the channel died: the broker redelivers (at-least-once) */
-  }
 }

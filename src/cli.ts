@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { styleText } from 'node:util';
 import { Command, Option } from 'commander';
-import { ConfigError, describeOptions, loadConfig, type Config } from './config.js';
+import { ConfigError, configWithFlags, describeOptions, loadConfig, type Config } from './config.js';
 import { createLogger } from './log.js';
 import { prepareDatabase, ServiceUnreachableError, startAmebo, type Amebo } from './app.js';
 import { extraParts, extraPlugins } from './plugins.js';
@@ -20,16 +20,13 @@ type ServeFlags = { address?: string; workers?: string; role?: string; logLevel?
 
 /** Flags go through the same parsing and checks as their environment variables. */
 function configFrom(flags: ServeFlags): Config {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  const set = (k: string, v: string | undefined): void => {
-    if (v !== undefined) env[k] = v;
-  };
-  set('AMEBO_ADDRESS', flags.address);
-  set('AMEBO_WORKERS', flags.workers);
-  set('AMEBO_ROLES', flags.role);
-  set('AMEBO_LOG_LEVEL', flags.logLevel);
-  set('AMEBO_PREFIX', flags.prefix);
-  return loadConfig({}, env);
+  return configWithFlags({
+    AMEBO_ADDRESS: flags.address,
+    AMEBO_WORKERS: flags.workers,
+    AMEBO_ROLES: flags.role,
+    AMEBO_LOG_LEVEL: flags.logLevel,
+    AMEBO_PREFIX: flags.prefix,
+  });
 }
 
 /** Prints a startup failure for people (no stack trace) and exits non-zero. */
@@ -87,7 +84,7 @@ async function serve(flags: ServeFlags): Promise<void> {
   serveClusterMetrics();
   let stopping = false;
   const fork = (): void => {
-    cluster.fork(process.env);
+    cluster.fork(); // inherits this process's environment
   };
   cluster.on('exit', (w, code, signal) => {
     if (stopping) return;

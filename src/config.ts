@@ -210,6 +210,11 @@ export const OPTIONS = {
     'AMEBO_ORDERED_PROBE_MS',
     100,
   ),
+  url: str(
+    '',
+    'where the CLI tools reach a running Amebo (empty: http:// + AMEBO_ADDRESS, 0.0.0.0 read as 127.0.0.1)',
+    'AMEBO_URL',
+  ),
   discoveryExchange: str('msc.discovery', 'amqp-fabric discovery exchange (keep-alives)', 'AMEBO_DISCOVERY_EXCHANGE'),
   serviceTtlSeconds: int(
     10,
@@ -269,4 +274,28 @@ export function describeOptions(): string[] {
   return Object.values(OPTIONS).map(
     (o: OptionSpec<unknown>) => `${o.env.padEnd(30)} ${o.doc} (default: ${JSON.stringify(o.default)})`,
   );
+}
+
+/**
+ * The environment variables of the Python amqp-fabric (its names, not ours), read here so that a
+ * service built on `amebo/fabric` picks the same exchanges as a Python service beside it.
+ */
+export function fabricEnv(env: NodeJS.ProcessEnv = process.env): {
+  discoveryExchange?: string;
+  dataExchangeSuffix?: string;
+} {
+  return {
+    ...(env.DISCOVERY_EXCHANGE_NAME ? { discoveryExchange: env.DISCOVERY_EXCHANGE_NAME } : {}),
+    ...(env.DATA_EXCHANGE_NAME ? { dataExchangeSuffix: env.DATA_EXCHANGE_NAME } : {}),
+  };
+}
+
+/** A config from CLI flags (named by their environment variable) over the environment: same parsing and checks. */
+export function configWithFlags(
+  flags: Record<string, string | undefined>,
+  env: NodeJS.ProcessEnv = process.env,
+): Config {
+  const merged: NodeJS.ProcessEnv = { ...env };
+  for (const [k, v] of Object.entries(flags)) if (v !== undefined) merged[k] = v;
+  return loadConfig({}, merged);
 }

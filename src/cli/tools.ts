@@ -11,7 +11,7 @@ interface ToolDeps {
 
 /** Where a running Amebo answers: `AMEBO_URL`, else the configured address (0.0.0.0 → loopback). */
 export function baseUrl(cfg: Config): string {
-  return process.env.AMEBO_URL ?? `http://${cfg.address.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
+  return cfg.url || `http://${cfg.address.replace(/^0\.0\.0\.0:/, '127.0.0.1:')}`;
 }
 
 /** Talks to a running Amebo over its HTTP API, with a timeout; returns status and JSON body. */

@@ -4,6 +4,7 @@
  * logs, over one recovering connection whose channels, consumers and declarations are rebuilt after
  * every reconnect.
  */
+import { fabricEnv } from '../config.js';
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import type { Channel, ConsumeMessage } from 'amqplib';
@@ -74,12 +75,12 @@ export interface FabricConnectorOptions {
   keepAliveListen?: boolean;
   /**
    * Discovery exchange.
-   * @default process.env.DISCOVERY_EXCHANGE_NAME ?? 'msc.discovery'
+   * @default DISCOVERY_EXCHANGE_NAME from the environment (as amqp-fabric reads it), else 'msc.discovery'
    */
   discoveryExchange?: string;
   /**
    * Suffix of the data exchange `{domain}.{suffix}`.
-   * @default process.env.DATA_EXCHANGE_NAME ?? 'data'
+   * @default DATA_EXCHANGE_NAME from the environment (as amqp-fabric reads it), else 'data'
    */
   dataExchangeSuffix?: string;
   /**
@@ -190,6 +191,8 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
   readonly fqn: string;
   readonly keepAliveMs: number;
   readonly discoveryExchange: string;
+  /** Suffix of every domain's data exchange (`<domain>.<suffix>`). */
+  private readonly dataSuffix: string;
   readonly dataExchange: string;
   readonly startedAt = new Date();
   private readonly opts: FabricConnectorOptions;
@@ -221,12 +224,10 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
     this.fqn = fqnOf(address);
     this.version = opts.version ?? '0.0.0';
     this.keepAliveMs = opts.keepAliveMs ?? 1500;
-    this.discoveryExchange =
-      opts.discoveryExchange ?? process.env.DISCOVERY_EXCHANGE_NAME ?? DEFAULT_DISCOVERY_EXCHANGE;
-    this.dataExchange = dataExchange(
-      this.domain,
-      opts.dataExchangeSuffix ?? process.env.DATA_EXCHANGE_NAME ?? DEFAULT_DATA_SUFFIX,
-    );
+    const env = fabricEnv();
+    this.discoveryExchange = opts.discoveryExchange ?? env.discoveryExchange ?? DEFAULT_DISCOVERY_EXCHANGE;
+    this.dataSuffix = opts.dataExchangeSuffix ?? env.dataExchangeSuffix ?? DEFAULT_DATA_SUFFIX;
+    this.dataExchange = dataExchange(this.domain, this.dataSuffix);
     this.log = opts.logger ?? pino({ level: 'silent' });
     this.link = new Link({
       url: opts.amqpUrl,
@@ -455,9 +456,7 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
   ): Promise<Subscription> {
     this.assertOpen();
     if (!name || name.length > 255) throw new RangeError('subscribeData: name must be 1..255 characters');
-    const exchange = opts.domain
-      ? dataExchange(opts.domain, this.opts.dataExchangeSuffix ?? process.env.DATA_EXCHANGE_NAME ?? DEFAULT_DATA_SUFFIX)
-      : this.dataExchange;
+    const exchange = opts.domain ? dataExchange(opts.domain, this.dataSuffix) : this.dataExchange;
     const sub = new DataSubscription(this.link, this.log, {
       exchange,
       queue: name,

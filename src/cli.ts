@@ -2,9 +2,17 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { styleText } from 'node:util';
-import { Command, Option } from 'commander';
-import { ConfigError, configWithFlags, describeOptions, loadConfig, type Config } from './config.js';
-import { createLogger } from './log.js';
+import { Command, CommanderError, Option } from 'commander';
+import {
+  ConfigError,
+  configWithFlags,
+  effectiveOptions,
+  loadConfig,
+  type Config,
+  type EffectiveOption,
+} from './config.js';
+import { action, CliError, EXIT, fail, out, paint, usage } from './cli/contract.js';
+import { createLogger, redactUrl } from './log.js';
 import { prepareDatabase, ServiceUnreachableError, startAmebo, type Amebo } from './app.js';
 import { extraParts, extraPlugins } from './plugins.js';
 import { joinClusterMetrics, serveClusterMetrics } from './metrics.js';
@@ -18,25 +26,43 @@ program
 
 type ServeFlags = { address?: string; workers?: string; role?: string; logLevel?: string; prefix?: string };
 
-/** Flags go through the same parsing and checks as their environment variables. */
-function configFrom(flags: ServeFlags): Config {
-  return configWithFlags({
+/** The serve flags, named by their environment variable. */
+function flagVars(flags: ServeFlags): Record<string, string | undefined> {
+  return {
     AMEBO_ADDRESS: flags.address,
     AMEBO_WORKERS: flags.workers,
     AMEBO_ROLES: flags.role,
     AMEBO_LOG_LEVEL: flags.logLevel,
     AMEBO_PREFIX: flags.prefix,
-  });
+  };
 }
 
-/** Prints a startup failure for people (no stack trace) and exits non-zero. */
-function die(err: unknown): never {
-  if (err instanceof ServiceUnreachableError || err instanceof ConfigError) {
-    process.stderr.write(`${styleText('red', 'amebo:')} ${err.message}\n`);
-    process.exit(err instanceof ConfigError ? 2 : 3);
-  }
-  process.stderr.write(`${styleText('red', 'amebo:')} ${(err as Error).stack ?? String(err)}\n`);
-  process.exit(1);
+/** Flags go through the same parsing and checks as their environment variables. */
+function configFrom(flags: ServeFlags): Config {
+  return configWithFlags(flagVars(flags));
+}
+
+/**
+ * A startup failure, per the CLI contract: bad configuration 2, a store unreachable 3, the listen
+ * address taken 2 (with what to change); anything else one line and the file with its details.
+ */
+function die(err: unknown): Promise<never> {
+  const e = err as NodeJS.ErrnoException & { address?: string; port?: number };
+  if (err instanceof ConfigError) return fail(usage(err.message));
+  if (err instanceof ServiceUnreachableError) return fail(new CliError(EXIT.unreachable, 'UNREACHABLE', err.message));
+  if (e?.code === 'EADDRINUSE' || e?.code === 'EACCES' || e?.code === 'EADDRNOTAVAIL')
+    return fail(
+      usage(
+        `cannot listen on ${e.address ?? ''}${e.port !== undefined ? `:${e.port}` : ''}: ${
+          e.code === 'EADDRINUSE'
+            ? 'the address is in use (another amebo serve?)'
+            : e.code === 'EACCES'
+              ? 'permission denied'
+              : 'no such local address'
+        }; choose another with --address or AMEBO_ADDRESS`,
+      ),
+    );
+  return fail(err);
 }
 
 async function runProcess(cfg: Config, skipMigrate: boolean): Promise<void> {
@@ -46,7 +72,7 @@ async function runProcess(cfg: Config, skipMigrate: boolean): Promise<void> {
   try {
     amebo = await startAmebo(cfg, log, { skipMigrate, plugins: await extraPlugins(cfg), parts: await extraParts(cfg) });
   } catch (err) {
-    die(err);
+    return die(err);
   }
   if (amebo.generatedAdminToken)
     process.stderr.write(
@@ -71,7 +97,7 @@ async function serve(flags: ServeFlags): Promise<void> {
   try {
     cfg = configFrom(flags);
   } catch (err) {
-    die(err);
+    return die(err);
   }
   if (cfg.workers <= 1 || cluster.isWorker) return runProcess(cfg, cluster.isWorker);
   // Primary: migrate once, then fork workers that share the HTTP port; restart any that dies.
@@ -79,7 +105,7 @@ async function serve(flags: ServeFlags): Promise<void> {
   try {
     await prepareDatabase(cfg, log);
   } catch (err) {
-    die(err);
+    return die(err);
   }
   serveClusterMetrics();
   let stopping = false;
@@ -122,9 +148,9 @@ program
     try {
       const cfg = loadConfig();
       await prepareDatabase(cfg, createLogger(cfg.logLevel));
-      process.stdout.write('migrations applied\n');
+      await out('migrations applied');
     } catch (err) {
-      die(err);
+      await die(err);
     }
   });
 
@@ -147,16 +173,47 @@ program
           '\nEvery process must now run with this key; AMEBO_PREVIOUS_SECRET_KEYS can be emptied.\n',
       );
     } catch (err) {
-      die(err);
+      await die(err);
     }
   });
 
 program
   .command('config')
-  .description('print every configuration option, its environment variable and default')
-  .action(() => {
-    process.stdout.write(describeOptions().join('\n') + '\n');
-  });
+  .description('print the value in effect of every option and where it came from (default, env, flag)')
+  .addOption(new Option('-a, --address <host:port>', 'as for serve'))
+  .addOption(new Option('-w, --workers <n>', 'as for serve'))
+  .addOption(new Option('--role <roles>', 'as for serve'))
+  .addOption(new Option('--log-level <level>', 'as for serve'))
+  .addOption(new Option('--prefix <prefix>', 'as for serve'))
+  .option('--json', 'print JSON: [{ option, env, value, source, doc }]')
+  .action(
+    action(async (o: ServeFlags & { json?: boolean }) => {
+      let rows: EffectiveOption[];
+      try {
+        rows = effectiveOptions(flagVars(o));
+      } catch (err) {
+        throw err instanceof ConfigError ? usage(err.message) : err;
+      }
+      // Credentials are shown as set or not, URLs without their passwords.
+      rows = rows.map((r) =>
+        r.kind === 'secret'
+          ? { ...r, value: r.value ? '(set)' : '' }
+          : r.kind === 'url' && typeof r.value === 'string'
+            ? { ...r, value: redactUrl(r.value) }
+            : r,
+      );
+      if (o.json) return out(JSON.stringify(rows.map(({ kind: _kind, ...r }) => r)));
+      const width = Math.max(...rows.map((r) => r.env.length));
+      await out(
+        rows
+          .map(
+            (r) =>
+              `${r.env.padEnd(width)}  ${JSON.stringify(r.value)}${r.source === 'default' ? '' : paint('yellow', ` (${r.source})`)}\n${' '.repeat(width + 2)}${paint('dim', r.doc)}`,
+          )
+          .join('\n'),
+      );
+    }),
+  );
 
 /** The admin token for CLI commands: AMEBO_ADMIN_TOKEN, else the one `serve` generated and saved. */
 export function adminToken(cfg: Config): string | undefined {
@@ -169,10 +226,18 @@ export function adminToken(cfg: Config): string | undefined {
 }
 
 const { registerTools } = await import('./cli/tools.js');
-registerTools(program, { adminToken, die });
+registerTools(program, { adminToken });
 const { registerOpsCommands } = await import('./cli/ops-commands.js');
 registerOpsCommands(program, { adminToken });
 const { registerFabricCommands } = await import('./cli/fabric-commands.js');
-registerFabricCommands(program, () => loadConfig().amqpUrl);
+registerFabricCommands(program, { amqpUrl: () => loadConfig().amqpUrl, adminToken });
 
-await program.parseAsync(process.argv);
+// Usage errors (a missing argument, an unknown option) exit 2; help and --version 0.
+program.exitOverride();
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError)
+    process.exit(['commander.helpDisplayed', 'commander.help', 'commander.version'].includes(e.code) ? 0 : EXIT.usage);
+  await fail(e);
+}

@@ -270,12 +270,6 @@ export function parseAddress(address: string): { host: string; port: number } {
 }
 
 /** Lines for `amebo config --help` and the README's configuration table. */
-export function describeOptions(): string[] {
-  return Object.values(OPTIONS).map(
-    (o: OptionSpec<unknown>) => `${o.env.padEnd(30)} ${o.doc} (default: ${JSON.stringify(o.default)})`,
-  );
-}
-
 /**
  * The environment variables of the Python amqp-fabric (its names, not ours), read here so that a
  * service built on `amebo/fabric` picks the same exchanges as a Python service beside it.
@@ -288,6 +282,41 @@ export function fabricEnv(env: NodeJS.ProcessEnv = process.env): {
     ...(env.DISCOVERY_EXCHANGE_NAME ? { discoveryExchange: env.DISCOVERY_EXCHANGE_NAME } : {}),
     ...(env.DATA_EXCHANGE_NAME ? { dataExchangeSuffix: env.DATA_EXCHANGE_NAME } : {}),
   };
+}
+
+/** Options whose value is a credential: `amebo config` says whether they are set, not what they are. */
+const SECRET_OPTIONS = new Set(['adminToken', 'secretKey', 'previousSecretKeys', 'metricsToken']);
+/** Options holding a URL that may carry a password. */
+const URL_OPTIONS = new Set(['amqpUrl', 'databaseUrl', 'redisUrl']);
+
+export interface EffectiveOption {
+  option: string;
+  env: string;
+  value: unknown;
+  source: 'default' | 'env' | 'flag';
+  doc: string;
+  /** `secret`: a credential (print whether it is set); `url`: may carry credentials (redact them). */
+  kind?: 'secret' | 'url';
+}
+
+/**
+ * The value in effect of every option and where it came from, after the same parsing and checks
+ * as `serve` (a bad value throws ConfigError). `flags` are CLI flags named by their variable.
+ */
+export function effectiveOptions(
+  flags: Record<string, string | undefined> = {},
+  env: NodeJS.ProcessEnv = process.env,
+): EffectiveOption[] {
+  const cfg = configWithFlags(flags, env);
+  return (Object.entries(OPTIONS) as [keyof Options, OptionSpec<unknown>][]).map(([key, spec]) => ({
+    option: key,
+    env: spec.env,
+    value: cfg[key],
+    source:
+      flags[spec.env] !== undefined ? 'flag' : env[spec.env] !== undefined && env[spec.env] !== '' ? 'env' : 'default',
+    doc: spec.doc,
+    ...(SECRET_OPTIONS.has(key) ? { kind: 'secret' as const } : URL_OPTIONS.has(key) ? { kind: 'url' as const } : {}),
+  }));
 }
 
 /** A config from CLI flags (named by their environment variable) over the environment: same parsing and checks. */

@@ -3,10 +3,9 @@
  * Each connects straight to RabbitMQ (no Amebo server needed) and is bounded in time: none of them
  * can hang, whatever the broker or the service does.
  *
- * Exit codes of `call`: 0 result, 1 remote error, 2 timeout / no such service or method / bad input
- * / broker unreachable.
+ * Exit codes and output follow the CLI contract (./contract.ts): for `call`, 1 is an error the
+ * fabric answered (the method raised, no such service or method), 3 no answer in time or no broker.
  */
-import { styleText } from 'node:util';
 import { Option, type Command } from 'commander';
 import {
   FabricConnector,
@@ -23,41 +22,33 @@ import {
   type ServiceInfo,
 } from '../fabric/index.js';
 import { parseLevel } from '../fabric/logs.js';
+import { loadConfig, type Config } from '../config.js';
+import { action, CliError, EXIT, parseDuration, paint, positiveInt, unreachable, usage, write } from './contract.js';
+import { api } from './tools.js';
 
-const EXIT = { ok: 0, remote: 1, failed: 2 } as const;
+const out = (s: string): Promise<void> => write(process.stdout, s);
 
-/** `500ms`, `5s`, `2m`; a bare number is seconds. */
-export function parseDuration(s: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(s.trim());
-  if (!m) throw new Error(`invalid duration ${JSON.stringify(s)} (use e.g. 500ms, 5s, 2m)`);
-  const n = Number(m[1]);
-  const ms = m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000;
-  if (ms < 1) throw new Error(`duration ${JSON.stringify(s)} is too short`);
-  return Math.round(ms);
-}
-
-const tty = (): boolean => process.stdout.isTTY;
-const paint = (style: Parameters<typeof styleText>[0], s: string): string => (tty() ? styleText(style, s) : s);
-
-function out(s: string): Promise<void> {
-  return new Promise((r) => process.stdout.write(s, () => r()));
-}
-function err(s: string): Promise<void> {
-  return new Promise((r) => process.stderr.write(s, () => r()));
-}
-
-/** Flushes output, closes the connector (bounded) and exits with `code`. */
-async function finish(code: number, fabric?: FabricConnector): Promise<never> {
+/** Closes the connector (bounded). */
+async function closeFabric(fabric?: FabricConnector): Promise<void> {
   if (fabric) await Promise.race([fabric.close().catch(() => undefined), new Promise((r) => setTimeout(r, 2000))]);
-  process.exit(code);
 }
 
 /** A last resort against anything that would keep the process waiting. */
 function deadman(ms: number): void {
   setTimeout(() => {
     process.stderr.write('amebo: gave up (internal deadline)\n');
-    process.exit(EXIT.failed);
+    process.exit(EXIT.unreachable);
   }, ms).unref();
+}
+
+/** Opens the connector; no broker within the time is exit 3. */
+async function openFabric(fabric: FabricConnector, timeoutMs: number, url: string): Promise<void> {
+  try {
+    await fabric.open({ timeoutMs });
+  } catch (e) {
+    await closeFabric(fabric);
+    throw unreachable(`RabbitMQ at ${url.replace(/\/\/[^@/]*@/, '//')}`, (e as Error).message);
+  }
 }
 
 function cliConnector(url: string, extra: { serviceTtlMs?: number } = {}): FabricConnector {
@@ -72,7 +63,13 @@ function cliConnector(url: string, extra: { serviceTtlMs?: number } = {}): Fabri
   });
 }
 
-export function registerFabricCommands(program: Command, getAmqpUrl: () => string): void {
+export interface FabricCommandDeps {
+  amqpUrl: () => string;
+  /** The admin token, to ask a running Amebo's presence for the services it knows. */
+  adminToken: (cfg: Config) => string | undefined;
+}
+
+export function registerFabricCommands(program: Command, deps: FabricCommandDeps): void {
   program
     .command('call')
     .description('call an RPC method of a fabric service (Python amqp-fabric or TypeScript)')
@@ -86,108 +83,100 @@ export function registerFabricCommands(program: Command, getAmqpUrl: () => strin
         '10s',
       ),
     )
-    .option('--json', 'print the result (or the error) as one line of JSON')
+    .option('--json', 'print the result (or the error) as one line of JSON on stdout')
     .addHelpText(
       'after',
-      '\nExit codes: 0 result, 1 remote error, 2 timeout, no such service/method, bad input or broker unreachable.',
+      '\nExit codes: 0 result, 1 the method raised or no such service/method, 2 bad input, 3 no answer in time or broker unreachable.',
     )
     .action(
-      async (
-        domain: string,
-        type: string,
-        id: string,
-        method: string,
-        json: string,
-        opts: { timeout: string; json?: boolean },
-      ) => {
-        let timeoutMs: number;
-        let args: unknown;
-        try {
-          timeoutMs = parseDuration(opts.timeout);
-          args = parsePythonJson(json);
-        } catch (e) {
-          await err(
-            `amebo: ${e instanceof JsonDecodeError ? `arguments are not JSON: ${e.message}` : (e as Error).message}\n`,
-          );
-          return finish(EXIT.failed);
-        }
-        if (args === null || typeof args !== 'object' || Array.isArray(args)) {
-          await err('amebo: arguments must be a JSON object of keyword arguments, e.g. \'{"x": 5}\'\n');
-          return finish(EXIT.failed);
-        }
-        deadman(timeoutMs + 15_000);
-        const fabric = cliConnector(getAmqpUrl());
-        try {
-          await fabric.open({ timeoutMs: Math.min(timeoutMs, 10_000) });
-          const result = await fabric.rpcCall({ domain, type, id }, method, args, { timeoutMs });
-          await out(
-            opts.json
-              ? `${encodeStrictJson(result)}\n`
-              : `${JSON.stringify(JSON.parse(encodeStrictJson(result)), null, 2)}\n`,
-          );
-          return await finish(EXIT.ok, fabric);
-        } catch (e) {
-          if (e instanceof RemoteError) {
-            await err(
-              opts.json
-                ? `${encodeStrictJson({ error: { type: e.type, message: e.message, args: e.args } })}\n`
-                : `${paint('red', 'remote error')} ${paint('bold', e.type)}: ${e.message}\n${e.args.length ? `  args: ${encodeStrictJson(e.args)}\n` : ''}`,
-            );
-            return finish(EXIT.remote, fabric);
+      action(
+        async (
+          domain: string,
+          type: string,
+          id: string,
+          method: string,
+          json: string,
+          opts: { timeout: string; json?: boolean },
+        ) => {
+          const timeoutMs = parseDuration(opts.timeout, '--timeout');
+          let args: unknown;
+          try {
+            args = parsePythonJson(json);
+          } catch (e) {
+            throw usage(`arguments are not JSON: ${(e as JsonDecodeError).message}`);
           }
-          const known = [RpcTimeoutError, ServiceNotFoundError, FabricUnavailableError, InvalidNameError].some(
-            (k) => e instanceof k,
-          );
-          const what =
-            e instanceof RpcTimeoutError ? 'timeout' : e instanceof ServiceNotFoundError ? 'not found' : 'failed';
-          await err(
-            opts.json
-              ? `${JSON.stringify({ error: { kind: what, message: (e as Error).message } })}\n`
-              : `${paint('red', `amebo: ${what}:`)} ${known ? (e as Error).message : ((e as Error).stack ?? String(e))}\n`,
-          );
-          return finish(EXIT.failed, fabric);
-        }
-      },
+          if (args === null || typeof args !== 'object' || Array.isArray(args))
+            throw usage('arguments must be a JSON object of keyword arguments, e.g. \'{"x": 5}\'');
+          deadman(timeoutMs + 15_000);
+          const url = deps.amqpUrl();
+          const fabric = cliConnector(url);
+          await openFabric(fabric, Math.min(timeoutMs, 10_000), url);
+          try {
+            const result = await fabric.rpcCall({ domain, type, id }, method, args, { timeoutMs });
+            await out(
+              opts.json
+                ? `${encodeStrictJson(result)}\n`
+                : `${JSON.stringify(JSON.parse(encodeStrictJson(result)), null, 2)}\n`,
+            );
+          } catch (e) {
+            if (e instanceof RemoteError)
+              throw new CliError(EXIT.answered, 'REMOTE_ERROR', `remote error ${e.type}: ${e.message}`, {
+                details: { type: e.type, args: JSON.parse(encodeStrictJson(e.args)) as unknown },
+                lines: e.args.length ? [`  args: ${encodeStrictJson(e.args)}`] : [],
+              });
+            if (e instanceof ServiceNotFoundError)
+              throw new CliError(EXIT.answered, 'NOT_FOUND', `not found: ${e.message}`);
+            if (e instanceof InvalidNameError) throw usage(e.message);
+            if (e instanceof RpcTimeoutError || e instanceof FabricUnavailableError)
+              throw new CliError(
+                EXIT.unreachable,
+                e instanceof RpcTimeoutError ? 'TIMEOUT' : 'UNREACHABLE',
+                `${e instanceof RpcTimeoutError ? 'timeout' : 'unreachable'}: ${e.message}`,
+              );
+            throw e;
+          } finally {
+            await closeFabric(fabric);
+          }
+        },
+      ),
     );
 
   program
     .command('services')
-    .description('list services heard on the discovery exchange (keep-alives), with status')
+    .description(
+      "list services: what a running Amebo's presence knows (down ones included) and the keep-alives heard meanwhile",
+    )
     .option('-d, --domain <domain>', 'only this domain (exact match)')
     .option('--type <type>', 'only this service type (exact match)')
     .option('-w, --watch', 'then print status changes until interrupted')
-    .addOption(new Option('--wait <duration>', 'how long to listen before listing').default('3s'))
+    .addOption(new Option('--wait <duration>', 'how long to listen for keep-alives before listing').default('3s'))
     .option('--json', 'print JSON')
-    .action(async (opts: { domain?: string; type?: string; watch?: boolean; wait: string; json?: boolean }) => {
-      let waitMs: number;
-      try {
-        waitMs = parseDuration(opts.wait);
-      } catch (e) {
-        await err(`amebo: ${(e as Error).message}\n`);
-        return finish(EXIT.failed);
-      }
-      if (!opts.watch) deadman(waitMs + 20_000);
-      const fabric = cliConnector(getAmqpUrl());
-      const filter = { ...(opts.domain ? { domain: opts.domain } : {}), ...(opts.type ? { type: opts.type } : {}) };
-      try {
-        await fabric.open({ timeoutMs: 10_000 });
-        const list = await fabric.listServices(filter, { settleMs: waitMs });
+    .action(
+      action(async (opts: { domain?: string; type?: string; watch?: boolean; wait: string; json?: boolean }) => {
+        const waitMs = parseDuration(opts.wait, '--wait');
+        if (!opts.watch) deadman(waitMs + 20_000);
+        const url = deps.amqpUrl();
+        const fabric = cliConnector(url);
+        const filter = { ...(opts.domain ? { domain: opts.domain } : {}), ...(opts.type ? { type: opts.type } : {}) };
+        await openFabric(fabric, 10_000, url);
+        const [heard, known] = await Promise.all([
+          fabric.listServices(filter, { settleMs: waitMs }),
+          presenceList(deps, filter),
+        ]);
+        const list = mergeServices(known, heard);
         await out(opts.json ? `${JSON.stringify(list)}\n` : table(list));
-      } catch (e) {
-        await err(`amebo: ${(e as Error).message}\n`);
-        return finish(EXIT.failed, fabric);
-      }
-      if (!opts.watch) return finish(EXIT.ok, fabric);
-      fabric.on('service', (c: ServiceChange) => {
-        if ((filter.domain && c.domain !== filter.domain) || (filter.type && c.service_type !== filter.type)) return;
-        process.stdout.write(opts.json ? `${JSON.stringify(c)}\n` : `${changeLine(c)}\n`);
-      });
-      await new Promise<void>((resolve) => {
-        process.once('SIGINT', resolve);
-        process.once('SIGTERM', resolve);
-      });
-      return finish(EXIT.ok, fabric);
-    });
+        if (!opts.watch) return closeFabric(fabric);
+        fabric.on('service', (c: ServiceChange) => {
+          if ((filter.domain && c.domain !== filter.domain) || (filter.type && c.service_type !== filter.type)) return;
+          process.stdout.write(opts.json ? `${JSON.stringify(c)}\n` : `${changeLine(c)}\n`);
+        });
+        await new Promise<void>((resolve) => {
+          process.once('SIGINT', resolve);
+          process.once('SIGTERM', resolve);
+        });
+        await closeFabric(fabric);
+      }),
+    );
 
   program
     .command('logs')
@@ -199,55 +188,78 @@ export function registerFabricCommands(program: Command, getAmqpUrl: () => strin
     .addOption(new Option('-t, --timeout <duration>', 'stop after this long (500ms, 5s, 2m; a bare number is seconds)'))
     .option('--json', 'one JSON object per record')
     .action(
-      async (opts: {
-        domain: string;
-        service?: string;
-        level?: string;
-        count?: string;
-        timeout?: string;
-        json?: boolean;
-      }) => {
-        let count = Infinity;
-        let timeoutMs: number | undefined;
-        try {
-          if (opts.count !== undefined) {
-            count = Number(opts.count);
-            if (!Number.isInteger(count) || count < 1) throw new Error('--count must be a positive integer');
+      action(
+        async (opts: {
+          domain: string;
+          service?: string;
+          level?: string;
+          count?: string;
+          timeout?: string;
+          json?: boolean;
+        }) => {
+          const count = positiveInt(opts.count, '--count') ?? Infinity;
+          const timeoutMs = opts.timeout !== undefined ? parseDuration(opts.timeout, '--timeout') : undefined;
+          if (opts.level)
+            try {
+              parseLevel(opts.level);
+            } catch (e) {
+              throw usage((e as Error).message);
+            }
+          if (timeoutMs !== undefined) deadman(timeoutMs + 20_000);
+          const url = deps.amqpUrl();
+          const fabric = cliConnector(url);
+          let seen = 0;
+          let stop: () => void = () => undefined;
+          const stopped = new Promise<void>((resolve) => (stop = resolve));
+          await openFabric(fabric, 10_000, url);
+          try {
+            await fabric.subscribeLogs(
+              { domain: opts.domain, service: opts.service, level: opts.level },
+              (r: LogRecord) => {
+                if (seen >= count) return;
+                seen++;
+                process.stdout.write(opts.json ? `${JSON.stringify(logJson(r))}\n` : `${logLine(r)}\n`);
+                if (seen >= count) stop();
+              },
+            );
+          } catch (e) {
+            await closeFabric(fabric);
+            throw e instanceof InvalidNameError ? usage(e.message) : e;
           }
-          if (opts.timeout !== undefined) timeoutMs = parseDuration(opts.timeout);
-          if (opts.level) parseLevel(opts.level);
-        } catch (e) {
-          await err(`amebo: ${(e as Error).message}\n`);
-          return finish(EXIT.failed);
-        }
-        if (timeoutMs !== undefined) deadman(timeoutMs + 20_000);
-        const fabric = cliConnector(getAmqpUrl());
-        let seen = 0;
-        let stop: () => void = () => undefined;
-        const stopped = new Promise<void>((resolve) => (stop = resolve));
-        try {
-          await fabric.open({ timeoutMs: 10_000 });
-          await fabric.subscribeLogs(
-            { domain: opts.domain, service: opts.service, level: opts.level },
-            (r: LogRecord) => {
-              if (seen >= count) return;
-              seen++;
-              process.stdout.write(opts.json ? `${JSON.stringify(logJson(r))}\n` : `${logLine(r)}\n`);
-              if (seen >= count) stop();
-            },
-          );
-        } catch (e) {
-          await err(`amebo: ${(e as Error).message}\n`);
-          return finish(EXIT.failed, fabric);
-        }
-        if (timeoutMs !== undefined) setTimeout(stop, timeoutMs).unref();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
-        await stopped;
-        await out('');
-        return finish(EXIT.ok, fabric);
-      },
+          if (timeoutMs !== undefined) setTimeout(stop, timeoutMs).unref();
+          process.once('SIGINT', stop);
+          process.once('SIGTERM', stop);
+          await stopped;
+          await out('');
+          await closeFabric(fabric);
+        },
+      ),
     );
+}
+
+/** What a running Amebo's presence knows (empty when none answers within 3 s or no token is set). */
+async function presenceList(
+  deps: FabricCommandDeps,
+  filter: { domain?: string; type?: string },
+): Promise<ServiceInfo[]> {
+  try {
+    const cfg = loadConfig();
+    const token = deps.adminToken(cfg);
+    if (!token) return [];
+    const q = new URLSearchParams(filter as Record<string, string>).toString();
+    const r = await api(cfg, 'GET', `/v1/services${q ? `?${q}` : ''}`, undefined, `Bearer ${token}`, 3000);
+    return r.status === 200 && Array.isArray(r.body?.items) ? (r.body.items as ServiceInfo[]) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** One row per service: what was heard now wins over what presence remembered. */
+export function mergeServices(known: ServiceInfo[], heard: ServiceInfo[]): ServiceInfo[] {
+  const by = new Map<string, ServiceInfo>();
+  for (const s of known) by.set(s.fqn, s);
+  for (const s of heard) by.set(s.fqn, s);
+  return [...by.values()].sort((a, b) => a.fqn.localeCompare(b.fqn));
 }
 
 function table(list: ServiceInfo[]): string {

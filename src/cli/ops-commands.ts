@@ -6,14 +6,14 @@
  * acks: the server does both), every call has a timeout, and `--count` larger than what exists
  * ends instead of hanging.
  *
- * Exit codes: 0 done; 1 Amebo answered an error (4xx/5xx) or the stream ended early; 2 bad usage;
- * 3 Amebo unreachable or too slow.
+ * Exit codes and output follow the CLI contract (./contract.ts); the stream ending early is 1.
  */
 import { styleText } from 'node:util';
 import type { Command } from 'commander';
 import WebSocket from 'ws';
 import { loadConfig, type Config } from '../config.js';
-import { api, baseUrl } from './tools.js';
+import { action, CliError, EXIT, fail, parseDuration, positiveInt, unreachable, usage } from './contract.js';
+import { apiOk, baseUrl } from './tools.js';
 
 interface OpsDeps {
   adminToken: (cfg: Config) => string | undefined;
@@ -21,17 +21,16 @@ interface OpsDeps {
 
 type Flags = Record<string, string | boolean | undefined>;
 
+/** Lines for people (results go to stdout; a failure is thrown and printed by the contract). */
 const out = (s: string): boolean => process.stdout.write(s + '\n');
-const err = (s: string): boolean => process.stderr.write(s + '\n');
 
 function requireToken(deps: OpsDeps, cfg: Config): string {
   const token = deps.adminToken(cfg);
   if (token) return token;
-  err('amebo: no admin token (set AMEBO_ADMIN_TOKEN, or run where `amebo serve` saved .amebo/admin-token)');
-  process.exit(2);
+  throw usage('no admin token (set AMEBO_ADMIN_TOKEN, or run where `amebo serve` saved .amebo/admin-token)');
 }
 
-/** One admin call; prints Amebo's error and exits 1 on 4xx/5xx, exits 3 when it cannot be reached. */
+/** One admin call: Amebo's error is a CliError (exit 1), unreachable exit 3. */
 async function admin(
   deps: OpsDeps,
   method: 'GET' | 'POST',
@@ -40,30 +39,7 @@ async function admin(
   timeoutMs = 10_000,
 ): Promise<any> {
   const cfg = loadConfig();
-  const token = requireToken(deps, cfg);
-  let res: { status: number; body: any };
-  try {
-    res = await api(cfg, method, path, body, `Bearer ${token}`, timeoutMs);
-  } catch (e) {
-    err(`amebo: cannot reach Amebo at ${baseUrl(cfg)}: ${(e as Error).message}`);
-    process.exit(3);
-  }
-  if (res.status >= 300) {
-    const e = res.body?.error;
-    err(`${styleText('red', String(res.status))} ${e?.code ?? ''}: ${e?.message ?? JSON.stringify(res.body)}`);
-    process.exit(1);
-  }
-  return res.body;
-}
-
-function positiveInt(v: string | boolean | undefined, name: string): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) {
-    err(`amebo: ${name} must be a positive integer`);
-    process.exit(2);
-  }
-  return n;
+  return apiOk(cfg, method, path, body, `Bearer ${requireToken(deps, cfg)}`, timeoutMs);
 }
 
 const short = (s: unknown, n = 120): string => {
@@ -110,62 +86,71 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
     .description('live tail of events, delivery outcomes and service changes (patterns: user.*, order.#)')
     .option('--json', 'one JSON message per line')
     .option('--count <n>', 'exit after n messages')
-    .option('--timeout <ms>', 'give up connecting after this long', '10000')
-    .action(async (patterns: string[], o: Flags) => {
-      const count = positiveInt(o.count, '--count');
-      const cfg = loadConfig();
-      const token = requireToken(deps, cfg);
-      const q = new URLSearchParams();
-      if (patterns.length) q.set('actions', patterns.join(','));
-      const url = `${baseUrl(cfg).replace(/^http/, 'ws')}/v1/stream?${q.toString()}`;
-      // The token goes in a header, never in the URL (proxies and logs keep URLs).
-      const ws = new WebSocket(url, {
-        handshakeTimeout: Number(o.timeout) || 10_000,
-        headers: { authorization: `Bearer ${token}` },
-      });
-      let seen = 0;
-      let done = false;
-      const finish = (code: number): void => {
-        done = true;
-        ws.terminate();
-        process.exit(code);
-      };
-      ws.on('unexpected-response', (_req, res) => {
-        err(`amebo: the stream was refused: ${res.statusCode}${res.statusCode === 401 ? ' (admin token?)' : ''}`);
-        finish(res.statusCode === 400 ? 2 : 1);
-      });
-      ws.on('error', (e: Error) => {
-        if (done) return;
-        err(`amebo: cannot reach Amebo at ${url}: ${e.message}`);
-        finish(3);
-      });
-      ws.on('open', () => {
-        if (!o.json)
-          err(styleText('dim', `monitoring ${patterns.length ? patterns.join(', ') : 'everything'} (Ctrl-C to stop)`));
-      });
-      ws.on('message', (data: WebSocket.RawData) => {
-        let m: Record<string, any>;
-        try {
-          const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Uint8Array);
-          m = JSON.parse(buf.toString('utf8')) as Record<string, any>;
-        } catch {
-          return;
-        }
-        if (m.type === 'hello') return;
-        if (o.json) out(JSON.stringify(m));
-        else {
-          const line = describeStreamMessage(m);
-          if (line) out(line);
-        }
-        if (count && ++seen >= count) finish(0);
-      });
-      ws.on('close', () => {
-        if (done) return;
-        err('amebo: the stream was closed by the server');
-        finish(1);
-      });
-      process.on('SIGINT', () => finish(0));
-    });
+    .option('--timeout <duration>', 'give up connecting after this long (500ms, 10s, 2m)', '10s')
+    .action(
+      action(async (patterns: string[], o: Flags) => {
+        const count = positiveInt(o.count, '--count');
+        const handshakeTimeout = parseDuration(String(o.timeout), '--timeout');
+        const cfg = loadConfig();
+        const token = requireToken(deps, cfg);
+        const q = new URLSearchParams();
+        if (patterns.length) q.set('actions', patterns.join(','));
+        const url = `${baseUrl(cfg).replace(/^http/, 'ws')}/v1/stream?${q.toString()}`;
+        // The token goes in a header, never in the URL (proxies and logs keep URLs).
+        const ws = new WebSocket(url, { handshakeTimeout, headers: { authorization: `Bearer ${token}` } });
+        let seen = 0;
+        let done = false;
+        const finish = (code: number): void => {
+          done = true;
+          ws.terminate();
+          process.exit(code);
+        };
+        const failWith = (e: CliError): void => {
+          if (done) return;
+          done = true;
+          ws.terminate();
+          void fail(e, Boolean(o.json));
+        };
+        ws.on('unexpected-response', (_req, res) => {
+          const code = res.statusCode ?? 0;
+          failWith(
+            new CliError(
+              code === 400 ? EXIT.usage : EXIT.answered,
+              `HTTP_${code}`,
+              `the stream was refused: ${code}${code === 401 ? ' (admin token?)' : ''}`,
+            ),
+          );
+        });
+        ws.on('error', (e: Error) => failWith(unreachable(`Amebo at ${url}`, e.message)));
+        ws.on('open', () => {
+          if (!o.json)
+            process.stderr.write(
+              styleText('dim', `monitoring ${patterns.length ? patterns.join(', ') : 'everything'} (Ctrl-C to stop)\n`),
+            );
+        });
+        ws.on('message', (data: WebSocket.RawData) => {
+          let m: Record<string, any>;
+          try {
+            const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Uint8Array);
+            m = JSON.parse(buf.toString('utf8')) as Record<string, any>;
+          } catch {
+            return;
+          }
+          if (m.type === 'hello') return;
+          if (o.json) out(JSON.stringify(m));
+          else {
+            const line = describeStreamMessage(m);
+            if (line) out(line);
+          }
+          if (count && ++seen >= count) finish(0);
+        });
+        ws.on('close', () =>
+          failWith(new CliError(EXIT.answered, 'STREAM_CLOSED', 'the stream was closed by the server')),
+        );
+        process.on('SIGINT', () => finish(0));
+        await new Promise(() => undefined); // runs until a message count, an error or Ctrl-C ends it
+      }),
+    );
 
   const inspect = program.command('inspect').description('look at an event or a subscription');
   inspect
@@ -173,99 +158,107 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
     .description("an event, with each subscription's delivery state (and, with --attempts, every attempt)")
     .option('--attempts', 'list the attempts of every delivery')
     .option('--json', 'print JSON')
-    .action(async (id: string, o: Flags) => {
-      const e = await admin(deps, 'GET', `/v1/events/${encodeURIComponent(id)}`);
-      const attempts: Record<string, unknown[]> = {};
-      if (o.attempts)
-        for (const d of e.deliveries as { subscription: string }[])
-          attempts[d.subscription] = (
-            await admin(deps, 'GET', `/v1/deliveries/${encodeURIComponent(id)}/${d.subscription}/attempts`)
-          ).items;
-      if (o.json) {
-        out(JSON.stringify(o.attempts ? { ...e, attempts } : e));
-        return;
-      }
-      out(`${styleText('bold', e.action)} ${e.id}  from ${e.application}  at ${e.created_at}`);
-      out(
-        `  published: ${e.published ? 'yes' : 'not yet (the relay will)'}${e.deduper ? `  deduper: ${e.deduper}` : ''}`,
-      );
-      out(`  payload: ${short(e.payload, 400)}`);
-      if (!e.deliveries.length) out('  no deliveries recorded (no matching http subscription, or not delivered yet)');
-      for (const d of e.deliveries) {
+    .action(
+      action(async (id: string, o: Flags) => {
+        const e = await admin(deps, 'GET', `/v1/events/${encodeURIComponent(id)}`);
+        const attempts: Record<string, unknown[]> = {};
+        if (o.attempts)
+          for (const d of e.deliveries as { subscription: string }[])
+            attempts[d.subscription] = (
+              await admin(deps, 'GET', `/v1/deliveries/${encodeURIComponent(id)}/${d.subscription}/attempts`)
+            ).items;
+        if (o.json) {
+          out(JSON.stringify(o.attempts ? { ...e, attempts } : e));
+          return;
+        }
+        out(`${styleText('bold', e.action)} ${e.id}  from ${e.application}  at ${e.created_at}`);
         out(
-          `  → ${d.application}/${d.subscription_name} ${styleText(STATE_COLOUR[d.state] ?? 'white', d.state)} after ${d.attempts} attempt(s)` +
-            `${d.last_status ? `, last ${d.last_status}` : ''}${d.last_error ? ` (${short(d.last_error, 100)})` : ''}` +
-            `${d.next_attempt_at && d.state !== 'delivered' && d.state !== 'dead' ? `, next at ${d.next_attempt_at}` : ''}`,
+          `  published: ${e.published ? 'yes' : 'not yet (the relay will)'}${e.deduper ? `  deduper: ${e.deduper}` : ''}`,
         );
-        for (const a of (attempts[d.subscription] ?? []) as Record<string, any>[])
+        out(`  payload: ${short(e.payload, 400)}`);
+        if (!e.deliveries.length) out('  no deliveries recorded (no matching http subscription, or not delivered yet)');
+        for (const d of e.deliveries) {
           out(
-            `      #${a.attempt} ${a.created_at} ${a.status ?? a.error_class ?? ''} ${a.latency_ms ?? '?'} ms${a.error ? ` ${short(a.error, 80)}` : ''}`,
+            `  → ${d.application}/${d.subscription_name} ${styleText(STATE_COLOUR[d.state] ?? 'white', d.state)} after ${d.attempts} attempt(s)` +
+              `${d.last_status ? `, last ${d.last_status}` : ''}${d.last_error ? ` (${short(d.last_error, 100)})` : ''}` +
+              `${d.next_attempt_at && d.state !== 'delivered' && d.state !== 'dead' ? `, next at ${d.next_attempt_at}` : ''}`,
           );
-      }
-    });
+          for (const a of (attempts[d.subscription] ?? []) as Record<string, any>[])
+            out(
+              `      #${a.attempt} ${a.created_at} ${a.status ?? a.error_class ?? ''} ${a.latency_ms ?? '?'} ms${a.error ? ` ${short(a.error, 80)}` : ''}`,
+            );
+        }
+      }),
+    );
   inspect
     .command('subscription <id>')
     .description('a subscription, its queue and how many dead letters wait')
     .option('--json', 'print JSON')
-    .action(async (id: string, o: Flags) => {
-      const s = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(id)}`);
-      const dead = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(id)}/dead-letters?limit=1`);
-      if (o.json) {
-        out(JSON.stringify({ ...s, dead_letters: dead.count }));
-        return;
-      }
-      const state = s.disabled_reason
-        ? styleText('red', `disabled (${s.disabled_reason})`)
-        : s.paused
-          ? styleText('yellow', 'paused')
-          : styleText('green', 'active');
-      out(`${styleText('bold', `${s.application}/${s.subscription}`)} ${s.id}  ${s.transport}  ${state}`);
-      out(`  action: ${s.action}${s.ordered ? '  ordered' : ''}`);
-      if (s.handler) out(`  handler: ${s.handler}`);
-      out(`  queue: ${s.queue}  dead letters: ${s.dead_letter_queue}`);
-      out(`  retry: ${JSON.stringify(s.retry_schedule)} s, at most ${s.max_attempts} attempts, ${s.max_age} s old`);
-      out(`  dead letters waiting: ${dead.count}`);
-    });
+    .action(
+      action(async (id: string, o: Flags) => {
+        const s = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(id)}`);
+        const dead = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(id)}/dead-letters?limit=1`);
+        if (o.json) {
+          out(JSON.stringify({ ...s, dead_letters: dead.count }));
+          return;
+        }
+        const state = s.disabled_reason
+          ? styleText('red', `disabled (${s.disabled_reason})`)
+          : s.paused
+            ? styleText('yellow', 'paused')
+            : styleText('green', 'active');
+        out(`${styleText('bold', `${s.application}/${s.subscription}`)} ${s.id}  ${s.transport}  ${state}`);
+        out(`  action: ${s.action}${s.ordered ? '  ordered' : ''}`);
+        if (s.handler) out(`  handler: ${s.handler}`);
+        out(`  queue: ${s.queue}  dead letters: ${s.dead_letter_queue}`);
+        out(`  retry: ${JSON.stringify(s.retry_schedule)} s, at most ${s.max_attempts} attempts, ${s.max_age} s old`);
+        out(`  dead letters waiting: ${dead.count}`);
+      }),
+    );
 
   program
     .command('dead-letters <subscription>')
     .description("a subscription's dead letters, oldest first (they stay where they are)")
     .option('--limit <n>', 'at most n', '20')
     .option('--json', 'print JSON')
-    .action(async (sub: string, o: Flags) => {
-      const limit = positiveInt(o.limit, '--limit');
-      const r = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(sub)}/dead-letters?limit=${limit}`);
-      if (o.json) {
-        out(JSON.stringify(r));
-        return;
-      }
-      out(
-        `${r.count} dead letter(s)${r.items.length < r.count ? `, the first ${r.items.length}:` : r.count ? ':' : ''}`,
-      );
-      for (const d of r.items as Record<string, any>[])
+    .action(
+      action(async (sub: string, o: Flags) => {
+        const limit = positiveInt(o.limit, '--limit');
+        const r = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(sub)}/dead-letters?limit=${limit}`);
+        if (o.json) {
+          out(JSON.stringify(r));
+          return;
+        }
         out(
-          `  ${d.event ?? '?'} ${d.action ?? ''} ${styleText('red', String(d.reason ?? ''))} after ${d.attempts ?? '?'} attempt(s)` +
-            `${d.dead_at ? ` at ${d.dead_at}` : ''}${d.last_status ? `, last ${d.last_status}` : ''}${d.last_error ? `: ${short(d.last_error, 100)}` : ''}`,
+          `${r.count} dead letter(s)${r.items.length < r.count ? `, the first ${r.items.length}:` : r.count ? ':' : ''}`,
         );
-    });
+        for (const d of r.items as Record<string, any>[])
+          out(
+            `  ${d.event ?? '?'} ${d.action ?? ''} ${styleText('red', String(d.reason ?? ''))} after ${d.attempts ?? '?'} attempt(s)` +
+              `${d.dead_at ? ` at ${d.dead_at}` : ''}${d.last_status ? `, last ${d.last_status}` : ''}${d.last_error ? `: ${short(d.last_error, 100)}` : ''}`,
+          );
+      }),
+    );
 
   program
     .command('resurrect <subscription>')
     .description('move dead letters back to the subscription queue, attempts reset (confirmed before removed)')
     .option('--count <n>', 'at most n (default: all, up to 100,000)')
     .option('--json', 'print JSON')
-    .action(async (sub: string, o: Flags) => {
-      const limit = positiveInt(o.count, '--count') ?? 100_000;
-      const r = await admin(
-        deps,
-        'POST',
-        `/v1/subscriptions/${encodeURIComponent(sub)}/dead-letters/resurrect`,
-        { limit },
-        120_000,
-      );
-      if (o.json) out(JSON.stringify(r));
-      else out(`${styleText('green', 'resurrected')} ${r.resurrected}`);
-    });
+    .action(
+      action(async (sub: string, o: Flags) => {
+        const limit = positiveInt(o.count, '--count') ?? 100_000;
+        const r = await admin(
+          deps,
+          'POST',
+          `/v1/subscriptions/${encodeURIComponent(sub)}/dead-letters/resurrect`,
+          { limit },
+          120_000,
+        );
+        if (o.json) out(JSON.stringify(r));
+        else out(`${styleText('green', 'resurrected')} ${r.resurrected}`);
+      }),
+    );
 
   program
     .command('replay <subscription>')
@@ -273,15 +266,17 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
     .requiredOption('--from <time>', 'RFC 3339 start (inclusive)')
     .option('--to <time>', 'RFC 3339 end (exclusive; default now)')
     .option('--json', 'print JSON')
-    .action(async (sub: string, o: Flags) => {
-      const r = await admin(
-        deps,
-        'POST',
-        `/v1/subscriptions/${encodeURIComponent(sub)}/replay`,
-        { from: o.from, to: o.to },
-        120_000,
-      );
-      if (o.json) out(JSON.stringify(r));
-      else out(`${styleText('green', 'replaying')} ${r.count} event(s) from ${r.from} to ${r.to}`);
-    });
+    .action(
+      action(async (sub: string, o: Flags) => {
+        const r = await admin(
+          deps,
+          'POST',
+          `/v1/subscriptions/${encodeURIComponent(sub)}/replay`,
+          { from: o.from, to: o.to },
+          120_000,
+        );
+        if (o.json) out(JSON.stringify(r));
+        else out(`${styleText('green', 'replaying')} ${r.count} event(s) from ${r.from} to ${r.to}`);
+      }),
+    );
 }

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { ServiceError } from '../../src/fabric/index.js';
-import { parseDuration } from '../../src/cli/fabric-commands.js';
+import { parseDuration } from '../../src/cli/contract.js';
 import { AMQP_URL, open, sleep, uniqueDomain } from './helpers.js';
 
 const cli = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'cli.ts');
@@ -36,7 +36,7 @@ test('durations: units, bare numbers are seconds', () => {
   assert.throws(() => parseDuration('soon'));
 });
 
-test('call: 0 with the result, 1 on a remote error, 2 on no such method and on timeout', async (t) => {
+test('call: 0 with the result, 1 on a remote error or no such method, 2 on bad arguments, 3 on timeout', async (t) => {
   const domain = uniqueDomain();
   const svc = await open(t, { domain, type: 'calc', id: 'c1', keepAliveMs: 0, drainTimeoutMs: 500 });
   await svc.rpcRegister({
@@ -55,12 +55,17 @@ test('call: 0 with the result, 1 on a remote error, 2 on no such method and on t
   ]);
   assert.deepEqual([ok.code, ok.stdout], [0, '42\n']);
   assert.equal(remote.code, 1);
-  assert.deepEqual(JSON.parse(remote.stderr), {
-    error: { type: 'ValueError', message: 'nope', args: ['nope', { code: 7 }] },
+  assert.equal(remote.stderr, '', '--json: the error goes to stdout');
+  assert.deepEqual(JSON.parse(remote.stdout), {
+    error: {
+      code: 'REMOTE_ERROR',
+      message: 'remote error ValueError: nope',
+      details: { type: 'ValueError', args: ['nope', { code: 7 }] },
+    },
   });
-  assert.equal(missing.code, 2);
+  assert.equal(missing.code, 1);
   assert.match(missing.stderr, /not found/);
-  assert.equal(late.code, 2);
+  assert.equal(late.code, 3);
   assert.match(late.stderr, /timeout/);
   assert.equal(badJson.code, 2);
   assert.match(badJson.stderr, /JSON object/);

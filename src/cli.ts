@@ -22,7 +22,10 @@ program
   .name('amebo')
   .description('HTTP-first event notification server in front of RabbitMQ, plus an AMQP service fabric')
   .version('0.1.0')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Usage errors (a missing argument, an unknown option) exit 2, help and --version 0 (below);
+  // set before the subcommands are added, which inherit it.
+  .exitOverride();
 
 type ServeFlags = { address?: string; workers?: string; role?: string; logLevel?: string; prefix?: string };
 
@@ -232,8 +235,6 @@ registerOpsCommands(program, { adminToken });
 const { registerFabricCommands } = await import('./cli/fabric-commands.js');
 registerFabricCommands(program, { amqpUrl: () => loadConfig().amqpUrl, adminToken });
 
-// Usage errors (a missing argument, an unknown option) exit 2; help and --version 0.
-program.exitOverride();
 try {
   await program.parseAsync(process.argv);
 } catch (e) {

@@ -268,6 +268,9 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
     .option('--json', 'print JSON')
     .action(
       action(async (sub: string, o: Flags) => {
+        for (const k of ['from', 'to'] as const)
+          if (o[k] !== undefined && Number.isNaN(Date.parse(String(o[k]))))
+            throw usage(`--${k} must be an RFC 3339 time (e.g. 2026-01-31T12:00:00Z), not ${JSON.stringify(o[k])}`);
         const r = await admin(
           deps,
           'POST',

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { ChannelModel } from 'amqplib';
 import type { Redis } from 'ioredis';
 import type { Amebo } from '../src/app.js';
@@ -31,14 +32,35 @@ if tat < now then tat = now end
 redis.call('SET', KEYS[1], tostring(tat + interval), 'PX', math.ceil(tat + interval - now) + 1000)
 return math.floor(tat - now)
 `;
-/** Settings from the environment until the core config carries them (see the issue note). */
+/**
+ * What the bridge reports (for tests and operators; nothing in Amebo depends on them):
+ * - `synced`: a full resync with the registry ended (at start, periodically, after Redis came
+ *   back), with the ids of the subscriptions it now delivers;
+ * - `applied`: a registry announcement about one subscription was applied (created, changed,
+ *   paused, resumed, deleted, disabled); `running` says whether the bridge now delivers it;
+ * - `worker-started` / `worker-stopped`: a subscription's consumer was set up / stopped (a change of
+ *   `ordered` stops one and starts another);
+ * - `redis`: the bridge's Redis connection went away (`available: false`: ordered progress and pacing
+ *   are kept in this process) or came back;
+ * - `error`: applying a registry change or a resync failed (the next announcement or resync retries).
+ *   Emitted only when someone listens, so an unobserved bridge never throws it.
+ */
+export interface BridgeEvents {
+  synced: [{ subscriptions: string[] }];
+  applied: [{ subscription: string; running: boolean }];
+  'worker-started': [{ subscription: string; endpoint: string }];
+  'worker-stopped': [{ subscription: string }];
+  redis: [{ available: boolean }];
+  error: [Error];
+}
+
 /**
  * The bridge role: one consumer per active HTTP subscription, kept in step with the registry
  * through the Redis announcements (`<prefix>subscriptions`) and a periodic resync; channels and
  * consumers rebuilt on every broker reconnect; Redis subscriptions restored by ioredis, followed by
  * a resync because announcements made while Redis was away are lost.
  */
-export class Bridge {
+export class Bridge extends EventEmitter<BridgeEvents> {
   private readonly a: Amebo;
   private readonly log: Logger;
   private readonly opts: BridgeOptions;
@@ -57,6 +79,7 @@ export class Bridge {
   private readonly subsChannel: string;
 
   constructor(amebo: Amebo, opts: BridgeOptions = {}) {
+    super();
     this.a = amebo;
     this.opts = opts;
     this.log = amebo.ctx.log.child({ role: 'bridge' });
@@ -77,9 +100,13 @@ export class Bridge {
   /** Redis is usable now; when it is not, callers fall back at once instead of waiting for the command timeout. */
   private redisUp(): boolean {
     const up = this.cmd?.status === 'ready';
-    if (!up && !this.redisAway)
+    if (!up && !this.redisAway) {
       this.log.warn('Redis unavailable: ordered progress and pacing kept in this process until it is back');
-    else if (up && this.redisAway) this.log.warn('Redis is back: ordered progress and pacing shared again');
+      this.emit('redis', { available: false });
+    } else if (up && this.redisAway) {
+      this.log.warn('Redis is back: ordered progress and pacing shared again');
+      this.emit('redis', { available: true });
+    }
     this.redisAway = !up;
     return up;
   }
@@ -192,9 +219,15 @@ export class Bridge {
 
   /** Registry changes are applied one at a time, in arrival order. */
   private enqueue(fn: () => Promise<void>): void {
-    this.chain = this.chain
-      .then(fn)
-      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'bridge reload failed'));
+    this.chain = this.chain.then(fn).catch((err: unknown) => {
+      this.log.warn({ err: (err as Error).message }, 'bridge reload failed');
+      if (this.listenerCount('error')) this.emit('error', err as Error);
+    });
+  }
+
+  /** The subscriptions this bridge delivers now. */
+  subscriptions(): string[] {
+    return [...this.workers.keys()];
   }
 
   private targetOf(row: SubscriptionRow): Target {
@@ -266,6 +299,7 @@ export class Bridge {
       if (st) worker.onOpen(st);
     }
     if (this.model) await worker.attach(this.model);
+    this.emit('worker-started', { subscription: id, endpoint: worker.endpoint });
   }
 
   private index(w: SubscriptionWorker): void {
@@ -278,11 +312,14 @@ export class Bridge {
     this.workers.delete(w.row.id);
     this.byEndpoint.get(w.endpoint)?.delete(w);
     await w.stop();
+    this.emit('worker-stopped', { subscription: w.row.id });
   }
 
   private async reload(id: string): Promise<void> {
     if (!/^[0-9a-f-]{36}$/i.test(id)) return;
     await this.apply(id, await getSubscription(this.a.pool, id));
+    if (this.closed) return;
+    this.emit('applied', { subscription: id, running: this.workers.has(id) });
   }
 
   async resync(): Promise<void> {
@@ -298,6 +335,7 @@ export class Bridge {
           if (st) w.onOpen(st);
           else w.onClosed();
       }
+    if (this.listenerCount('synced')) this.emit('synced', { subscriptions: [...this.workers.keys()] });
   }
 
   private async onBreakerMessage(msg: string): Promise<void> {

@@ -1,8 +1,20 @@
-import type { PartStarter } from '../src/app.js';
+import type { Amebo, PartStarter } from '../src/app.js';
 import type { Config } from '../src/config.js';
 import { Bridge, type BridgeOptions } from './bridge.js';
 
-export { Bridge, type BridgeOptions } from './bridge.js';
+export { Bridge, type BridgeEvents, type BridgeOptions } from './bridge.js';
+export type { RecorderEvents } from './recorder.js';
+
+/** The bridge running in each Amebo of this process (one at most), for `bridgeOf`. */
+const running = new WeakMap<Amebo, Bridge>();
+
+/**
+ * The bridge part of a running Amebo, or null when it has none: tests (and embedders) listen to
+ * its events (`synced`, `applied`, `worker-started`...) and its recorder's (`bridge.recorder`).
+ */
+export function bridgeOf(amebo: Amebo): Bridge | null {
+  return running.get(amebo) ?? null;
+}
 
 /** A bridge part with explicit options (tests use short breaker cool-downs). */
 export function bridgeStarter(opts?: BridgeOptions): PartStarter {
@@ -14,7 +26,13 @@ export function bridgeStarter(opts?: BridgeOptions): PartStarter {
       await bridge.close().catch(() => undefined);
       throw err;
     }
-    return { close: () => bridge.close() };
+    running.set(amebo, bridge);
+    return {
+      close: async () => {
+        running.delete(amebo);
+        await bridge.close();
+      },
+    };
   };
 }
 

@@ -1,14 +1,26 @@
+import { EventEmitter } from 'node:events';
 import type { Pool } from '../src/store/db.js';
 import type { Logger } from '../src/log.js';
 import { isUuid } from '../src/ids.js';
 import { writeAttempts, writeDeliveries, type AttemptRecord, type DeliveryRecord } from '../src/store/deliveries.js';
 
 /**
+ * What the recorder reports (for tests and operators):
+ * - `flushed`: a batch is in PostgreSQL: how many delivery states and attempts it held;
+ * - `error`: a batch could not be written (it is kept and tried again). Emitted only when someone
+ *   listens, so an unobserved recorder never throws it.
+ */
+export interface RecorderEvents {
+  flushed: [{ deliveries: number; attempts: number }];
+  error: [Error];
+}
+
+/**
  * Writes delivery states and attempts in batches (every `intervalMs` or `maxRows`), off the
  * delivery path: an ack never waits for PostgreSQL. While PostgreSQL is down rows wait in memory up
  * to `maxBuffered`, then the oldest are dropped with a warning (records are not the delivery promise).
  */
-export class Recorder {
+export class Recorder extends EventEmitter<RecorderEvents> {
   private readonly pool: Pool;
   private readonly log: Logger;
   private readonly intervalMs: number;
@@ -21,6 +33,7 @@ export class Recorder {
   private dropped = 0;
 
   constructor(o: { pool: Pool; log: Logger; intervalMs?: number; maxRows?: number; maxBuffered?: number }) {
+    super();
     this.pool = o.pool;
     this.log = o.log;
     this.intervalMs = o.intervalMs ?? 75;
@@ -75,13 +88,18 @@ export class Recorder {
     if (!d.length && !a.length) return;
     this.deliveries = new Map();
     this.attempts = [];
+    // Set inside the write below (a closure: hence the widened types).
+    let ok = false as boolean;
+    let failure = null as Error | null;
     this.flushing = (async () => {
       let written = 0; // attempts already in the table: not written twice on a retry
       try {
         // Attempts first: a state that says "dead after 3 attempts" then always has its 3 attempts.
         for (; written < a.length; written += 2000) await writeAttempts(this.pool, a.slice(written, written + 2000));
         for (let i = 0; i < d.length; i += 2000) await writeDeliveries(this.pool, d.slice(i, i + 2000));
+        ok = true;
       } catch (err) {
+        failure = err as Error;
         this.log.warn(
           { err: (err as Error).message, rows: d.length + a.length - Math.min(written, a.length) },
           'delivery records not written; retrying',
@@ -94,6 +112,9 @@ export class Recorder {
       }
     })();
     await this.flushing;
+    // Reported once the batch is settled, so a listener sees the table as written.
+    if (ok && this.listenerCount('flushed')) this.emit('flushed', { deliveries: d.length, attempts: a.length });
+    if (failure && this.listenerCount('error')) this.emit('error', failure);
   }
 
   async close(): Promise<void> {

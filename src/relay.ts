@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { Logger } from './log.js';
 import type { Pool } from './store/db.js';
 import { RELAY_DONE, RELAY_LOCK, RELAY_SELECT, type OutboxRow } from './store/events.js';
@@ -33,6 +34,29 @@ export interface BacklogSource {
   drained(token: number): void;
 }
 
+/** What one relay pass did (the `tick` event). */
+export interface RelayTick {
+  /** Events published and confirmed in this pass. */
+  published: number;
+  /** Events tried and not confirmed: they stay in the outbox for the next pass. */
+  failed: number;
+  /** The next pass publishes one at a time (after a reconnect or a refused publish). */
+  careful: boolean;
+}
+
+/**
+ * What the relay loop reports (for tests and operators; nothing in Amebo depends on them):
+ * - `tick`: a pass of the loop ended (also a pass that had nothing to do, or found the broker away);
+ * - `drained`: a pass left no due row behind (the outbox holds nothing the relay should publish now);
+ * - `error`: a pass failed (PostgreSQL away, say); the loop goes on and tries again. Emitted only
+ *   when someone listens, so an unobserved relay never throws it.
+ */
+export interface RelayEvents {
+  tick: [RelayTick];
+  drained: [];
+  error: [Error];
+}
+
 /**
  * The outbox relay: publishes what is committed but unconfirmed (a crash, a broker outage or a
  * connection cut between commit and confirm) and deferred events whose `deliver_at` has come.
@@ -40,7 +64,7 @@ export interface BacklogSource {
  * order, so that a backlog reaches the broker in the order it was accepted. Rows are locked inside
  * a transaction held across the confirms; a failure rolls back and they are tried again.
  */
-export class Relay {
+export class Relay extends EventEmitter<RelayEvents> {
   private readonly o: RelayOptions;
   private stopped = true;
   private loop: Promise<void> | null = null;
@@ -50,7 +74,11 @@ export class Relay {
   /** Loops started since construction (one per start(); a test reads it). */
   loops = 0;
 
+  /** What the last pass did (read by `run` to report it; not allocated per pass). */
+  private last = { published: 0, failed: 0, drained: false };
+
   constructor(opts: RelayOptions) {
+    super();
     this.o = opts;
     // The broker is back: publish what waited for it now, not at the next tick, and carefully.
     opts.publisher.events.on('ready', () => {
@@ -82,11 +110,19 @@ export class Relay {
     while (!this.stopped) {
       this.kicked = false;
       let n = 0;
+      let failed = false;
+      this.last.published = this.last.failed = 0;
+      this.last.drained = false;
       try {
         n = await this.tick();
       } catch (err) {
+        failed = true;
         this.o.logger.warn({ err: (err as Error).message }, 'relay tick failed; will retry');
+        if (this.listenerCount('error')) this.emit('error', err as Error);
       }
+      if (this.listenerCount('tick'))
+        this.emit('tick', { published: this.last.published, failed: this.last.failed, careful: this.careful });
+      if (!failed && this.last.drained && this.listenerCount('drained')) this.emit('drained');
       if (this.stopped) break;
       // A full batch means there is more: go again at once.
       if (n >= batch || this.kicked) continue;
@@ -120,6 +156,7 @@ export class Relay {
       metrics.outboxPending.set(rows.length);
       if (!rows.length) {
         await client.query('COMMIT');
+        this.last.drained = true;
         if (token !== null && own) this.backlog?.drained(token);
         return 0;
       }
@@ -128,6 +165,9 @@ export class Relay {
       if (ok.length) await client.query(RELAY_DONE, [ok]);
       await client.query('COMMIT');
       published = ok.length;
+      this.last.published = published;
+      this.last.failed = failed;
+      this.last.drained = failed === 0 && rows.length < (this.o.batch ?? 500);
       metrics.relayPublished.inc(published);
       if (published) this.o.logger.info({ count: published, failed, careful: this.careful }, 'relay published events');
       if (failed) {

@@ -5,8 +5,8 @@ import { Webhook } from 'standardwebhooks';
 import { compactDecrypt } from 'jose';
 import WebSocket from 'ws';
 import amqp from 'amqplib';
-import { AMQP_URL, destroy, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
-import { bridgeStarter } from '../../bridge/index.js';
+import { AMQP_URL, destroy, eventually, http, nextEvent, start, testEnv, type Running } from '../helpers/harness.js';
+import { bridgeOf, bridgeStarter, type Bridge } from '../../bridge/index.js';
 import { deliveryRoutes } from '../../src/api/delivery-routes.js';
 import { Receiver, seed } from './receiver.js';
 
@@ -20,6 +20,10 @@ const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: P
 let SHOP: [string, string];
 const key = randomBytes(32);
 const subs: Record<string, { id: string; signing_secret: string }> = {};
+const bridge = (): Bridge => bridgeOf(srv.amebo)!;
+/** Resolves once the bridge has applied the registry's announcement about `id` (start it before the change). */
+const applied = (id: string, running: boolean) =>
+  nextEvent(bridge(), 'applied', (a) => a.subscription === id && a.running === running);
 
 before(async () => {
   await rx.listen();
@@ -58,12 +62,16 @@ test('fan-out: each event once to each matching subscription, signed, encrypted,
   for (let i = 0; i < 5; i++) cancelled.push(await publish('order.cancelled', { n: i }));
   await eventually(
     () => rx.at('/plain').length >= 20 && rx.at('/sealed').length >= 25 && rx.at('/cloud').length >= 20,
-    15_000,
+    30_000,
   );
-  await new Promise((r) => setTimeout(r, 300)); // nothing extra arrives
-  assert.deepEqual([...rx.ids('/plain')].sort(), [...placed].sort(), 'plain: every order.placed exactly once');
-  assert.deepEqual([...rx.ids('/cloud')].sort(), [...placed].sort());
-  assert.deepEqual([...rx.ids('/sealed')].sort(), [...placed, ...cancelled].sort(), 'the pattern gets both actions');
+  // Nothing extra arrives: a later event reaches every subscription, and nothing more came before it.
+  const marker = await publish('order.placed', { n: -1, sku: 's--1' });
+  await eventually(() => ['/plain', '/sealed', '/cloud'].every((p) => rx.ids(p).includes(marker)), 30_000);
+  const ids = (p: string) => rx.ids(p).filter((id) => id !== marker);
+  assert.deepEqual([...ids('/plain')].sort(), [...placed].sort(), 'plain: every order.placed exactly once');
+  assert.deepEqual([...ids('/cloud')].sort(), [...placed].sort());
+  assert.deepEqual([...ids('/sealed')].sort(), [...placed, ...cancelled].sort(), 'the pattern gets both actions');
+  placed.push(marker);
 
   for (const r of rx.at('/plain')) {
     const wh = new Webhook(subs.plain!.signing_secret);
@@ -117,11 +125,11 @@ test('fan-out: each event once to each matching subscription, signed, encrypted,
     assert.equal(ce.data.sku, `s-${ce.data.n}`);
   }
 
-  // Delivery records, written in batches: 20 delivered for plain, each with one attempt.
+  // Delivery records, written in batches: 21 delivered for plain (the marker too), each with one attempt.
   const d = await eventually(async () => {
     const r = await call('GET', `/v1/deliveries?subscription=${subs.plain!.id}&limit=100`, undefined, 'admin');
-    return r.body.items.length === 20 && r.body.items.every((x: any) => x.state === 'delivered') ? r : null;
-  }, 5000);
+    return r.body.items.length === 21 && r.body.items.every((x: any) => x.state === 'delivered') ? r : null;
+  }, 30_000);
   assert.equal(d!.body.items[0].attempts, 1);
   assert.equal(d!.body.items[0].last_status, 200);
   const att = await call('GET', `/v1/deliveries/${placed[0]}/${subs.plain!.id}/attempts`, undefined, SHOP);
@@ -142,17 +150,18 @@ test('fan-out: each event once to each matching subscription, signed, encrypted,
     undefined,
     'admin',
   );
-  assert.equal(page2.body.items.length, 15);
+  assert.equal(page2.body.items.length, 16);
   assert.equal((await call('GET', '/v1/deliveries?state=dead', undefined, 'admin')).body.items.length, 0);
 });
 
 test('secret rotation: old and new signatures side by side, both verify', async () => {
+  const rotated = applied(subs.plain!.id, true);
   const rot = await call('POST', `/v1/subscriptions/${subs.plain!.id}/rotate-secret`, undefined, 'admin');
   assert.equal(rot.status, 200);
-  await new Promise((r) => setTimeout(r, 300)); // the announcement reaches the bridge
+  await rotated; // the bridge signs with the new secret from now on
   const before = rx.at('/plain').length;
   const id = await publish('order.placed', { n: 99, sku: 's-99' });
-  await eventually(() => rx.at('/plain').length > before, 5000);
+  await eventually(() => rx.at('/plain').length > before, 30_000);
   const r = rx.at('/plain').find((x) => x.headers['webhook-id'] === id)!;
   assert.equal(String(r.headers['webhook-signature']).split(' ').length, 2);
   new Webhook(rot.body.signing_secret).verify(r.body, r.headers as Record<string, string>);
@@ -161,15 +170,22 @@ test('secret rotation: old and new signatures side by side, both verify', async 
 });
 
 test('pause stops delivery, resume delivers what waited', async () => {
+  const paused = applied(subs.cloud!.id, false);
   assert.equal((await call('POST', `/v1/subscriptions/${subs.cloud!.id}/pause`, undefined, SHOP)).status, 200);
-  await new Promise((r) => setTimeout(r, 300));
+  await paused; // the bridge stopped its consumer
   const before = rx.at('/cloud').length;
   const id = await publish('order.placed', { n: 100, sku: 's-100' });
-  await eventually(() => rx.ids('/plain').includes(id), 5000);
-  await new Promise((r) => setTimeout(r, 700));
+  await eventually(() => rx.ids('/plain').includes(id), 30_000);
+  // Nothing delivered while paused: the event waits in the subscription's queue, which nobody consumes.
+  const queue = (subs.cloud as unknown as { queue: string }).queue;
+  const q = await eventually(async () => {
+    const x = await srv.amebo.broker.withThrowawayChannel((ch) => ch.checkQueue(queue));
+    return x.messageCount === 1 ? x : null;
+  }, 30_000);
+  assert.equal(q!.consumerCount, 0, 'no consumer while paused');
   assert.equal(rx.at('/cloud').length, before, 'nothing delivered while paused');
   assert.equal((await call('POST', `/v1/subscriptions/${subs.cloud!.id}/resume`, undefined, SHOP)).status, 200);
-  await eventually(() => rx.ids('/cloud').includes(id), 5000);
+  await eventually(() => rx.ids('/cloud').includes(id), 30_000);
 });
 
 test('/test sends a signed synthetic event and reports the outcome', async () => {
@@ -212,7 +228,7 @@ test('delivery outcomes reach the live tail (GET /v1/stream)', async () => {
   try {
     await ready;
     const id = await publish('order.cancelled', { n: 7 });
-    const n = await eventually(() => notes.find((m) => m.event === id), 5000);
+    const n = await eventually(() => notes.find((m) => m.event === id), 30_000);
     assert.equal(n.state, 'delivered');
     assert.equal(n.action, 'order.cancelled');
     assert.equal(n.subscription, subs.sealed!.id);
@@ -242,17 +258,15 @@ test('a subscription queue deleted behind Amebo’s back is declared again and d
   } finally {
     await conn.close();
   }
-  const before = rx.at('/plain').length;
-  const id = await eventually(
-    async () => {
-      const e = await publish('order.placed', { n: 'after-delete' });
-      // Events published before the queue is back are not routed anywhere: keep publishing until one lands.
-      await new Promise((r) => setTimeout(r, 300));
-      return rx.ids('/plain').includes(e) ? e : null;
-    },
-    20_000,
+  // The bridge declares it again (and binds it) before it consumes from it again.
+  await eventually(
+    async () =>
+      (await srv.amebo.broker.withThrowawayChannel((ch) => ch.checkQueue(queue)).catch(() => null))?.consumerCount,
+    30_000,
     100,
   );
-  assert.ok(id);
+  const before = rx.at('/plain').length;
+  const id = await publish('order.placed', { n: 'after-delete' });
+  await eventually(() => rx.ids('/plain').includes(id), 30_000);
   assert.ok(rx.at('/plain').length > before);
 });

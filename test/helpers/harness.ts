@@ -3,6 +3,7 @@
  * per test file by a fresh database, a RabbitMQ name prefix and a Redis key prefix, all random.
  */
 import { randomBytes } from 'node:crypto';
+import type { EventEmitter } from 'node:events';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -159,7 +160,7 @@ export async function http(
 }
 
 /** Reads every message currently in a queue without losing them for the assertions (get + ack). */
-export async function drainQueue(queue: string, expect: number, timeoutMs = 5000): Promise<amqp.GetMessage[]> {
+export async function drainQueue(queue: string, expect: number, timeoutMs = 30_000): Promise<amqp.GetMessage[]> {
   const conn = await amqp.connect(AMQP_URL);
   const ch = await conn.createChannel();
   const out: amqp.GetMessage[] = [];
@@ -177,7 +178,7 @@ export async function drainQueue(queue: string, expect: number, timeoutMs = 5000
 }
 
 /** Waits until `fn` returns a truthy value, at most `timeoutMs`. */
-export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 5000, stepMs = 50): Promise<T> {
+export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 30_000, stepMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -191,6 +192,47 @@ export async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 5000, 
       throw new Error(`condition not met within ${timeoutMs} ms${last instanceof Error ? `: ${last.message}` : ''}`);
     await new Promise((r) => setTimeout(r, stepMs));
   }
+}
+
+type Listener = (...args: unknown[]) => void;
+type Args<E, K extends keyof E> = E[K] extends unknown[] ? E[K] : never;
+
+/**
+ * The next `event` of `emitter` whose arguments pass `filter`. Start waiting BEFORE the action that
+ * causes the event (keep the promise, act, then await it). `timeoutMs` is a hang guard only.
+ */
+export function nextEvent<E extends Record<keyof E, unknown[]>, K extends keyof E & string>(
+  emitter: EventEmitter<E>,
+  event: K,
+  filter: (...args: Args<E, K>) => boolean = () => true,
+  timeoutMs = 30_000,
+): Promise<Args<E, K>> {
+  const em = emitter as unknown as { on(e: string, l: Listener): void; off(e: string, l: Listener): void };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      em.off(event, listener);
+      reject(new Error(`no ${event} event within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const listener: Listener = (...args) => {
+      if (!filter(...(args as Args<E, K>))) return;
+      clearTimeout(timer);
+      em.off(event, listener);
+      resolve(args as Args<E, K>);
+    };
+    em.on(event, listener);
+  });
+}
+
+/** Records every `event` of `emitter` (its first argument) from now on; `stop()` ends it. */
+export function record<E extends Record<keyof E, unknown[]>, K extends keyof E & string>(
+  emitter: EventEmitter<E>,
+  event: K,
+): { seen: Args<E, K>[0][]; stop(): void } {
+  const em = emitter as unknown as { on(e: string, l: Listener): void; off(e: string, l: Listener): void };
+  const seen: Args<E, K>[0][] = [];
+  const listener: Listener = (first) => void seen.push(first);
+  em.on(event, listener);
+  return { seen, stop: () => em.off(event, listener) };
 }
 
 /** The application most broker tests publish as. */

@@ -1,6 +1,10 @@
 import type { GetMessage } from 'amqplib';
 import { copyProperties, eventBody, eventProperties, fromStoredRow, HEADER } from '../src/broker/message.js';
-import type { ApiContext } from '../src/api/server.js';
+import type { Channel } from 'amqplib';
+import type { Options } from 'amqplib';
+import type { Logger } from '../src/log.js';
+import type { Pool } from '../src/store/db.js';
+import type { TargetPolicy } from '../src/targets.js';
 import { uuidv7 } from '../src/ids.js';
 import type { SubscriptionRow } from '../src/store/registry.js';
 import { secretKey, type BrokerEvent } from './envelope.js';
@@ -14,6 +18,32 @@ import { getDelivery, writeDeliveries } from '../src/store/deliveries.js';
  * a time range replayed from the event log, one delivery resent, a synthetic test event. Every
  * re-publish is confirmed by the broker before anything is acked or reported.
  */
+
+/** What the operator functions need, and nothing more (the API builds it from its context). */
+export interface RecoveryDeps {
+  pool: Pool;
+  log: Logger;
+  /** Throwaway channels for reading and moving dead letters. */
+  broker: { withThrowawayChannel<T>(fn: (ch: Channel) => Promise<T>): Promise<T> };
+  /** Confirmed publishes (resolves once the broker confirmed). */
+  publisher: {
+    publish(exchange: string, routingKey: string, content: Buffer, options?: Options.Publish): Promise<void>;
+  };
+  topology: {
+    readonly redeliver: string;
+    subscriptionQueue(application: string, subscription: string): string;
+    deadQueue(application: string, subscription: string): string;
+  };
+  /** True when `application` may receive events of `action` now (the registry's rule). */
+  mayReceive(application: string, action: string): Promise<boolean>;
+  /** The subscription's signing secrets in force, newest first. */
+  signingSecrets(row: SubscriptionRow): string[];
+  /** Opens a value sealed at rest (the encryption key). */
+  unseal(sealed: string): string;
+  /** Which addresses a test send may reach. */
+  targets: TargetPolicy;
+  connectTimeoutMs: number;
+}
 
 export interface DeadLetterView {
   event: string | null;
@@ -56,7 +86,7 @@ function view(m: GetMessage): DeadLetterView {
   };
 }
 
-const names = (ctx: ApiContext, row: SubscriptionRow) => ({
+const names = (ctx: RecoveryDeps, row: SubscriptionRow) => ({
   queue: ctx.topology.subscriptionQueue(row.application, row.name),
   dead: ctx.topology.deadQueue(row.application, row.name),
 });
@@ -66,7 +96,7 @@ const names = (ctx: ApiContext, row: SubscriptionRow) => ({
  * then returned by closing it. Counts the queue depth too.
  */
 export async function listDeadLetters(
-  ctx: ApiContext,
+  ctx: RecoveryDeps,
   row: SubscriptionRow,
   limit: number,
 ): Promise<{ count: number; items: DeadLetterView[] }> {
@@ -97,7 +127,7 @@ export async function listDeadLetters(
  * duplicates, never loses.
  */
 export async function resurrect(
-  ctx: ApiContext,
+  ctx: RecoveryDeps,
   row: SubscriptionRow,
   limit: number,
 ): Promise<{ resurrected: number; skipped: number }> {
@@ -115,7 +145,7 @@ export async function resurrect(
       // Only what this subscription may receive goes back: its binding matches the action and the
       // action lets its application subscribe (the list may have changed since it died).
       const action = m.properties.headers?.[HEADER.action] as string | undefined;
-      if (!action || !matches(action) || !(await ctx.registry.mayReceive(row.application, action))) {
+      if (!action || !matches(action) || !(await ctx.mayReceive(row.application, action))) {
         skipped.push(m); // held unacked until the end (so `get` moves on), then returned
         continue;
       }
@@ -144,7 +174,7 @@ export async function resurrect(
 
 /** `at` is taken before the re-publish, so the bridge's own outcome (later) wins over this record. */
 async function markPending(
-  ctx: ApiContext,
+  ctx: RecoveryDeps,
   row: SubscriptionRow,
   events: string[],
   attempts: number,
@@ -176,7 +206,7 @@ function message(r: ReplayRow, attempt: number) {
 
 /** Re-enqueues the stored events of [from, to) that match the subscription, oldest first. */
 export async function replay(
-  ctx: ApiContext,
+  ctx: RecoveryDeps,
   row: SubscriptionRow,
   from: Date,
   to: Date,
@@ -213,7 +243,7 @@ export async function replay(
 
 /** Resends one stored event to one subscription now, as one more attempt. */
 export async function retryOne(
-  ctx: ApiContext,
+  ctx: RecoveryDeps,
   row: SubscriptionRow,
   eventId: string,
 ): Promise<{ attempt: number } | null> {
@@ -240,10 +270,10 @@ export async function closeTestSender(): Promise<void> {
 }
 
 /** Sends a synthetic event to the handler now and reports what happened (not recorded as a delivery). */
-export async function sendTest(ctx: ApiContext, row: SubscriptionRow): Promise<Attempt & { event: string }> {
+export async function sendTest(ctx: RecoveryDeps, row: SubscriptionRow): Promise<Attempt & { event: string }> {
   testSender ??= new Sender({
-    connectTimeoutMs: ctx.cfg.connectTimeoutMs,
-    targets: ctx.registry.targets,
+    connectTimeoutMs: ctx.connectTimeoutMs,
+    targets: ctx.targets,
     connectionsPerOrigin: 4,
   });
   const id = uuidv7();
@@ -264,8 +294,8 @@ export async function sendTest(ctx: ApiContext, row: SubscriptionRow): Promise<A
       url: new URL(row.handler!),
       timeoutMs: row.timeout_ms,
       format: row.format,
-      keys: ctx.registry.signingSecrets(row).map(secretKey),
-      encryptionKey: row.encryption_key ? Buffer.from(ctx.registry.box.open(row.encryption_key), 'base64') : null,
+      keys: ctx.signingSecrets(row).map(secretKey),
+      encryptionKey: row.encryption_key ? Buffer.from(ctx.unseal(row.encryption_key), 'base64') : null,
     },
     { id, action, event: e },
     1,

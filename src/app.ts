@@ -300,6 +300,7 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
         limit: cfg.authFailLimit,
         windowSeconds: cfg.authFailWindowSeconds,
       }),
+      { metricsTokenHash: cfg.metricsToken ? sha256(cfg.metricsToken) : null },
     ),
     plugins: opts.plugins ?? [],
   };

@@ -128,6 +128,31 @@ export function errorTable(): string {
   return ['| code | status | when |', '| --- | --- | --- |', ...rows].join('\n');
 }
 
+/**
+ * The JSON Schema of every error answer, `{ error: { code, message, details? } }`: the API
+ * registers it once (`$ref: 'Error#'`); the fabric's routes, usable without the API, inline it.
+ */
+export const ERROR_BODY = {
+  type: 'object',
+  description: 'An error: a stable AMEBO_ERR_* code (see the README error table), a message, details when useful',
+  additionalProperties: false,
+  properties: {
+    error: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        code: { type: 'string', enum: Object.keys(ERRORS).map((n) => `AMEBO_ERR_${n}`) },
+        message: { type: 'string' },
+        details: {
+          description: 'each problem (with its instancePath for validation errors), or facts about the error',
+        },
+      },
+      required: ['code', 'message'],
+    },
+  },
+  required: ['error'],
+} as const;
+
 export type ErrorName = keyof typeof ERRORS;
 export type ErrorCode = `AMEBO_ERR_${ErrorName}`;
 

@@ -22,6 +22,9 @@ export const NAME = {
 
 const CACHE_TTL_MS = 30_000;
 
+/** Grace period during which a rotated-out signing secret still signs (both signatures are sent). */
+export const ROTATION_GRACE_MS = 24 * 3600_000;
+
 interface CachedAction {
   row: sql.ActionRow;
   validate: ValidateFunction;
@@ -212,15 +215,25 @@ export class Registry {
     return row.rpc_grants.some((g) => g.split('.').every((seg, i) => seg === '*' || seg === want[i]));
   }
 
-  /** Deletes an application with its actions and subscriptions, and the subscriptions' queues. */
-  async deleteApplication(name: string): Promise<boolean> {
-    const subs = await sql.listSubscriptions(this.pool, { application: name });
-    const actions = await sql.listActions(this.pool, { application: name });
-    const ok = await sql.deleteApplication(this.pool, name);
+  async listApplications(q?: string): Promise<sql.ApplicationRow[]> {
+    return sql.listApplications(this.pool, q);
+  }
+
+  /**
+   * Deletes an application with its actions and subscriptions, and the subscriptions' queues.
+   * Returns what it deleted (null: no such application), decided in one transaction, so two
+   * concurrent calls never see or clean up each other's rows.
+   */
+  async deleteApplication(name: string): Promise<sql.DeletedApplication | null> {
+    const deleted = await sql.deleteApplication(this.pool, name);
     this.invalidate(`app:${name}`);
-    for (const a of actions) this.invalidate(`action:${a.name}`);
-    for (const s of subs) await this.removeQueues(s.application, s.name);
-    return ok;
+    if (!deleted) return null;
+    for (const a of deleted.actions) this.invalidate(`action:${a}`);
+    for (const s of deleted.subscriptions) {
+      await this.removeQueues(s.application, s.name);
+      await this.announceSubscription(s.id);
+    }
+    return deleted;
   }
 
   // ---------------------------------------------------------------- actions
@@ -252,6 +265,8 @@ export class Registry {
       return row;
     } catch (err) {
       if (err instanceof sql.UniqueViolation) throw new AmeboError('NAME_TAKEN', `action "${input.action}" exists`);
+      if (err instanceof sql.MissingReference)
+        throw new AmeboError('APPLICATION_NOT_FOUND', `no application "${input.application}"`);
       throw err;
     }
   }
@@ -269,6 +284,16 @@ export class Registry {
     };
     this.actions.set(name, entry);
     return entry;
+  }
+
+  async listActions(f: { application?: string; q?: string }): Promise<sql.ActionRow[]> {
+    return sql.listActions(this.pool, f);
+  }
+
+  /** Every schema version of an action, oldest first (404 when there is no such action). */
+  async listActionVersions(name: string): Promise<{ version: number; schemata: unknown; created_at: Date }[]> {
+    await this.requireAction(name);
+    return sql.listActionVersions(this.pool, name);
   }
 
   async requireAction(name: string): Promise<CachedAction> {
@@ -366,8 +391,111 @@ export class Registry {
     } catch (err) {
       if (err instanceof sql.UniqueViolation)
         throw new AmeboError('NAME_TAKEN', `subscription "${input.subscription}" of "${input.application}" exists`);
+      if (err instanceof sql.MissingReference)
+        throw new AmeboError('APPLICATION_NOT_FOUND', `no application "${input.application}"`);
       throw err;
     }
+  }
+
+  /**
+   * Subscribes: the row, then its queues and bindings (false when RabbitMQ is away: the next
+   * reconcile declares them), then a note to every bridge. The signing secret is returned once.
+   */
+  async subscribe(
+    input: SubscriptionInput,
+  ): Promise<{ row: sql.SubscriptionRow; signingSecret: string; queueDeclared: boolean }> {
+    const { row, signingSecret } = await this.createSubscription(input);
+    const queueDeclared = await this.declareQueues(row);
+    await this.announceSubscription(row.id);
+    return { row, signingSecret, queueDeclared };
+  }
+
+  async getSubscription(id: string): Promise<sql.SubscriptionRow | null> {
+    return sql.getSubscription(this.pool, id);
+  }
+
+  async listSubscriptions(f: { application?: string; action?: string } = {}): Promise<sql.SubscriptionRow[]> {
+    return sql.listSubscriptions(this.pool, f);
+  }
+
+  /**
+   * Changes a subscription's settings: a new handler is resolved against the application's
+   * address and checked against the target policy; unchanged settings keep their values; a new
+   * retry step gets its queue. Null when the subscription was deleted meanwhile.
+   */
+  async updateSubscription(row: sql.SubscriptionRow, change: SubscriptionChange): Promise<sql.SubscriptionRow | null> {
+    const patch: sql.SubscriptionPatch = {};
+    if (change.handler !== undefined) {
+      if (row.transport !== 'http')
+        throw new AmeboError('VALIDATION', 'amqp subscriptions have no handler', [{ instancePath: '/handler' }]);
+      patch.handler = resolveHandler(change.handler, (await this.requireApplication(row.application)).address);
+      await this.checkTarget(patch.handler);
+    }
+    const merged = this.settings({
+      max_attempts: change.max_attempts ?? row.max_attempts,
+      max_age: change.max_age ?? row.max_age,
+      retry_schedule: change.retry_schedule ?? row.retry_schedule,
+      timeout_ms: change.timeout_ms ?? row.timeout_ms,
+      format: change.format ?? row.format,
+      rate_limit: change.rate_limit === undefined ? (row.rate_limit ?? undefined) : (change.rate_limit ?? undefined),
+      description:
+        change.description === undefined ? (row.description ?? undefined) : (change.description ?? undefined),
+      encryption_key: change.encryption_key ?? undefined,
+    });
+    Object.assign(patch, merged);
+    if (change.encryption_key === undefined) delete patch.encryption_key;
+    if (change.encryption_key === null) patch.encryption_key = null;
+    const updated = await sql.updateSubscription(this.pool, row.id, patch);
+    if (!updated) return null;
+    await this.declareQueues(updated); // a new retry step needs its queue
+    await this.announceSubscription(row.id);
+    return updated;
+  }
+
+  /** Pauses, or resumes (clearing a disabled reason). Null when the subscription is gone. */
+  async setPaused(id: string, paused: boolean): Promise<sql.SubscriptionRow | null> {
+    const updated = await sql.updateSubscription(
+      this.pool,
+      id,
+      paused ? { paused } : { paused, disabled_reason: null },
+    );
+    if (updated) await this.announceSubscription(id);
+    return updated;
+  }
+
+  /**
+   * A new signing secret; the ones in force keep signing for ROTATION_GRACE_MS (both signatures
+   * are sent meanwhile). The new secret is returned once, never stored in clear.
+   */
+  async rotateSigningSecret(
+    row: sql.SubscriptionRow,
+  ): Promise<{ row: sql.SubscriptionRow; secret: string; previousValidUntil: string | null } | null> {
+    const secret = newSigningSecret();
+    const now = Date.now();
+    const graceUntil = new Date(now + ROTATION_GRACE_MS).toISOString();
+    const kept = row.signing_secrets
+      .filter((s) => s.expires_at === null || Date.parse(s.expires_at) > now)
+      .map((s) => ({ sealed: s.sealed, expires_at: s.expires_at ?? graceUntil }));
+    const updated = await sql.updateSubscription(this.pool, row.id, {
+      signing_secrets: [...kept, { sealed: this.box.seal(secret), expires_at: null }],
+    });
+    if (!updated) return null;
+    await this.announceSubscription(row.id);
+    return { row: updated, secret, previousValidUntil: kept.length ? graceUntil : null };
+  }
+
+  /** Deletes a subscription and its queues; returns the row it deleted (null: already gone). */
+  async deleteSubscription(id: string): Promise<sql.SubscriptionRow | null> {
+    const deleted = await sql.deleteSubscription(this.pool, id);
+    if (!deleted) return null;
+    await this.removeQueues(deleted.application, deleted.name);
+    await this.announceSubscription(id);
+    return deleted;
+  }
+
+  /** Tells bridge workers (all processes) that a subscription changed (best effort). */
+  private async announceSubscription(id: string): Promise<void> {
+    await this.redis?.publish(this.cfg.redis.subscriptionsChannel, id).catch(() => undefined);
   }
 
   settings(input: Partial<SubscriptionInput>) {
@@ -559,6 +687,19 @@ export interface SubscriptionInput {
   ordered?: boolean;
   rate_limit?: number;
   description?: string;
+}
+
+/** What PATCH may change on a subscription (absent: unchanged; null: cleared where allowed). */
+export interface SubscriptionChange {
+  handler?: string;
+  max_attempts?: number;
+  max_age?: number;
+  retry_schedule?: number[];
+  timeout_ms?: number;
+  format?: 'amebo' | 'cloudevents';
+  encryption_key?: string | null;
+  rate_limit?: number | null;
+  description?: string | null;
 }
 
 export function checkUrl(s: string, pointer: string): string {

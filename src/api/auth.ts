@@ -15,15 +15,30 @@ export type Principal = { kind: 'admin' } | { kind: 'app'; name: string };
  * - `public`: no credentials (the route checks whatever else it needs);
  * - `admin`: the admin token;
  * - `any`: the admin token or application credentials;
- * - an object: `any`, and also a `secret` in the JSON body, as Amebo's clients send it.
+ * - `metrics`: Bearer AMEBO_METRICS_TOKEN when one is set, else public;
+ * - an object: `any` with options (a body secret, the application the request acts for, admin only).
  */
-export type AuthRule = 'public' | 'admin' | 'any' | AuthOptions;
+export type AuthRule = 'public' | 'admin' | 'any' | 'metrics' | AuthOptions;
 
 export interface AuthOptions {
   /** Accept `secret` (+ `application`/`microservice`) in the JSON body, as Amebo's clients send it. */
   bodySecret?: boolean;
   /** Application to check a body secret against when the body names none (the action's owner). */
   fallbackApplication?: (req: FastifyRequest) => Promise<string | undefined>;
+  /**
+   * The application the request acts for (a path parameter, a body field, the owner of the thing
+   * addressed): an application principal must be that application (403 otherwise); the admin may
+   * act for any. Undefined when there is none to check (the route answers, e.g. 404 for a thing
+   * that does not exist). Runs before validation: read the request defensively.
+   */
+  owner?: (req: FastifyRequest) => Promise<string | undefined> | string | undefined;
+  /** Only the admin. */
+  admin?: boolean;
+  /**
+   * Other credentials that stand for the admin on this route (the live tail's one-use ticket):
+   * resolves true to admit the request as the admin, false to ask for the usual ones; throws to refuse.
+   */
+  admits?: (req: FastifyRequest) => Promise<boolean>;
 }
 
 declare module 'fastify' {
@@ -119,28 +134,48 @@ export class AuthThrottle {
  */
 export class Authenticator {
   private readonly adminHash: Buffer;
+  private readonly metricsHash: Buffer | null;
   private readonly registry: Registry;
   private readonly throttle: AuthThrottle | null;
 
-  constructor(adminTokenHash: string, registry: Registry, throttle: AuthThrottle | null = null) {
+  constructor(
+    adminTokenHash: string,
+    registry: Registry,
+    throttle: AuthThrottle | null = null,
+    opts: { metricsTokenHash?: string | null } = {},
+  ) {
     this.adminHash = Buffer.from(adminTokenHash, 'hex');
+    this.metricsHash = opts.metricsTokenHash ? Buffer.from(opts.metricsTokenHash, 'hex') : null;
     this.registry = registry;
     this.throttle = throttle;
   }
 
   isAdminToken(token: string): boolean {
-    const h = Buffer.from(sha256(token), 'hex');
-    return h.length === this.adminHash.length && timingSafeEqual(h, this.adminHash);
+    return sameHash(token, this.adminHash);
   }
 
   /** The fastify `preValidation` hook that enforces each route's `config.auth`. */
   readonly hook = async (req: FastifyRequest): Promise<void> => {
     const rule = req.routeOptions.config.auth ?? (req.routeOptions.url?.startsWith('/v1/') ? 'any' : 'public');
     if (rule === 'public') return;
-    req.principal = await this.principal(req, typeof rule === 'object' ? rule : {});
-    if (rule === 'admin' && req.principal.kind !== 'admin')
+    if (rule === 'metrics') return this.metrics(req);
+    const opts: AuthOptions = rule === 'admin' ? { admin: true } : rule === 'any' ? {} : rule;
+    req.principal = opts.admits && (await opts.admits(req)) ? { kind: 'admin' } : await this.principal(req, opts);
+    if (opts.admin && req.principal.kind !== 'admin')
       throw new AmeboError('FORBIDDEN', 'this route needs the admin token (Authorization: Bearer <admin token>)');
+    if (opts.owner && req.principal.kind === 'app') {
+      const owner = await opts.owner(req);
+      if (owner !== undefined) this.actsFor(req.principal, owner);
+    }
   };
+
+  /** `/metrics`: Bearer AMEBO_METRICS_TOKEN when one is set. */
+  private metrics(req: FastifyRequest): void {
+    if (!this.metricsHash) return;
+    const [scheme, token = ''] = (req.headers.authorization ?? '').split(' ', 2);
+    if (!/^bearer$/i.test(scheme ?? '') || !sameHash(token.trim(), this.metricsHash))
+      throw new AmeboError('UNAUTHENTICATED', 'send Authorization: Bearer <AMEBO_METRICS_TOKEN>');
+  }
 
   async principal(req: FastifyRequest, opts: AuthOptions = {}): Promise<Principal> {
     const claim = await this.claim(req, opts);
@@ -201,10 +236,9 @@ export class Authenticator {
       return { kind: 'bad', message: `unsupported Authorization scheme: ${HOW}` };
     }
     if (opts.bodySecret) {
-      const body = (req.body ?? {}) as Record<string, unknown>;
-      const secret = body.secret ?? body.passphrase;
-      if (typeof secret === 'string') {
-        let app = body.application ?? body.microservice;
+      const secret = bodyString(req, 'secret', 'passphrase');
+      if (secret !== undefined) {
+        let app = bodyString(req, 'application', 'microservice');
         if (typeof app !== 'string' && opts.fallbackApplication) app = await opts.fallbackApplication(req);
         if (typeof app !== 'string' || app.length > 63)
           return { kind: 'bad', message: 'a body secret needs the application it belongs to' };
@@ -220,3 +254,31 @@ export class Authenticator {
       throw new AmeboError('FORBIDDEN', `application "${p.name}" may not act for "${application}"`);
   }
 }
+
+/** True when sha256(token) is `hash`, compared in constant time. */
+function sameHash(token: string, hash: Buffer): boolean {
+  const h = Buffer.from(sha256(token), 'hex');
+  return h.length === hash.length && timingSafeEqual(h, hash);
+}
+
+/** A string property of a parsed request part (read before validation: nothing is assumed). */
+function stringField(part: unknown, name: string): string | undefined {
+  if (part === null || typeof part !== 'object' || Array.isArray(part)) return undefined;
+  const v: unknown = Object.getOwnPropertyDescriptor(part, name)?.value;
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** A string field of the raw JSON body (auth runs before validation), the first of `names` present. */
+export function bodyString(req: FastifyRequest, ...names: string[]): string | undefined {
+  for (const n of names) {
+    const v = stringField(req.body, n);
+    if (v !== undefined) return v;
+  }
+  return undefined;
+}
+
+/** A path parameter, when the route has it. */
+export const param = (req: FastifyRequest, name: string): string | undefined => stringField(req.params, name);
+
+/** A query-string parameter as sent (before validation), when it is one string. */
+export const queryString = (req: FastifyRequest, name: string): string | undefined => stringField(req.query, name);

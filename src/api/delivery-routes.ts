@@ -1,37 +1,70 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { listAttempts, listDeliveries } from '../store/deliveries.js';
-import { closeTestSender, listDeadLetters, replay, resurrect, retryOne, sendTest } from '../../bridge/recovery.js';
+import type { FastifyInstance } from 'fastify';
+import { IllegalOperationError } from 'amqplib';
+import { listAttempts, listDeliveries, type DeliveryView } from '../store/deliveries.js';
+import {
+  closeTestSender,
+  listDeadLetters,
+  replay,
+  resurrect,
+  retryOne,
+  sendTest,
+  type RecoveryDeps,
+} from '../../bridge/recovery.js';
 import { AmeboError } from '../errors.js';
 import { BrokerUnavailableError } from '../broker/connection.js';
 import { isUuid } from '../ids.js';
-import { getSubscription, type SubscriptionRow } from '../store/registry.js';
 import { parseTime } from './event-routes.js';
+import { subscriptionById, subscriptionOwner } from './owned.js';
+import { decodeCursor, page } from './paging.js';
+import { CURSOR, ID_PARAM, LIMIT, PAIR_PARAM, pageOf, replies, typed } from './schemas.js';
 import type { ApiContext } from './server.js';
 
-const idParam = { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] } as const;
-const pairParam = {
-  type: 'object',
-  properties: { event: { type: 'string', maxLength: 64 }, subscription: { type: 'string', maxLength: 64 } },
-  required: ['event', 'subscription'],
-} as const;
+/** Deliveries page by (updated_at, event, subscription), newest change first. */
+const deliveryCursor = (parts: string[]) => {
+  const [updatedAt, event, subscription] = parts;
+  if (parts.length !== 3 || !updatedAt || Number.isNaN(Date.parse(updatedAt))) return undefined;
+  if (!event || !isUuid(event) || !subscription || !isUuid(subscription)) return undefined;
+  return { updatedAt, event, subscription };
+};
 
-function encodeCursor(d: { updated_at: Date; event: string; subscription: string }): string {
-  return Buffer.from(`${d.updated_at.toISOString()}|${d.event}|${d.subscription}`).toString('base64url');
-}
-function decodeCursor(c: string | undefined) {
-  if (!c) return undefined;
-  const [updatedAt, event, subscription] = Buffer.from(c, 'base64url').toString().split('|');
-  if (!updatedAt || !isUuid(event ?? '') || !isUuid(subscription ?? '') || Number.isNaN(Date.parse(updatedAt)))
-    throw new AmeboError('VALIDATION', 'cursor is not one this API returned', [{ instancePath: '/cursor' }]);
-  return { updatedAt, event: event!, subscription: subscription! };
+const view = (d: DeliveryView) => ({
+  event: d.event,
+  subscription: d.subscription,
+  application: d.application,
+  subscription_name: d.subscription_name,
+  state: d.state,
+  attempts: d.attempts,
+  last_status: d.last_status,
+  last_error: d.last_error,
+  next_attempt_at: d.next_attempt_at,
+  updated_at: d.updated_at,
+});
+
+/** What the operator functions of bridge/recovery.ts need, from the API's context. */
+export function recoveryDeps(ctx: ApiContext): RecoveryDeps {
+  const { registry } = ctx;
+  return {
+    pool: ctx.pool,
+    log: ctx.log,
+    broker: ctx.broker,
+    publisher: ctx.publisher,
+    topology: ctx.topology,
+    mayReceive: (application, action) => registry.mayReceive(application, action),
+    signingSecrets: (row) => registry.signingSecrets(row),
+    unseal: (sealed) => registry.box.open(sealed),
+    targets: registry.targets,
+    connectTimeoutMs: ctx.cfg.connectTimeoutMs,
+  };
 }
 
 /**
  * Deliveries (api.md "Deliveries") and the subscription recovery routes: test, replay, dead letters.
  * Admin may do everything; an application sees and manages its own subscriptions' deliveries.
  */
-export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const { pool } = ctx;
+export async function deliveryRoutes(scope: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const app = typed(scope);
+  const { pool, registry } = ctx;
+  const deps = recoveryDeps(ctx);
   app.addHook('onClose', async () => closeTestSender());
 
   /** Broker operations while RabbitMQ is away are a 503 with the contract's code, not a 500. */
@@ -39,40 +72,23 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof BrokerUnavailableError || /Channel closed|Connection closed/.test((err as Error).message))
+      // A channel or connection lost under the operation (amqplib refuses further operations).
+      if (err instanceof BrokerUnavailableError || err instanceof IllegalOperationError || !ctx.broker.connected)
         throw new AmeboError('UNAVAILABLE', 'RabbitMQ is not connected; try again shortly');
       throw err;
     }
   };
 
-  const owned = async (req: FastifyRequest): Promise<SubscriptionRow> => {
-    if (!ctx.ownedSubscription) throw new AmeboError('INTERNAL', 'subscription routes are not mounted');
-    return (await ctx.ownedSubscription(req)).row;
-  };
+  /** Subscription routes act for the subscription's application. */
+  const owner = subscriptionOwner(registry);
+  const pairOwner = subscriptionOwner(registry, 'subscription');
 
-  /** The delivery's subscription, checked against the caller. */
-  async function ownedPair(req: FastifyRequest): Promise<{ event: string; row: SubscriptionRow }> {
-    const { event, subscription } = req.params as { event: string; subscription: string };
-    const row = isUuid(subscription) ? await getSubscription(pool, subscription) : null;
-    const who = req.principal;
-    if (!row) throw new AmeboError('SUBSCRIPTION_NOT_FOUND', `no subscription "${subscription}"`);
-    if (who.kind === 'app' && who.name !== row.application) throw new AmeboError('FORBIDDEN', 'not your subscription');
-    if (!isUuid(event)) throw new AmeboError('EVENT_NOT_FOUND', `no event "${event}"`);
-    return { event, row };
+  /** The delivery's subscription (the auth rule checked the caller may see it), and its event. */
+  async function pair(params: { event: string; subscription: string }) {
+    const row = await subscriptionById(registry, params.subscription);
+    if (!isUuid(params.event)) throw new AmeboError('EVENT_NOT_FOUND', `no event "${params.event}"`);
+    return { event: params.event, row };
   }
-
-  const view = (d: Awaited<ReturnType<typeof listDeliveries>>[number]) => ({
-    event: d.event,
-    subscription: d.subscription,
-    application: d.application,
-    subscription_name: d.subscription_name,
-    state: d.state,
-    attempts: d.attempts,
-    last_status: d.last_status,
-    last_error: d.last_error,
-    next_attempt_at: d.next_attempt_at,
-    updated_at: d.updated_at,
-  });
 
   app.get(
     '/v1/deliveries',
@@ -86,44 +102,83 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
             subscription: { type: 'string', format: 'uuid' },
             event: { type: 'string', format: 'uuid' },
             state: { enum: ['pending', 'delivered', 'retrying', 'dead'] },
-            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
-            cursor: { type: 'string', maxLength: 200 },
+            limit: LIMIT,
+            cursor: CURSOR,
           },
         },
+        response: replies({ 200: pageOf('Delivery#') }),
       },
     },
     async (req) => {
       const who = req.principal;
-      const q = req.query as { subscription?: string; event?: string; state?: string; limit: number; cursor?: string };
+      const q = req.query;
+      const cursor = decodeCursor(q.cursor, deliveryCursor);
       const rows = await listDeliveries(pool, {
         ...(q.subscription ? { subscription: q.subscription } : {}),
         ...(q.event ? { event: q.event } : {}),
         ...(q.state ? { state: q.state } : {}),
         ...(who.kind === 'app' ? { application: who.name } : {}),
-        ...(q.cursor ? { cursor: decodeCursor(q.cursor)! } : {}),
+        ...(cursor ? { cursor } : {}),
         limit: q.limit,
       });
-      const last = rows[rows.length - 1];
-      return { items: rows.map(view), next_cursor: rows.length === q.limit && last ? encodeCursor(last) : null };
+      return page(rows, q.limit, view, (d) => [d.updated_at.toISOString(), d.event, d.subscription]);
     },
   );
 
   app.get(
     '/v1/deliveries/:event/:subscription/attempts',
-    { schema: { tags: ['deliveries'], summary: 'The attempt log of one delivery', params: pairParam } },
+    {
+      config: { auth: { owner: pairOwner } },
+      schema: {
+        tags: ['deliveries'],
+        summary: 'The attempt log of one delivery',
+        params: PAIR_PARAM,
+        response: replies({
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              event: { type: 'string' },
+              subscription: { type: 'string' },
+              items: { type: 'array', items: { $ref: 'Attempt#' } },
+            },
+            required: ['event', 'subscription', 'items'],
+          },
+        }),
+      },
+    },
     async (req) => {
-      const { event, row } = await ownedPair(req);
-      const items = await listAttempts(pool, event, row.id);
-      return { event, subscription: row.id, items };
+      const { event, row } = await pair(req.params);
+      return { event, subscription: row.id, items: await listAttempts(pool, event, row.id) };
     },
   );
 
   app.post(
     '/v1/deliveries/:event/:subscription/retry',
-    { schema: { tags: ['deliveries'], summary: 'Resend one stored event to one subscription now', params: pairParam } },
+    {
+      config: { auth: { owner: pairOwner } },
+      schema: {
+        tags: ['deliveries'],
+        summary: 'Resend one stored event to one subscription now',
+        params: PAIR_PARAM,
+        response: replies({
+          202: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              event: { type: 'string' },
+              subscription: { type: 'string' },
+              state: { const: 'pending' },
+              attempt: { type: 'integer' },
+            },
+            required: ['event', 'subscription', 'state', 'attempt'],
+          },
+        }),
+      },
+    },
     async (req, reply) => {
-      const { event, row } = await ownedPair(req);
-      const r = await onBroker(() => retryOne(ctx, row, event));
+      const { event, row } = await pair(req.params);
+      const r = await onBroker(() => retryOne(deps, row, event));
       if (!r) throw new AmeboError('EVENT_NOT_FOUND', `no event "${event}"`);
       return reply.status(202).send({ event, subscription: row.id, state: 'pending', attempt: r.attempt });
     },
@@ -131,12 +186,35 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
 
   app.post(
     '/v1/subscriptions/:id/test',
-    { schema: { tags: ['subscriptions'], summary: 'Send a synthetic event to the handler now', params: idParam } },
+    {
+      config: { auth: { owner } },
+      schema: {
+        tags: ['subscriptions'],
+        summary: 'Send a synthetic event to the handler now',
+        params: ID_PARAM,
+        response: replies({
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              event: { type: 'string' },
+              delivered: { type: 'boolean' },
+              status: { type: ['integer', 'null'] },
+              latency_ms: { type: 'integer' },
+              error_class: { type: ['string', 'null'] },
+              error: { type: ['string', 'null'] },
+              response_excerpt: { type: ['string', 'null'] },
+            },
+            required: ['event', 'delivered', 'status', 'latency_ms', 'error_class', 'error', 'response_excerpt'],
+          },
+        }),
+      },
+    },
     async (req) => {
-      const row = await owned(req);
+      const row = await subscriptionById(registry, req.params.id);
       if (row.transport !== 'http' || !row.handler)
         throw new AmeboError('VALIDATION', 'only http subscriptions can be tested');
-      const a = await sendTest(ctx, row);
+      const a = await sendTest(deps, row);
       return {
         event: a.event,
         delivered: a.status !== null && a.status >= 200 && a.status < 300,
@@ -152,24 +230,38 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   app.post(
     '/v1/subscriptions/:id/replay',
     {
+      config: { auth: { owner } },
       schema: {
         tags: ['subscriptions'],
         summary: 'Re-enqueue the stored events of a time range for this subscription',
-        params: idParam,
+        params: ID_PARAM,
         body: {
           type: 'object',
           properties: { from: { type: 'string', maxLength: 64 }, to: { type: 'string', maxLength: 64 } },
           required: ['from'],
         },
+        response: replies({
+          202: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              subscription: { type: 'string' },
+              count: { type: 'integer' },
+              from: { type: 'string', format: 'date-time' },
+              to: { type: 'string', format: 'date-time' },
+            },
+            required: ['subscription', 'count', 'from', 'to'],
+          },
+        }),
       },
     },
     async (req, reply) => {
-      const row = await owned(req);
-      const b = req.body as { from: string; to?: string };
-      const from = parseTime(b.from, '/from')!;
-      const to = parseTime(b.to, '/to') ?? new Date();
+      const row = await subscriptionById(registry, req.params.id);
+      const from = parseTime(req.body.from, '/from');
+      if (!from) throw new AmeboError('VALIDATION', 'from is required', [{ instancePath: '/from' }]);
+      const to = parseTime(req.body.to, '/to') ?? new Date();
       if (to <= from) throw new AmeboError('VALIDATION', 'to must be after from', [{ instancePath: '/to' }]);
-      const r = await onBroker(() => replay(ctx, row, from, to));
+      const r = await onBroker(() => replay(deps, row, from, to));
       return reply.status(202).send({ subscription: row.id, count: r.replayed, from, to });
     },
   );
@@ -177,40 +269,62 @@ export async function deliveryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   app.get(
     '/v1/subscriptions/:id/dead-letters',
     {
+      config: { auth: { owner } },
       schema: {
         tags: ['subscriptions'],
         summary: 'Dead letters of this subscription (not removed)',
-        params: idParam,
-        querystring: {
-          type: 'object',
-          properties: { limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
-        },
+        params: ID_PARAM,
+        querystring: { type: 'object', properties: { limit: LIMIT } },
+        response: replies({
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              subscription: { type: 'string' },
+              count: { type: 'integer', description: 'dead letters in the queue (all of them, not only listed)' },
+              items: { type: 'array', items: { $ref: 'DeadLetter#' } },
+            },
+            required: ['subscription', 'count', 'items'],
+          },
+        }),
       },
     },
     async (req) => {
-      const row = await owned(req);
-      const { limit } = req.query as { limit: number };
-      return { subscription: row.id, ...(await onBroker(() => listDeadLetters(ctx, row, limit))) };
+      const row = await subscriptionById(registry, req.params.id);
+      return { subscription: row.id, ...(await onBroker(() => listDeadLetters(deps, row, req.query.limit))) };
     },
   );
 
   app.post(
     '/v1/subscriptions/:id/dead-letters/resurrect',
     {
+      config: { auth: { owner } },
       schema: {
         tags: ['subscriptions'],
         summary: 'Move dead letters back to the subscription queue, attempts reset',
-        params: idParam,
+        params: ID_PARAM,
         body: {
           type: ['object', 'null'],
           properties: { limit: { type: 'integer', minimum: 1, maximum: 100_000 } },
         },
+        response: replies({
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              subscription: { type: 'string' },
+              resurrected: { type: 'integer' },
+              skipped: { type: 'integer', description: 'dead letters this subscription may no longer receive' },
+            },
+            required: ['subscription', 'resurrected', 'skipped'],
+          },
+        }),
       },
     },
     async (req) => {
-      const row = await owned(req);
-      const limit = (req.body as { limit?: number } | null)?.limit ?? 1000;
-      return { subscription: row.id, ...(await onBroker(() => resurrect(ctx, row, limit))) };
+      const row = await subscriptionById(registry, req.params.id);
+      const limit = req.body?.limit ?? 1000;
+      return { subscription: row.id, ...(await onBroker(() => resurrect(deps, row, limit))) };
     },
   );
 }

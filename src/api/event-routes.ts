@@ -2,10 +2,12 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AmeboError } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { depth, violations } from '../schema.js';
-import type { PublishRequest } from '../publish.js';
+import type { PublishRequest, PublishResult } from '../publish.js';
 import { NAME } from '../registry.js';
 import { deliveriesOfEvent, getEvent, listEvents, type EventRow } from '../store/events.js';
 import type { Principal } from './auth.js';
+import { decodeCursor, page } from './paging.js';
+import { CURSOR, EventSchema, LIMIT, pageOf, replies, typed } from './schemas.js';
 import type { ApiContext } from './server.js';
 
 const eventItem = {
@@ -38,16 +40,9 @@ export const eventView = (e: EventRow) => ({
   published: e.published,
 });
 
-export const encodeCursor = (id: string): string => Buffer.from(id).toString('base64url');
-export function decodeCursor(c: string | undefined): string | undefined {
-  if (!c) return undefined;
-  const id = Buffer.from(c, 'base64url').toString();
-  if (!isUuid(id))
-    throw new AmeboError('VALIDATION', 'cursor is not one this API returned', [
-      { instancePath: '/cursor', message: 'invalid cursor' },
-    ]);
-  return id;
-}
+/** Events page by id (uuidv7: creation order), newest first. */
+const eventCursor = (parts: string[]): string | undefined =>
+  parts.length === 1 && isUuid(parts[0]!) ? parts[0] : undefined;
 
 export function parseTime(s: string | undefined | null, pointer: string): Date | undefined {
   if (s === undefined || s === null || s === '') return undefined;
@@ -60,12 +55,27 @@ export function parseTime(s: string | undefined | null, pointer: string): Date |
   return d;
 }
 
-export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
+/** An event as sent: the route's schema checks a single event; a batch's items are checked here. */
+interface EventInput {
+  action?: unknown;
+  event?: unknown;
+  payload?: unknown;
+  deduper?: unknown;
+  deliver_at?: unknown;
+  conversation_id?: unknown;
+}
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const app = typed(scope);
   const { registry, pipeline, cfg, pool } = ctx;
 
   /** Checks one event against its action; throws the 4xx it deserves. */
-  async function prepare(item: Record<string, unknown>, who: Principal, pointer = ''): Promise<PublishRequest> {
-    const name = (item.action ?? item.event) as string;
+  async function prepare(item: EventInput, who: Principal, pointer = ''): Promise<PublishRequest> {
+    const name = str(item.action) ?? str(item.event);
+    if (name === undefined)
+      throw new AmeboError('VALIDATION', 'action is required', [{ instancePath: `${pointer}/action` }]);
     const action = NAME.action.test(name) && name.length <= 255 ? await registry.getAction(name) : null;
     if (!action)
       throw new AmeboError('ACTION_NOT_FOUND', `no action "${name}"`, [{ instancePath: `${pointer}/action` }]);
@@ -84,43 +94,75 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
         })),
       );
     for (const k of ['deduper', 'conversation_id'] as const)
-      if (typeof item[k] === 'string' && item[k].includes('\u0000'))
+      if (str(item[k])?.includes('\u0000'))
         throw new AmeboError('VALIDATION', `${k} must not contain NUL characters`, [
           { instancePath: `${pointer}/${k}` },
         ]);
-    const deliverAt = parseTime(item.deliver_at as string | undefined, `${pointer}/deliver_at`) ?? null;
+    const deliverAt = parseTime(str(item.deliver_at), `${pointer}/deliver_at`) ?? null;
     return {
       action: name,
       application: action.row.application,
       schemaVersion: action.row.version,
       payloadJson: JSON.stringify(payload),
-      deduper: (item.deduper as string | null | undefined) ?? null,
-      conversationId: item.conversation_id as string | undefined,
+      deduper: str(item.deduper) ?? null,
+      conversationId: str(item.conversation_id),
       deliverAt,
       restricted: action.row.subscribers !== null,
     };
   }
 
+  /** A body secret without an application is checked against the (first) action's owner. */
   const ownerOf = async (req: FastifyRequest) => {
-    const b = req.body as Record<string, unknown>;
-    const first = Array.isArray(b.events) ? (b.events[0] as Record<string, unknown> | undefined) : b;
-    const name = first?.action ?? first?.event;
-    return typeof name === 'string' ? (await registry.getAction(name))?.row.application : undefined;
+    const b = req.body;
+    if (b === null || typeof b !== 'object') return undefined;
+    const events = (b as { events?: unknown }).events;
+    const first: unknown = Array.isArray(events) ? events[0] : b;
+    if (first === null || typeof first !== 'object') return undefined;
+    const name = str((first as EventInput).action) ?? str((first as EventInput).event);
+    return name === undefined ? undefined : (await registry.getAction(name))?.row.application;
   };
+
+  const batchResult = {
+    type: 'object',
+    description: 'a publish result (status 200 or 202), or an error (status 4xx)',
+    properties: {
+      status: { type: 'integer' },
+      event: { type: 'string' },
+      action: { type: 'string' },
+      deduper: { type: ['string', 'null'] },
+      created_at: { type: 'string' },
+      published: { type: 'boolean' },
+      duplicate: { type: 'boolean' },
+      deliver_at: { type: 'string' },
+      error: { $ref: 'Error#/properties/error' },
+    },
+    required: ['status'],
+    additionalProperties: false,
+  } as const;
+  type BatchResult = { status: number } & (PublishResult | ReturnType<AmeboError['toJSON']>);
 
   app.post(
     '/v1/events',
     {
       config: { auth: { bodySecret: true, fallbackApplication: ownerOf } },
-      schema: { tags: ['events'], summary: 'Publish an event', body: eventItem },
+      schema: {
+        tags: ['events'],
+        summary: 'Publish an event',
+        body: eventItem,
+        response: replies({
+          200: { $ref: 'PublishResult#', description: 'a duplicate: the deduper was seen, nothing published' },
+          202: { $ref: 'PublishResult#', description: 'accepted: stored, and published (or to be)' },
+        }),
+      },
     },
     async (req, reply) => {
       const who = req.principal;
-      const pr = await prepare(req.body as Record<string, unknown>, who);
-      pr.traceparent = req.headers.traceparent as string | undefined;
-      pr.conversationId ??= req.headers['x-conversation-id'] as string | undefined;
+      const pr = await prepare(req.body, who);
+      pr.traceparent = str(req.headers.traceparent);
+      pr.conversationId ??= str(req.headers['x-conversation-id']);
       const [res] = await pipeline.submit([pr]);
-      return reply.status(res!.duplicate ? 200 : 202).send(res);
+      if (!res) throw new AmeboError('INTERNAL', 'the publish pipeline answered nothing');
+      return reply.status(res.duplicate ? 200 : 202).send(res);
     },
   );
 
@@ -141,18 +183,28 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
           },
           required: ['events'],
         },
+        response: replies({
+          200: {
+            type: 'object',
+            properties: {
+              accepted: { type: 'integer' },
+              duplicates: { type: 'integer' },
+              rejected: { type: 'integer' },
+              results: { type: 'array', items: batchResult, description: 'one per event, in order' },
+            },
+            required: ['accepted', 'duplicates', 'rejected', 'results'],
+          },
+        }),
       },
     },
     async (req) => {
       const who = req.principal;
-      const items = (req.body as { events: Record<string, unknown>[] }).events;
-      const results: Record<string, unknown>[] = new Array(items.length);
+      const items: EventInput[] = req.body.events;
+      const results: BatchResult[] = new Array<BatchResult>(items.length);
       const accepted: { i: number; pr: PublishRequest }[] = [];
       await Promise.all(
         items.map(async (item, i) => {
           try {
-            if (typeof (item.action ?? item.event) !== 'string')
-              throw new AmeboError('VALIDATION', 'action is required', [{ instancePath: `/events/${i}/action` }]);
             if (
               item.deduper !== undefined &&
               item.deduper !== null &&
@@ -170,7 +222,10 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
       );
       accepted.sort((a, b) => a.i - b.i);
       const out = await pipeline.submit(accepted.map((a) => a.pr));
-      accepted.forEach((a, k) => (results[a.i] = { status: out[k]!.duplicate ? 200 : 202, ...out[k] }));
+      accepted.forEach((a, k) => {
+        const r = out[k];
+        if (r) results[a.i] = { status: r.duplicate ? 200 : 202, ...r };
+      });
       return {
         accepted: out.filter((r) => !r.duplicate).length,
         duplicates: out.filter((r) => r.duplicate).length,
@@ -194,15 +249,16 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
             from: { type: 'string', maxLength: 64 },
             to: { type: 'string', maxLength: 64 },
             timeline: { enum: ['today', 'week', 'month'] },
-            limit: { type: 'integer', minimum: 1, maximum: 1000, default: 100 },
-            cursor: { type: 'string', maxLength: 200 },
+            limit: LIMIT,
+            cursor: CURSOR,
           },
         },
+        response: replies({ 200: pageOf('Event#') }),
       },
     },
     async (req) => {
       const who = req.principal;
-      const q = req.query as Record<string, string | undefined> & { limit: number };
+      const q = req.query;
       let from = parseTime(q.from, '/from');
       if (q.timeline) {
         const now = new Date();
@@ -220,22 +276,33 @@ export async function eventRoutes(app: FastifyInstance, ctx: ApiContext): Promis
         deduper: q.deduper,
         from,
         to: parseTime(q.to, '/to'),
-        cursor: decodeCursor(q.cursor),
+        cursor: decodeCursor(q.cursor, eventCursor),
         limit: q.limit,
       });
-      return {
-        items: rows.map(eventView),
-        next_cursor: rows.length === q.limit ? encodeCursor(rows[rows.length - 1]!.id) : null,
-      };
+      return page(rows, q.limit, eventView, (e) => [e.id]);
     },
   );
 
   app.get(
     '/v1/events/:id',
-    { schema: { tags: ['events'], params: { type: 'object', properties: { id: { type: 'string', maxLength: 64 } } } } },
+    {
+      schema: {
+        tags: ['events'],
+        summary: 'One event, with its delivery to each subscription',
+        params: { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] },
+        response: replies({
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { ...EventSchema.properties, deliveries: { type: 'array', items: { $ref: 'Delivery#' } } },
+            required: [...EventSchema.required, 'deliveries'],
+          },
+        }),
+      },
+    },
     async (req) => {
       const who = req.principal;
-      const { id } = req.params as { id: string };
+      const { id } = req.params;
       const e = isUuid(id) ? await getEvent(pool, id) : null;
       if (!e) throw new AmeboError('EVENT_NOT_FOUND', `no event "${id}"`);
       if (who.kind === 'app' && who.name !== e.application) throw new AmeboError('FORBIDDEN', 'not your event');

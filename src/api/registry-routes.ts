@@ -1,7 +1,8 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AmeboError } from '../errors.js';
 import type { ApplicationRow, ActionRow } from '../store/registry.js';
-import * as sql from '../store/registry.js';
+import { bodyString, param } from './auth.js';
+import { listOf, NAME_PARAM, NO_CONTENT, replies, typed } from './schemas.js';
 import type { ApiContext } from './server.js';
 
 const appView = (r: ApplicationRow) => ({
@@ -23,12 +24,6 @@ export const actionView = (r: ActionRow) => ({
   updated_at: r.updated_at,
 });
 
-const nameParam = {
-  type: 'object',
-  properties: { name: { type: 'string', maxLength: 255 } },
-  required: ['name'],
-} as const;
-
 const grantsSchema = {
   type: 'array',
   maxItems: 100,
@@ -43,122 +38,164 @@ const subscribersSchema = {
   description: 'applications allowed to subscribe besides the owner; null or absent: every application',
 } as const;
 
-/** Seed 000's dialect: `microservice`/`passphrase`/`location` for `application`/`secret`/`address`. */
-function applicationInput(body: Record<string, unknown>) {
-  return {
-    application: (body.application ?? body.microservice) as string,
-    address: (body.address ?? body.location ?? null) as string | null,
-    secret: (body.secret ?? body.passphrase) as string | undefined,
-    ...(body.rpc_grants !== undefined ? { rpc_grants: body.rpc_grants as string[] } : {}),
-  };
+const createAppBody = {
+  type: 'object',
+  properties: {
+    application: { type: 'string', maxLength: 63 },
+    microservice: { type: 'string', maxLength: 63, description: 'seed 000 alias of application' },
+    address: { type: ['string', 'null'], maxLength: 2048 },
+    location: { type: ['string', 'null'], maxLength: 2048, description: 'seed 000 alias of address' },
+    secret: { type: 'string', minLength: 16, maxLength: 512 },
+    passphrase: { type: 'string', minLength: 16, maxLength: 512, description: 'seed 000 alias of secret' },
+    rpc_grants: grantsSchema,
+  },
+  anyOf: [{ required: ['application'] }, { required: ['microservice'] }],
+} as const;
+
+const createdApp = {
+  type: 'object',
+  properties: {
+    application: { type: 'string' },
+    address: { type: ['string', 'null'] },
+    rpc_grants: { type: 'array', items: { type: 'string' } },
+    created_at: { type: 'string', format: 'date-time' },
+    updated_at: { type: 'string', format: 'date-time' },
+    secret: { type: 'string', description: 'shown only here' },
+  },
+  required: ['application', 'address', 'rpc_grants', 'created_at', 'updated_at', 'secret'],
+} as const;
+
+/** The application a body names: `application`, or seed 000's `microservice` (the schema requires one). */
+function namedApplication(b: { application?: string; microservice?: string }): string {
+  const name = b.application ?? b.microservice;
+  if (name === undefined)
+    throw new AmeboError('VALIDATION', 'application is required', [{ instancePath: '/application' }]);
+  return name;
 }
 
-export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const { registry, auth, pool } = ctx;
+export async function registryRoutes(scope: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const app = typed(scope);
+  const { registry } = ctx;
+  /** Routes addressing an action act for its owner. */
+  const actionOwner = async (req: FastifyRequest) => {
+    const name = param(req, 'name');
+    return name === undefined ? undefined : (await registry.getAction(name))?.row.application;
+  };
 
-  const createApp = {
-    config: { auth: 'admin' as const },
-    schema: {
-      tags: ['applications'],
-      summary: 'Register an application (admin); the secret is shown only here',
-      body: {
-        type: 'object',
-        properties: {
-          application: { type: 'string', maxLength: 63 },
-          microservice: { type: 'string', maxLength: 63 },
-          address: { type: ['string', 'null'], maxLength: 2048 },
-          location: { type: ['string', 'null'], maxLength: 2048 },
-          secret: { type: 'string', minLength: 16, maxLength: 512 },
-          passphrase: { type: 'string', minLength: 16, maxLength: 512 },
-          rpc_grants: grantsSchema,
-        },
-        anyOf: [{ required: ['application'] }, { required: ['microservice'] }],
+  for (const [url, summary] of [
+    ['/v1/applications', 'Register an application (admin); the secret is shown only here'],
+    ['/v1/producers', 'Seed 000 alias of POST /v1/applications'],
+  ] as const)
+    app.post(
+      url,
+      {
+        config: { auth: 'admin' },
+        schema: { tags: ['applications'], summary, body: createAppBody, response: replies({ 201: createdApp }) },
       },
+      async (req, reply) => {
+        const b = req.body;
+        const { row, secret } = await registry.createApplication({
+          application: namedApplication(b),
+          address: b.address ?? b.location ?? null,
+          secret: b.secret ?? b.passphrase,
+          ...(b.rpc_grants !== undefined ? { rpc_grants: [...b.rpc_grants] } : {}),
+        });
+        return reply.status(201).send({ ...appView(row), secret });
+      },
+    );
+
+  for (const url of ['/v1/applications', '/v1/producers'])
+    app.get(
+      url,
+      {
+        config: { auth: 'admin' },
+        schema: {
+          tags: ['applications'],
+          querystring: { type: 'object', properties: { q: { type: 'string', maxLength: 255 } } },
+          response: replies({ 200: listOf('Application#') }),
+        },
+      },
+      async (req) => ({ items: (await registry.listApplications(req.query.q)).map(appView) }),
+    );
+
+  app.get(
+    '/v1/applications/:name',
+    {
+      config: { auth: { owner: (req) => param(req, 'name') } },
+      schema: { tags: ['applications'], params: NAME_PARAM, response: replies({ 200: { $ref: 'Application#' } }) },
     },
-  };
-  const create = async (req: FastifyRequest, reply: FastifyReply) => {
-    const { row, secret } = await registry.createApplication(applicationInput(req.body as Record<string, unknown>));
-    return reply.status(201).send({ ...appView(row), secret });
-  };
-  app.post('/v1/applications', createApp, create);
-  app.post(
-    '/v1/producers',
-    { ...createApp, schema: { ...createApp.schema, summary: 'Seed 000 alias of POST /v1/applications' } },
-    create,
+    async (req) => appView(await registry.requireApplication(req.params.name)),
   );
-
-  const list = async (req: FastifyRequest) => {
-    const q = (req.query as { q?: string }).q;
-    return { items: (await sql.listApplications(pool, q)).map(appView) };
-  };
-  const listOpts = {
-    config: { auth: 'admin' as const },
-    schema: {
-      tags: ['applications'],
-      querystring: { type: 'object', properties: { q: { type: 'string', maxLength: 255 } } },
-    },
-  };
-  app.get('/v1/applications', listOpts, list);
-  app.get('/v1/producers', listOpts, list);
-
-  app.get('/v1/applications/:name', { schema: { tags: ['applications'], params: nameParam } }, async (req) => {
-    const { name } = req.params as { name: string };
-    auth.actsFor(req.principal, name);
-    return appView(await registry.requireApplication(name));
-  });
 
   app.patch(
     '/v1/applications/:name',
     {
+      config: { auth: { owner: (req) => param(req, 'name') } },
       schema: {
         tags: ['applications'],
         summary: 'Change the address (the application or admin) or the RPC grants (admin only)',
-        params: nameParam,
+        params: NAME_PARAM,
         body: {
           type: 'object',
           properties: { address: { type: ['string', 'null'], maxLength: 2048 }, rpc_grants: grantsSchema },
           additionalProperties: false,
         },
+        response: replies({ 200: { $ref: 'Application#' } }),
       },
     },
     async (req) => {
-      const { name } = req.params as { name: string };
-      auth.actsFor(req.principal, name);
-      const b = req.body as { address?: string | null; rpc_grants?: string[] };
+      const b = req.body;
       if (b.rpc_grants !== undefined && req.principal.kind !== 'admin')
         throw new AmeboError('FORBIDDEN', 'only the admin grants RPC methods');
-      return appView(await registry.updateApplication(name, b));
+      return appView(
+        await registry.updateApplication(req.params.name, {
+          ...('address' in b ? { address: b.address ?? null } : {}),
+          ...(b.rpc_grants !== undefined ? { rpc_grants: [...b.rpc_grants] } : {}),
+        }),
+      );
     },
   );
 
   app.delete(
     '/v1/applications/:name',
-    { config: { auth: 'admin' }, schema: { tags: ['applications'], params: nameParam } },
+    {
+      config: { auth: 'admin' },
+      schema: {
+        tags: ['applications'],
+        summary: 'Delete an application with its actions and subscriptions (their queues too)',
+        params: NAME_PARAM,
+        response: replies({ 204: NO_CONTENT }),
+      },
+    },
     async (req, reply) => {
-      const { name } = req.params as { name: string };
+      const { name } = req.params;
       if (!(await registry.deleteApplication(name)))
         throw new AmeboError('APPLICATION_NOT_FOUND', `no application "${name}"`);
-      return reply.status(204).send();
+      return reply.status(204).send(null);
     },
   );
 
   app.post(
     '/v1/applications/:name/secret',
     {
+      config: { auth: { owner: (req) => param(req, 'name') } },
       schema: {
         tags: ['applications'],
         summary: 'Rotate the application secret; the new one is shown only here',
-        params: nameParam,
+        params: NAME_PARAM,
         body: { type: ['object', 'null'], properties: { secret: { type: 'string', minLength: 16, maxLength: 512 } } },
+        response: replies({
+          200: {
+            type: 'object',
+            properties: { application: { type: 'string' }, secret: { type: 'string' } },
+            required: ['application', 'secret'],
+          },
+        }),
       },
     },
     async (req) => {
-      const { name } = req.params as { name: string };
-      auth.actsFor(req.principal, name);
-      return {
-        application: name,
-        secret: await registry.rotateApplicationSecret(name, (req.body as { secret?: string } | null)?.secret),
-      };
+      const { name } = req.params;
+      return { application: name, secret: await registry.rotateApplicationSecret(name, req.body?.secret) };
     },
   );
 
@@ -166,7 +203,7 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
   app.post(
     '/v1/actions',
     {
-      config: { auth: { bodySecret: true } },
+      config: { auth: { bodySecret: true, owner: (req) => bodyString(req, 'application', 'microservice') } },
       schema: {
         tags: ['actions'],
         summary: 'Register an action (event type) with its JSON Schema',
@@ -184,18 +221,17 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
           required: ['action'],
           anyOf: [{ required: ['application'] }, { required: ['microservice'] }],
         },
+        response: replies({ 201: { $ref: 'Action#' } }),
       },
     },
     async (req, reply) => {
-      const b = req.body as Record<string, unknown>;
-      const application = (b.application ?? b.microservice) as string;
-      auth.actsFor(req.principal, application);
+      const b = req.body;
       const row = await registry.createAction({
-        action: b.action as string,
-        application,
+        action: b.action,
+        application: namedApplication(b),
         schemata: b.schemata ?? {},
-        description: (b.description as string | null | undefined) ?? null,
-        subscribers: (b.subscribers as string[] | null | undefined) ?? null,
+        description: b.description ?? null,
+        subscribers: b.subscribers ? [...b.subscribers] : null,
       });
       return reply.status(201).send(actionView(row));
     },
@@ -210,60 +246,66 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
           type: 'object',
           properties: { application: { type: 'string', maxLength: 63 }, q: { type: 'string', maxLength: 255 } },
         },
+        response: replies({ 200: listOf('Action#') }),
       },
     },
-    async (req) => {
-      const q = req.query as { application?: string; q?: string };
-      return { items: (await sql.listActions(pool, q)).map(actionView) };
-    },
+    async (req) => ({ items: (await registry.listActions(req.query)).map(actionView) }),
   );
 
-  app.get('/v1/actions/:name', { schema: { tags: ['actions'], params: nameParam } }, async (req) => {
-    return actionView((await registry.requireAction((req.params as { name: string }).name)).row);
-  });
+  app.get(
+    '/v1/actions/:name',
+    { schema: { tags: ['actions'], params: NAME_PARAM, response: replies({ 200: { $ref: 'Action#' } }) } },
+    async (req) => actionView((await registry.requireAction(req.params.name)).row),
+  );
 
   app.patch(
     '/v1/actions/:name',
     {
+      config: { auth: { owner: actionOwner } },
       schema: {
         tags: ['actions'],
         summary: 'Change who may subscribe (subscribers) or the description (the owner or admin)',
-        params: nameParam,
+        params: NAME_PARAM,
         body: {
           type: 'object',
           properties: { subscribers: subscribersSchema, description: { type: ['string', 'null'], maxLength: 4096 } },
           additionalProperties: false,
         },
+        response: replies({ 200: { $ref: 'Action#' } }),
       },
     },
     async (req) => {
-      const { name } = req.params as { name: string };
-      const action = await registry.requireAction(name);
-      auth.actsFor(req.principal, action.row.application);
-      return actionView(await registry.updateAction(name, req.body as { subscribers?: string[] | null }));
+      const b = req.body;
+      return actionView(
+        await registry.updateAction(req.params.name, {
+          ...('subscribers' in b ? { subscribers: b.subscribers ? [...b.subscribers] : null } : {}),
+          ...('description' in b ? { description: b.description ?? null } : {}),
+        }),
+      );
     },
   );
 
-  app.get('/v1/actions/:name/versions', { schema: { tags: ['actions'], params: nameParam } }, async (req) => {
-    const { name } = req.params as { name: string };
-    await registry.requireAction(name);
-    return { items: await sql.listActionVersions(pool, name) };
-  });
+  app.get(
+    '/v1/actions/:name/versions',
+    {
+      schema: {
+        tags: ['actions'],
+        summary: "Every version of the action's schema, oldest first",
+        params: NAME_PARAM,
+        response: replies({ 200: listOf('ActionVersion#') }),
+      },
+    },
+    async (req) => ({ items: await registry.listActionVersions(req.params.name) }),
+  );
 
   app.put(
     '/v1/actions/:name/schema',
     {
-      config: {
-        auth: {
-          bodySecret: true,
-          fallbackApplication: async (req) =>
-            (await registry.getAction((req.params as { name: string }).name))?.row.application,
-        },
-      },
+      config: { auth: { bodySecret: true, fallbackApplication: actionOwner, owner: actionOwner } },
       schema: {
         tags: ['actions'],
         summary: 'Add a schema version (checked for compatibility, default BACKWARD)',
-        params: nameParam,
+        params: NAME_PARAM,
         querystring: {
           type: 'object',
           properties: { compatibility: { enum: ['BACKWARD', 'FORWARD', 'FULL', 'NONE'] } },
@@ -276,14 +318,9 @@ export async function registryRoutes(app: FastifyInstance, ctx: ApiContext): Pro
           },
           required: ['schemata'],
         },
+        response: replies({ 200: { $ref: 'Action#' } }),
       },
     },
-    async (req) => {
-      const { name } = req.params as { name: string };
-      const action = await registry.requireAction(name);
-      auth.actsFor(req.principal, action.row.application);
-      const mode = (req.query as { compatibility?: 'BACKWARD' | 'FORWARD' | 'FULL' | 'NONE' }).compatibility;
-      return actionView(await registry.updateSchema(name, (req.body as { schemata: unknown }).schemata, mode));
-    },
+    async (req) => actionView(await registry.updateSchema(req.params.name, req.body.schemata, req.query.compatibility)),
   );
 }

@@ -5,6 +5,7 @@ import Fastify, {
   type FastifyError,
   type FastifyInstance,
   type FastifyReply,
+  type FastifyRequest,
 } from 'fastify';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
@@ -15,6 +16,9 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import { AmeboError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { dataException, storeUnreachable } from '../store/errors.js';
+import { BrokerUnavailableError } from '../broker/connection.js';
+import { addSharedSchemas, SHARED } from './schemas.js';
 import type { Registry } from '../registry.js';
 import type { PublishPipeline } from '../publish.js';
 import type { Pool } from '../store/db.js';
@@ -43,16 +47,15 @@ export interface ApiContext {
   auth: Authenticator;
   /** Extra route plugins (bridge deliveries, fabric gateway, services, stream, dashboard). */
   plugins?: ((app: FastifyInstance, ctx: ApiContext) => Promise<void>)[];
-  /** Set by the subscription routes: loads a subscription the caller may manage. */
-  ownedSubscription?: (
-    req: import('fastify').FastifyRequest,
-  ) => Promise<{ row: import('../store/registry.js').SubscriptionRow; who: import('./auth.js').Principal }>;
 }
 
-const PG_DOWN = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', '57P01', '57P03', '08006', '08001', '08003']);
-
-/** Maps any error to the `{ error: { code, message, details } }` contract; bad input is never a 5xx. */
-export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboError {
+/**
+ * Maps any error to the `{ error: { code, message, details } }` contract; bad input is never a 5xx.
+ * Errors are told apart by their class or code (fastify's FST_*, the store's verdicts), never by
+ * their message.
+ */
+export function toAmeboError(err: FastifyError | Error, req?: FastifyRequest): AmeboError {
+  const log = req?.log as Logger | undefined;
   if (err instanceof AmeboError) return err;
   const e = err as FastifyError & { validation?: unknown[]; code?: string };
   if (e.validation)
@@ -70,7 +73,7 @@ export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboErro
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new AmeboError(
         'UNSUPPORTED_MEDIA_TYPE',
-        `content type ${JSON.stringify(e.message.split(': ')[1] ?? '')} is not application/json`,
+        `content type ${JSON.stringify(req?.headers['content-type'] ?? '')} is not application/json`,
       );
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new AmeboError('BODY_TOO_LARGE');
@@ -84,17 +87,18 @@ export function toAmeboError(err: FastifyError | Error, log?: Logger): AmeboErro
     return new AmeboError('MALFORMED_JSON', e.message);
   // PostgreSQL data exceptions (class 22: NUL bytes, bad encodings) are the input's fault.
   // Their text is PostgreSQL's and names its internals: it goes to the log, never to the client.
-  if (typeof e.code === 'string' && /^22[0-9A-Z]{3}$/.test(e.code)) {
-    log?.debug({ err: e.message, code: e.code }, 'input PostgreSQL cannot store');
+  const sqlstate = dataException(e);
+  if (sqlstate) {
+    log?.debug({ err: e.message, code: sqlstate }, 'input PostgreSQL cannot store');
     return new AmeboError(
       'BAD_REQUEST',
       'the input holds a value that cannot be stored (a NUL character, an invalid encoding or an out-of-range value)',
-      [{ sqlstate: e.code }],
+      [{ sqlstate }],
     );
   }
-  if (e.code && PG_DOWN.has(e.code)) return new AmeboError('UNAVAILABLE', 'PostgreSQL is unreachable');
-  if (/timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED/i.test(e.message))
-    return new AmeboError('UNAVAILABLE', 'PostgreSQL is unreachable');
+  if (storeUnreachable(e)) return new AmeboError('UNAVAILABLE', 'PostgreSQL is unreachable');
+  if (e instanceof BrokerUnavailableError)
+    return new AmeboError('UNAVAILABLE', 'RabbitMQ is not connected; try again shortly');
   if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500)
     return new AmeboError(
       e.statusCode === 404 ? 'NOT_FOUND' : e.statusCode === 405 ? 'METHOD_NOT_ALLOWED' : 'BAD_REQUEST',
@@ -164,12 +168,16 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
     useDefaults: true,
   });
   for (const a of [bodyAjv, queryAjv]) (addFormats as unknown as (x: Ajv) => void)(a);
+  // The shared schemas ($ref: 'Event#', ...) for the serializer (fastify passes them on) and for
+  // both validators (a custom compiler gets none of them by itself).
+  addSharedSchemas(app);
+  for (const a of [bodyAjv, queryAjv]) for (const s of SHARED) a.addSchema(s);
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : queryAjv).compile(schema));
 
   // Only JSON bodies: text/plain would otherwise parse to a string and fail later as a 400.
   app.removeContentTypeParser('text/plain');
   app.setErrorHandler((err, req, reply) => {
-    const ae = toAmeboError(err as Error, req.log as Logger);
+    const ae = toAmeboError(err as Error, req);
     if (ae.headers) void reply.headers(ae.headers);
     return reply.status(ae.status).send(ae.toJSON());
   });
@@ -190,6 +198,8 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
   });
 
   await app.register(swagger, {
+    // Shared schemas appear under components.schemas by their $id (Event, Subscription, Error...).
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` },
     openapi: {
       info: { title: 'Amebo', version: '1', description: 'HTTP-first event notification server in front of RabbitMQ' },
       components: {

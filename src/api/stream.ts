@@ -6,6 +6,8 @@ import type { WebSocket } from 'ws';
 import { randomBytes } from 'node:crypto';
 import { sha256 } from '../secrets.js';
 import { AmeboError } from '../errors.js';
+import { queryString } from './auth.js';
+import { replies, typed } from './schemas.js';
 import type { ApiContext } from './server.js';
 import { isTopicPattern, topicMatcher, TOPIC_LIMITS } from '../delivery/topic.js';
 
@@ -181,7 +183,8 @@ class Tickets {
   }
 }
 
-export async function streamRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
+export async function streamRoutes(scope: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const app = typed(scope);
   const hub = new StreamHub(ctx);
   const tickets = new Tickets(ctx);
   app.addHook('onClose', async () => hub.close());
@@ -193,10 +196,40 @@ export async function streamRoutes(app: FastifyInstance, ctx: ApiContext): Promi
       schema: {
         tags: ['stream'],
         summary: 'A one-use ticket (30 s) that opens one live-tail websocket without the admin token in the URL',
+        response: replies({
+          201: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { ticket: { type: 'string' }, expires_at: { type: 'string', format: 'date-time' } },
+            required: ['ticket', 'expires_at'],
+          },
+        }),
       },
     },
     async (_req, reply) => reply.status(201).send(await tickets.issue()),
   );
+
+  /**
+   * The live tail is the admin's: the admin token (header), or, for browsers that cannot set a
+   * websocket's headers, a one-use `?ticket=` (or the deprecated `?token=`).
+   */
+  const streamCredentials = async (req: FastifyRequest): Promise<boolean> => {
+    const ticket = queryString(req, 'ticket');
+    const token = queryString(req, 'token');
+    if (ticket) {
+      if (!(await tickets.redeem(ticket)))
+        throw new AmeboError(
+          'UNAUTHENTICATED',
+          'the ticket is unknown, used or expired: ask POST /v1/stream/tickets for another',
+        );
+      return true;
+    }
+    if (token) {
+      if (!ctx.auth.isAdminToken(token)) throw new AmeboError('UNAUTHENTICATED', 'invalid admin token');
+      return true;
+    }
+    return false;
+  };
 
   // A plain GET (no upgrade) is told what to do; `wsHandler` serves the websocket. Declared this
   // way (not `websocket: true`, which hides the route) so the OpenAPI document lists the stream.
@@ -210,40 +243,32 @@ export async function streamRoutes(app: FastifyInstance, ctx: ApiContext): Promi
       );
     },
     wsHandler: async (socket, req) => {
-      const actions = (req.query as { actions?: string }).actions;
+      const { actions } = req.query;
       const patterns = actions ? actions.split(',').map((p) => topicMatcher(p.trim())) : null;
       await hub.add({ ws: socket, patterns });
       // After the subscription is in place: from `hello` on, nothing published is missed.
       socket.send(JSON.stringify({ type: 'hello', actions: actions ? actions.split(',') : ['#'] }));
     },
-    config: { auth: 'public' },
+    config: { auth: { admin: true, admits: streamCredentials } },
     schema: {
       tags: ['stream'],
       summary:
         'Live tail over a websocket (admin): events, delivery outcomes, service changes. Authenticate with Authorization: Bearer, or ?ticket= from POST /v1/stream/tickets',
+      description:
+        'Messages are JSON: {"type":"hello","actions":[...]} first, then {"type":"event","event":{...}}, {"type":"delivery",...} and {"type":"service",...}.',
       querystring: {
         type: 'object',
         properties: {
-          actions: { type: 'string', maxLength: 2048 },
+          actions: { type: 'string', maxLength: 2048, description: 'comma-separated actions or topic patterns' },
           ticket: { type: 'string', maxLength: 128 },
           token: { type: 'string', maxLength: 512, description: 'deprecated: the admin token (prefer a ticket)' },
         },
       },
+      response: replies({
+        101: { description: 'Switching Protocols: the websocket is open' },
+      }),
     },
     preValidation: async (req: FastifyRequest) => {
-      const { token, ticket, actions } = req.query as { token?: string; ticket?: string; actions?: string };
-      if (ticket) {
-        if (!(await tickets.redeem(ticket)))
-          throw new AmeboError(
-            'UNAUTHENTICATED',
-            'the ticket is unknown, used or expired: ask POST /v1/stream/tickets for another',
-          );
-      } else if (token) {
-        if (!ctx.auth.isAdminToken(token)) throw new AmeboError('UNAUTHENTICATED', 'invalid admin token');
-      } else {
-        const who = await ctx.auth.principal(req);
-        if (who.kind !== 'admin') throw new AmeboError('FORBIDDEN', 'the live tail needs the admin token');
-      }
       if (hub.size >= ctx.cfg.streamMaxClients)
         throw new AmeboError(
           'RATE_LIMITED',
@@ -251,6 +276,7 @@ export async function streamRoutes(app: FastifyInstance, ctx: ApiContext): Promi
           undefined,
           { 'retry-after': '5' },
         );
+      const actions = queryString(req, 'actions');
       const list = actions ? actions.split(',') : [];
       if (list.length > MAX_STREAM_PATTERNS)
         throw new AmeboError('VALIDATION', `at most ${MAX_STREAM_PATTERNS} patterns`);

@@ -1,15 +1,12 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { AmeboError } from '../errors.js';
-import { isUuid } from '../ids.js';
-import { newSigningSecret } from '../secrets.js';
-import * as sql from '../store/registry.js';
+import type { Topology } from '../broker/topology.js';
 import type { SubscriptionRow } from '../store/registry.js';
-import type { Principal } from './auth.js';
 import { redactUrl } from '../log.js';
+import { bodyString } from './auth.js';
+import { subscriptionById, subscriptionOwner } from './owned.js';
+import { ID_PARAM, NO_CONTENT, replies, SubscriptionSchema, typed } from './schemas.js';
 import type { ApiContext } from './server.js';
-
-/** Grace period during which a rotated-out signing secret still signs (both signatures are sent). */
-export const ROTATION_GRACE_MS = 24 * 3600_000;
 
 const settingsProps = {
   handler: { type: 'string', maxLength: 2048 },
@@ -28,7 +25,7 @@ const settingsProps = {
   description: { type: ['string', 'null'], maxLength: 4096 },
 } as const;
 
-export function subscriptionView(ctx: ApiContext, r: SubscriptionRow) {
+export function subscriptionView(topology: Topology, r: SubscriptionRow) {
   return {
     id: r.id,
     application: r.application,
@@ -36,8 +33,8 @@ export function subscriptionView(ctx: ApiContext, r: SubscriptionRow) {
     action: r.action,
     transport: r.transport,
     handler: r.handler === null ? null : redactUrl(r.handler),
-    queue: ctx.topology.subscriptionQueue(r.application, r.name),
-    dead_letter_queue: ctx.topology.deadQueue(r.application, r.name),
+    queue: topology.subscriptionQueue(r.application, r.name),
+    dead_letter_queue: topology.deadQueue(r.application, r.name),
     max_attempts: r.max_attempts,
     max_age: r.max_age,
     retry_schedule: r.retry_schedule,
@@ -54,31 +51,18 @@ export function subscriptionView(ctx: ApiContext, r: SubscriptionRow) {
   };
 }
 
-/** Tells bridge workers (all processes) that a subscription changed. */
-export async function announce(ctx: ApiContext, id: string): Promise<void> {
-  await ctx.redis.publish(ctx.cfg.redis.subscriptionsChannel, id).catch(() => undefined);
-}
+const gone = (id: string) => new AmeboError('SUBSCRIPTION_NOT_FOUND', `no subscription "${id}"`);
 
-const idParam = { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] } as const;
-
-export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext): Promise<void> {
-  const { registry, auth, pool } = ctx;
-
-  /** Loads the subscription and checks the caller may manage it (admin or its application). */
-  async function owned(req: FastifyRequest): Promise<{ row: SubscriptionRow; who: Principal }> {
-    const { id } = req.params as { id: string };
-    const row = isUuid(id) ? await sql.getSubscription(pool, id) : null;
-    if (!row) throw new AmeboError('SUBSCRIPTION_NOT_FOUND', `no subscription "${id}"`);
-    const who = req.principal;
-    if (who.kind === 'app' && who.name !== row.application) throw new AmeboError('FORBIDDEN', 'not your subscription');
-    return { row, who };
-  }
-  ctx.ownedSubscription = owned;
+export async function subscriptionRoutes(scope: FastifyInstance, ctx: ApiContext): Promise<void> {
+  const app = typed(scope);
+  const { registry, topology } = ctx;
+  const view = (r: SubscriptionRow) => subscriptionView(topology, r);
+  const owner = subscriptionOwner(registry);
 
   app.post(
     '/v1/subscriptions',
     {
-      config: { auth: { bodySecret: true } },
+      config: { auth: { bodySecret: true, owner: (req) => bodyString(req, 'application', 'microservice') } },
       schema: {
         tags: ['subscriptions'],
         summary: 'Subscribe an application to an action or topic pattern; the signing secret is shown only here',
@@ -97,18 +81,37 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
           required: ['subscription', 'action'],
           anyOf: [{ required: ['application'] }, { required: ['microservice'] }],
         },
+        response: replies({
+          201: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              ...SubscriptionSchema.properties,
+              signing_secret: { type: 'string', description: 'shown only here' },
+              queue_declared: {
+                type: 'boolean',
+                description: 'false when RabbitMQ was away: the queues are declared when it is back',
+              },
+            },
+            required: [...SubscriptionSchema.required, 'signing_secret', 'queue_declared'],
+          },
+        }),
       },
     },
     async (req, reply) => {
-      const b = req.body as Record<string, any>;
-      const application = (b.application ?? b.microservice) as string;
-      auth.actsFor(req.principal, application);
-      const { row, signingSecret } = await registry.createSubscription({ ...b, application } as never);
-      const declared = await registry.declareQueues(row);
-      await announce(ctx, row.id);
-      return reply
-        .status(201)
-        .send({ ...subscriptionView(ctx, row), signing_secret: signingSecret, queue_declared: declared });
+      const { microservice, secret: _secret, encryption_key, rate_limit, description, retry_schedule, ...b } = req.body;
+      const application = b.application ?? microservice;
+      if (application === undefined)
+        throw new AmeboError('VALIDATION', 'application is required', [{ instancePath: '/application' }]);
+      const { row, signingSecret, queueDeclared } = await registry.subscribe({
+        ...b,
+        application,
+        ...(retry_schedule ? { retry_schedule: [...retry_schedule] } : {}),
+        ...(encryption_key ? { encryption_key } : {}),
+        ...(rate_limit !== undefined && rate_limit !== null ? { rate_limit } : {}),
+        ...(description !== undefined && description !== null ? { description } : {}),
+      });
+      return reply.status(201).send({ ...view(row), signing_secret: signingSecret, queue_declared: queueDeclared });
     },
   );
 
@@ -121,108 +124,135 @@ export async function subscriptionRoutes(app: FastifyInstance, ctx: ApiContext):
           type: 'object',
           properties: { application: { type: 'string', maxLength: 63 }, action: { type: 'string', maxLength: 255 } },
         },
+        response: replies({
+          200: {
+            type: 'object',
+            properties: { items: { type: 'array', items: { $ref: 'Subscription#' } } },
+            required: ['items'],
+          },
+        }),
       },
     },
     async (req) => {
       const who = req.principal;
-      const q = req.query as { application?: string; action?: string };
+      const q = req.query;
       if (who.kind === 'app' && q.application && q.application !== who.name)
         throw new AmeboError('FORBIDDEN', 'applications list their own subscriptions');
-      const rows = await sql.listSubscriptions(pool, {
+      const rows = await registry.listSubscriptions({
         ...q,
         application: who.kind === 'app' ? who.name : q.application,
       });
-      return { items: rows.map((r) => subscriptionView(ctx, r)) };
+      return { items: rows.map(view) };
     },
   );
 
-  app.get('/v1/subscriptions/:id', { schema: { tags: ['subscriptions'], params: idParam } }, async (req) => {
-    return subscriptionView(ctx, (await owned(req)).row);
-  });
+  app.get(
+    '/v1/subscriptions/:id',
+    {
+      config: { auth: { owner } },
+      schema: { tags: ['subscriptions'], params: ID_PARAM, response: replies({ 200: { $ref: 'Subscription#' } }) },
+    },
+    async (req) => view(await subscriptionById(registry, req.params.id)),
+  );
 
   app.patch(
     '/v1/subscriptions/:id',
     {
+      config: { auth: { owner } },
       schema: {
         tags: ['subscriptions'],
-        params: idParam,
+        summary: 'Change the handler or delivery settings',
+        params: ID_PARAM,
         body: { type: 'object', properties: settingsProps, additionalProperties: false },
+        response: replies({ 200: { $ref: 'Subscription#' } }),
       },
     },
     async (req) => {
-      const { row } = await owned(req);
-      const b = req.body as Record<string, any>;
-      const patch: sql.SubscriptionPatch = {};
-      if (b.handler !== undefined) {
-        if (row.transport !== 'http') throw new AmeboError('VALIDATION', 'amqp subscriptions have no handler');
-        const { resolveHandler } = await import('../registry.js');
-        patch.handler = resolveHandler(b.handler, (await registry.requireApplication(row.application)).address);
-        await registry.checkTarget(patch.handler);
-      }
-      const merged = registry.settings({
-        max_attempts: b.max_attempts ?? row.max_attempts,
-        max_age: b.max_age ?? row.max_age,
-        retry_schedule: b.retry_schedule ?? row.retry_schedule,
-        timeout_ms: b.timeout_ms ?? row.timeout_ms,
-        format: b.format ?? row.format,
-        rate_limit: b.rate_limit === undefined ? (row.rate_limit ?? undefined) : b.rate_limit,
-        description: b.description === undefined ? (row.description ?? undefined) : b.description,
-        encryption_key: b.encryption_key ?? undefined,
+      const row = await subscriptionById(registry, req.params.id);
+      const { retry_schedule, ...b } = req.body;
+      const updated = await registry.updateSubscription(row, {
+        ...b,
+        ...(retry_schedule ? { retry_schedule: [...retry_schedule] } : {}),
       });
-      Object.assign(patch, merged);
-      if (b.encryption_key === undefined) delete patch.encryption_key;
-      if (b.encryption_key === null) patch.encryption_key = null;
-      const updated = (await sql.updateSubscription(pool, row.id, patch))!;
-      await registry.declareQueues(updated); // a new retry step needs its queue
-      await announce(ctx, row.id);
-      return subscriptionView(ctx, updated);
+      if (!updated) throw gone(row.id);
+      return view(updated);
     },
   );
 
-  app.delete('/v1/subscriptions/:id', { schema: { tags: ['subscriptions'], params: idParam } }, async (req, reply) => {
-    const { row } = await owned(req);
-    await sql.deleteSubscription(pool, row.id);
-    await registry.removeQueues(row.application, row.name);
-    await announce(ctx, row.id);
-    return reply.status(204).send();
-  });
+  app.delete(
+    '/v1/subscriptions/:id',
+    {
+      config: { auth: { owner } },
+      schema: {
+        tags: ['subscriptions'],
+        summary: 'Delete a subscription and its queues',
+        params: ID_PARAM,
+        response: replies({ 204: NO_CONTENT }),
+      },
+    },
+    async (req, reply) => {
+      const row = await subscriptionById(registry, req.params.id);
+      if (!(await registry.deleteSubscription(row.id))) throw gone(row.id);
+      return reply.status(204).send(null);
+    },
+  );
 
   for (const [verb, paused] of [
     ['pause', true],
     ['resume', false],
   ] as const) {
-    app.post(`/v1/subscriptions/:id/${verb}`, { schema: { tags: ['subscriptions'], params: idParam } }, async (req) => {
-      const { row } = await owned(req);
-      const updated = (await sql.updateSubscription(
-        pool,
-        row.id,
-        paused ? { paused } : { paused, disabled_reason: null },
-      ))!;
-      await announce(ctx, row.id);
-      return subscriptionView(ctx, updated);
-    });
+    app.post(
+      `/v1/subscriptions/:id/${verb}`,
+      {
+        config: { auth: { owner } },
+        schema: {
+          tags: ['subscriptions'],
+          summary: paused
+            ? 'Stop deliveries (events wait in the queue)'
+            : 'Resume deliveries (clears a disabled reason)',
+          params: ID_PARAM,
+          response: replies({ 200: { $ref: 'Subscription#' } }),
+        },
+      },
+      async (req) => {
+        const row = await subscriptionById(registry, req.params.id);
+        const updated = await registry.setPaused(row.id, paused);
+        if (!updated) throw gone(row.id);
+        return view(updated);
+      },
+    );
   }
 
   app.post(
     '/v1/subscriptions/:id/rotate-secret',
-    { schema: { tags: ['subscriptions'], params: idParam } },
+    {
+      config: { auth: { owner } },
+      schema: {
+        tags: ['subscriptions'],
+        summary: 'A new signing secret; the previous ones keep signing for 24 h (both signatures are sent)',
+        params: ID_PARAM,
+        response: replies({
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              ...SubscriptionSchema.properties,
+              signing_secret: { type: 'string', description: 'shown only here' },
+              previous_valid_until: {
+                type: ['string', 'null'],
+                description: 'until when the previous secrets still sign (null: there were none)',
+              },
+            },
+            required: [...SubscriptionSchema.required, 'signing_secret', 'previous_valid_until'],
+          },
+        }),
+      },
+    },
     async (req) => {
-      const { row } = await owned(req);
-      const secret = newSigningSecret();
-      const graceUntil = new Date(Date.now() + ROTATION_GRACE_MS).toISOString();
-      const now = Date.now();
-      const kept = row.signing_secrets
-        .filter((s) => s.expires_at === null || Date.parse(s.expires_at) > now)
-        .map((s) => ({ sealed: s.sealed, expires_at: s.expires_at ?? graceUntil }));
-      const updated = (await sql.updateSubscription(pool, row.id, {
-        signing_secrets: [...kept, { sealed: registry.box.seal(secret), expires_at: null }],
-      }))!;
-      await announce(ctx, row.id);
-      return {
-        ...subscriptionView(ctx, updated),
-        signing_secret: secret,
-        previous_valid_until: kept.length ? graceUntil : null,
-      };
+      const row = await subscriptionById(registry, req.params.id);
+      const r = await registry.rotateSigningSecret(row);
+      if (!r) throw gone(row.id);
+      return { ...view(r.row), signing_secret: r.secret, previous_valid_until: r.previousValidUntil };
     },
   );
 }

@@ -4,7 +4,8 @@
  * Failures are `AmeboError`s, serialized by the caller's error handler.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { AmeboError } from '../errors.js';
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
+import { AmeboError, ERROR_BODY } from '../errors.js';
 import type { FabricConnector } from './connector.js';
 import { FabricUnavailableError, RemoteError, RpcTimeoutError, ServiceNotFoundError } from './errors.js';
 import { encodeStrictJson, MAX_DEPTH, nestingDepth } from './json.js';
@@ -30,12 +31,46 @@ export interface RpcGatewayOptions {
   maxTimeoutMs?: number;
 }
 
+const PART = { type: 'string', description: '[A-Za-z0-9_-]{1,63}' } as const;
+
+/**
+ * The route's contract. Names and `timeout_ms` are checked by the handler (every problem reported
+ * at once, with its instancePath); the schema types them and documents the answers.
+ */
+const RPC_SCHEMA = {
+  tags: ['rpc'],
+  summary: 'Call an RPC method of a fabric service; the JSON body holds its keyword arguments',
+  params: {
+    type: 'object',
+    properties: {
+      domain: PART,
+      type: PART,
+      id: PART,
+      method: { type: 'string', description: '[A-Za-z_][A-Za-z0-9_]{0,127}' },
+    },
+    required: ['domain', 'type', 'id', 'method'],
+  },
+  querystring: {
+    type: 'object',
+    properties: { timeout_ms: { type: 'string', description: 'deadline in milliseconds (default 10000)' } },
+  },
+  response: {
+    200: {
+      type: 'object',
+      properties: { result: { description: 'what the method returned (strict JSON)' } },
+    },
+    '4xx': ERROR_BODY,
+    '5xx': ERROR_BODY,
+  },
+} as const;
+
 /** Registers the route; usable directly or as a plugin (`app.register(rpcGatewayRoutes, opts)`). */
 export async function rpcGatewayRoutes(app: FastifyInstance, opts: RpcGatewayOptions): Promise<void> {
   const defaultTimeoutMs = opts.defaultTimeoutMs ?? 10_000;
   const maxTimeoutMs = opts.maxTimeoutMs ?? 300_000;
-  app.post('/v1/rpc/:domain/:type/:id/:method', async (req, reply) => {
-    const { domain, type, id, method } = req.params as Record<'domain' | 'type' | 'id' | 'method', string>;
+  const typed = app.withTypeProvider<JsonSchemaToTsProvider>();
+  typed.post('/v1/rpc/:domain/:type/:id/:method', { schema: RPC_SCHEMA }, async (req, reply) => {
+    const { domain, type, id, method } = req.params;
     const problems: Array<{ instancePath: string; message: string }> = [];
     for (const [k, v] of Object.entries({ domain, type, id }))
       if (!isValidPart(v)) problems.push({ instancePath: `/params/${k}`, message: 'must match [A-Za-z0-9_-]{1,63}' });
@@ -47,7 +82,7 @@ export async function rpcGatewayRoutes(app: FastifyInstance, opts: RpcGatewayOpt
     else if (nestingDepth(body, MAX_DEPTH) > MAX_DEPTH)
       throw new AmeboError('PAYLOAD_TOO_DEEP', `the arguments are nested deeper than ${MAX_DEPTH} levels`);
     let timeoutMs = defaultTimeoutMs;
-    const raw = (req.query as { timeout_ms?: string }).timeout_ms;
+    const raw = req.query.timeout_ms;
     if (raw !== undefined) {
       timeoutMs = Number(raw);
       if (!/^\d+$/.test(raw) || timeoutMs < 1 || timeoutMs > maxTimeoutMs)
@@ -62,7 +97,10 @@ export async function rpcGatewayRoutes(app: FastifyInstance, opts: RpcGatewayOpt
       throw toAmeboError(err, `${domain}.${type}.${id}`, method);
     }
     // Results may hold bigints and non-finite numbers (from Python): strict JSON for HTTP clients.
-    return reply.type('application/json; charset=utf-8').send(encodeStrictJson({ result }));
+    return reply
+      .type('application/json; charset=utf-8')
+      .serializer((payload) => encodeStrictJson(payload))
+      .send({ result });
   });
 }
 

@@ -16,7 +16,8 @@ import type { Channel, ConsumeMessage } from 'amqplib';
 import type { FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import { pino, type Logger } from 'pino';
-import { AmeboError } from '../errors.js';
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
+import { AmeboError, ERROR_BODY } from '../errors.js';
 import {
   Directory,
   matches,
@@ -218,23 +219,54 @@ export class Presence extends EventEmitter<PresenceEvents> {
   }
 }
 
+const SERVICE = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    domain: { type: 'string' },
+    type: { type: 'string' },
+    id: { type: 'string' },
+    fqn: { type: 'string' },
+    status: { type: 'string', description: 'up, degraded or down' },
+    instances: { type: 'integer', description: 'instances heard within the TTL that have not said goodbye' },
+    version: { type: ['string', 'null'] },
+    host: { type: ['string', 'null'] },
+    started_at: { type: ['string', 'null'] },
+    last_seen: { type: 'string', description: 'time of the last keep-alive from any instance' },
+  },
+  required: ['domain', 'type', 'id', 'fqn', 'status', 'instances', 'version', 'host', 'started_at', 'last_seen'],
+} as const;
+
 /**
  * `GET /v1/services?domain=&type=` → `{ items: [...] }`. Authentication is the caller's hook.
  * Usable directly or as a plugin: `app.register(servicesRoutes, { presence })`.
  */
-export async function servicesRoutes(app: FastifyInstance, opts: { presence: Presence }): Promise<void> {
+export async function servicesRoutes(scope: FastifyInstance, opts: { presence: Presence }): Promise<void> {
+  const app = scope.withTypeProvider<JsonSchemaToTsProvider>();
   app.get(
     '/v1/services',
     {
       schema: {
+        tags: ['services'],
+        summary: 'The services of the fabric, as their keep-alives tell',
         querystring: {
           type: 'object',
           properties: { domain: { type: 'string', maxLength: 63 }, type: { type: 'string', maxLength: 63 } },
         },
+        response: {
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { items: { type: 'array', items: SERVICE } },
+            required: ['items'],
+          },
+          '4xx': ERROR_BODY,
+          '5xx': ERROR_BODY,
+        },
       },
     },
     async (req) => {
-      const q = req.query as { domain?: string; type?: string };
+      const q = req.query;
       const filter: { domain?: string; type?: string } = {};
       if (q.domain) filter.domain = q.domain;
       if (q.type) filter.type = q.type;

@@ -185,7 +185,7 @@ export interface DeliveryRow {
   subscription: string;
   subscription_name: string;
   application: string;
-  state: string;
+  state: 'pending' | 'delivered' | 'retrying' | 'dead';
   attempts: number;
   last_status: number | null;
   last_error: string | null;

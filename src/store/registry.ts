@@ -48,7 +48,10 @@ export interface SubscriptionRow {
 }
 
 const isUnique = (err: unknown): boolean => (err as { code?: string }).code === '23505';
+const isMissingReference = (err: unknown): boolean => (err as { code?: string }).code === '23503';
 export class UniqueViolation extends Error {}
+/** A row names a parent that does not exist (anymore): e.g. its application was deleted meanwhile. */
+export class MissingReference extends Error {}
 
 export async function getSetting(pool: Pool, key: string): Promise<string | null> {
   const r = await pool.query<{ value: string }>('SELECT value FROM settings WHERE key = $1', [key]);
@@ -116,9 +119,43 @@ export async function updateApplication(
   return r.rows[0] ?? null;
 }
 
-export async function deleteApplication(pool: Pool, name: string): Promise<boolean> {
-  const r = await pool.query('DELETE FROM applications WHERE name = $1', [name]);
-  return (r.rowCount ?? 0) > 0;
+/** What deleting an application removed with it (its actions and subscriptions cascade). */
+export interface DeletedApplication {
+  application: string;
+  actions: string[];
+  subscriptions: Pick<SubscriptionRow, 'id' | 'application' | 'name'>[];
+}
+
+/**
+ * Deletes an application and returns exactly what went with it, in one transaction: the row is
+ * locked first, so a subscription or action being inserted for it concurrently either commits
+ * before (and is deleted, and returned, here) or fails on the missing application after.
+ */
+export async function deleteApplication(pool: Pool, name: string): Promise<DeletedApplication | null> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const app = await client.query('SELECT name FROM applications WHERE name = $1 FOR UPDATE', [name]);
+    if (!app.rowCount) {
+      await client.query('ROLLBACK');
+      return null;
+    }
+    const subs = await client.query<Pick<SubscriptionRow, 'id' | 'application' | 'name'>>(
+      'DELETE FROM subscriptions WHERE application = $1 RETURNING id, application, name',
+      [name],
+    );
+    const actions = await client.query<{ name: string }>('DELETE FROM actions WHERE application = $1 RETURNING name', [
+      name,
+    ]);
+    await client.query('DELETE FROM applications WHERE name = $1', [name]);
+    await client.query('COMMIT');
+    return { application: name, actions: actions.rows.map((a) => a.name), subscriptions: subs.rows };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
 }
 
 // ---- actions
@@ -145,6 +182,7 @@ export async function insertAction(
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     if (isUnique(err)) throw new UniqueViolation(a.name);
+    if (isMissingReference(err)) throw new MissingReference(a.application);
     throw err;
   } finally {
     client.release();
@@ -309,6 +347,7 @@ export async function insertSubscription(pool: Pool, s: NewSubscription): Promis
     return r.rows[0]!;
   } catch (err) {
     if (isUnique(err)) throw new UniqueViolation(s.name);
+    if (isMissingReference(err)) throw new MissingReference(s.application);
     throw err;
   }
 }
@@ -379,9 +418,10 @@ export async function updateSubscription(
   return r.rows[0] ?? null;
 }
 
-export async function deleteSubscription(pool: Pool, id: string): Promise<boolean> {
-  const r = await pool.query('DELETE FROM subscriptions WHERE id = $1', [id]);
-  return (r.rowCount ?? 0) > 0;
+/** Deletes a subscription; returns the row deleted (null when there was none, e.g. a concurrent delete won). */
+export async function deleteSubscription(pool: Pool, id: string): Promise<SubscriptionRow | null> {
+  const r = await pool.query<SubscriptionRow>('DELETE FROM subscriptions WHERE id = $1 RETURNING *', [id]);
+  return r.rows[0] ?? null;
 }
 
 /** 410 Gone: the subscription stops (paused with a reason) until someone resumes it. */

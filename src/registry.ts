@@ -406,6 +406,10 @@ export class Registry {
   ): Promise<{ row: sql.SubscriptionRow; signingSecret: string; queueDeclared: boolean }> {
     const { row, signingSecret } = await this.createSubscription(input);
     const queueDeclared = await this.declareQueues(row);
+    // Deleted meanwhile (its application was): whoever deleted it removed the queues, maybe before
+    // they were declared here, so they go again.
+    if (queueDeclared && !(await sql.getSubscription(this.pool, row.id)))
+      await this.removeQueues(row.application, row.name);
     await this.announceSubscription(row.id);
     return { row, signingSecret, queueDeclared };
   }

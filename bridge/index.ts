@@ -1,12 +1,20 @@
 import type { Amebo, PartStarter } from '../src/app.js';
 import type { Config } from '../src/config.js';
 import { Bridge, type BridgeOptions } from './bridge.js';
+import { QueueSampler } from './sampler.js';
 
 export { Bridge, type BridgeEvents, type BridgeOptions } from './bridge.js';
 export type { RecorderEvents } from './recorder.js';
+export { QueueSampler, type SamplerEvents } from './sampler.js';
 
 /** The bridge running in each Amebo of this process (one at most), for `bridgeOf`. */
 const running = new WeakMap<Amebo, Bridge>();
+const samplers = new WeakMap<Amebo, QueueSampler>();
+
+/** The queue-depth sampler of a running Amebo's bridge part, or null. */
+export function samplerOf(amebo: Amebo): QueueSampler | null {
+  return samplers.get(amebo) ?? null;
+}
 
 /**
  * The bridge part of a running Amebo, or null when it has none: tests (and embedders) listen to
@@ -27,9 +35,23 @@ export function bridgeStarter(opts?: BridgeOptions): PartStarter {
       throw err;
     }
     running.set(amebo, bridge);
+    const sampler = new QueueSampler({
+      pool: amebo.ctx.pool,
+      redis: amebo.redis,
+      names: amebo.cfg.redis,
+      broker: amebo.ctx.broker,
+      topology: amebo.ctx.topology,
+      log: amebo.ctx.log.child({ role: 'sampler' }),
+      intervalMs: amebo.cfg.queueSampleMs,
+      keepDays: amebo.cfg.queueSampleKeepDays,
+    });
+    samplers.set(amebo, sampler);
+    sampler.start();
     return {
       close: async () => {
         running.delete(amebo);
+        samplers.delete(amebo);
+        await sampler.stop();
         await bridge.close();
       },
     };

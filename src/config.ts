@@ -142,6 +142,13 @@ export const OPTIONS = {
   deliveryTimeoutMs: int(15000, 'default whole-attempt timeout of a webhook delivery', 'AMEBO_DELIVERY_TIMEOUT_MS', 1),
   connectTimeoutMs: int(5000, 'webhook connect timeout', 'AMEBO_CONNECT_TIMEOUT_MS', 1),
   prefetch: int(200, 'bridge prefetch per subscription consumer', 'AMEBO_PREFETCH', 1),
+  queueSampleMs: int(
+    30_000,
+    "how often one bridge process records every subscription queue's depth (for the backlog charts)",
+    'AMEBO_QUEUE_SAMPLE_MS',
+    200,
+  ),
+  queueSampleKeepDays: int(7, 'how long queue-depth samples are kept, days', 'AMEBO_QUEUE_SAMPLE_KEEP_DAYS', 1),
   blockPrivateTargets: bool(
     true,
     'refuse webhook targets on loopback, private, link-local/metadata, CGNAT, unique/site-local, multicast and unspecified addresses (and IPv6 forms embedding them)',

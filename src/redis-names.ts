@@ -51,6 +51,10 @@ export class RedisNames {
   pace(subscription: string): string {
     return `${this.root}pace:${subscription}`;
   }
+  /** Held by the one bridge process that samples queue depths this round. */
+  get samplerLock(): string {
+    return `${this.root}sampler`;
+  }
   /** Prefix under which the fabric presence keeps the fleet (`fabric:services`, `fabric:svc:*`). */
   get presence(): string {
     return this.root;

@@ -1,5 +1,4 @@
-import type { RedisNames } from '../src/redis-names.js';
-import { createHash } from 'node:crypto';
+import { RedisNames } from '../src/redis-names.js';
 import type { Redis } from 'ioredis';
 import { redactUrl, type Logger } from '../src/log.js';
 
@@ -52,7 +51,7 @@ export class Breaker {
   }
 
   static id(endpoint: string): string {
-    return createHash('sha1').update(endpoint).digest('hex').slice(0, 20);
+    return RedisNames.endpointId(endpoint);
   }
   private key(kind: string, endpoint: string): string {
     return this.names.breaker(kind, Breaker.id(endpoint));

@@ -4,6 +4,8 @@
  * Redis (pub/sub ignores database numbers) see none of each other's traffic when their prefixes
  * differ. A leaf: imports nothing of ours.
  */
+import { createHash } from 'node:crypto';
+
 export class RedisNames {
   /** `<prefix>:`; every name below starts with it. */
   readonly root: string;
@@ -31,7 +33,11 @@ export class RedisNames {
   }
 
   // ---- keys ----
-  /** Circuit-breaker state of one endpoint (`kind` is the field group). */
+  /** The short id of a webhook endpoint (its URL) in breaker keys. */
+  static endpointId(endpoint: string): string {
+    return createHash('sha1').update(endpoint).digest('hex').slice(0, 20);
+  }
+  /** Circuit-breaker state of one endpoint (`kind` is the field group: state, fail, probe). */
   breaker(kind: string, endpointId: string): string {
     return `${this.root}breaker:${kind}:${endpointId}`;
   }

@@ -18,6 +18,7 @@ import { subscriptionById, subscriptionOwner } from './owned.js';
 import { decodeCursor, page } from './paging.js';
 import { CURSOR, ID_PARAM, LIMIT, PAIR_PARAM, pageOf, replies, typed } from './schemas.js';
 import type { ApiContext } from './server.js';
+import { deliveryView } from './views.js';
 
 /** Deliveries page by (updated_at, event, subscription), newest change first. */
 const deliveryCursor = (parts: string[]) => {
@@ -27,18 +28,7 @@ const deliveryCursor = (parts: string[]) => {
   return { updatedAt, event, subscription };
 };
 
-const view = (d: DeliveryView) => ({
-  event: d.event,
-  subscription: d.subscription,
-  application: d.application,
-  subscription_name: d.subscription_name,
-  state: d.state,
-  attempts: d.attempts,
-  last_status: d.last_status,
-  last_error: d.last_error,
-  next_attempt_at: d.next_attempt_at,
-  updated_at: d.updated_at,
-});
+const view = (d: DeliveryView) => ({ event: d.event, ...deliveryView(d) });
 
 /** What the operator functions of bridge/recovery.ts need, from the API's context. */
 export function recoveryDeps(ctx: ApiContext): RecoveryDeps {

@@ -7,7 +7,8 @@ import { NAME } from '../registry.js';
 import { deliveriesOfEvent, getEvent, listEvents, type EventRow } from '../store/events.js';
 import type { Principal } from './auth.js';
 import { decodeCursor, page } from './paging.js';
-import { CURSOR, EventSchema, LIMIT, pageOf, replies, typed } from './schemas.js';
+import { CURSOR, EventSchema, LIMIT, pageOf, PublishResultSchema, replies, typed } from './schemas.js';
+import { deliveryView } from './views.js';
 import type { ApiContext } from './server.js';
 
 const eventItem = {
@@ -127,13 +128,7 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
     description: 'a publish result (status 200 or 202), or an error (status 4xx)',
     properties: {
       status: { type: 'integer' },
-      event: { type: 'string' },
-      action: { type: 'string' },
-      deduper: { type: ['string', 'null'] },
-      created_at: { type: 'string' },
-      published: { type: 'boolean' },
-      duplicate: { type: 'boolean' },
-      deliver_at: { type: 'string' },
+      ...PublishResultSchema.properties,
       error: { $ref: 'Error#/properties/error' },
     },
     required: ['status'],
@@ -306,17 +301,7 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
       const e = isUuid(id) ? await getEvent(pool, id) : null;
       if (!e) throw new AmeboError('EVENT_NOT_FOUND', `no event "${id}"`);
       if (who.kind === 'app' && who.name !== e.application) throw new AmeboError('FORBIDDEN', 'not your event');
-      const deliveries = (await deliveriesOfEvent(pool, id)).map((d) => ({
-        subscription: d.subscription,
-        subscription_name: d.subscription_name,
-        application: d.application,
-        state: d.state,
-        attempts: d.attempts,
-        last_status: d.last_status,
-        last_error: d.last_error,
-        next_attempt_at: d.next_attempt_at,
-        updated_at: d.updated_at,
-      }));
+      const deliveries = (await deliveriesOfEvent(pool, id)).map(deliveryView);
       return { ...eventView(e), deliveries };
     },
   );

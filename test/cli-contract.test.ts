@@ -6,10 +6,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { destroy, http, start, testEnv, type Running } from './helpers/harness.js';
+import { destroy, eventually, http, start, testEnv, type Running } from './helpers/harness.js';
 import { runCli } from './helpers/cli.js';
 import { FabricConnector } from '../src/fabric/index.js';
 import { bridgeStarter } from '../bridge/index.js';
@@ -368,4 +368,21 @@ test('the CLI contract: every command × good, missing, malformed, down', async 
   };
   await Promise.all([worker(), worker(), worker()]);
   assert.deepEqual(failures, []);
+});
+
+test('monitor --save writes one file per message, numbered in arrival order', async () => {
+  const dir = path.join(tmpdir(), `amebo-monitor-${hex()}`);
+  const mon = runCli(['monitor', 'order.*', '--count', '2', '--save', dir], vars(), 60_000);
+  await eventually(() => mon.err().includes('monitoring order.*'), 30_000);
+  const APP: [string, string] = ['shop', 'shop-secret-0123456789'];
+  const e = await http(srv.url, env, 'POST', '/v1/events', { action: 'order.placed', payload: { n: 42 } }, APP);
+  assert.equal(e.status, 202);
+  const e2 = await http(srv.url, env, 'POST', '/v1/events', { action: 'order.placed', payload: { n: 43 } }, APP);
+  assert.equal(await mon.done, 0, mon.err());
+  const files = (await readdir(dir)).sort();
+  assert.equal(files.length, 2, files.join(', '));
+  assert.match(files[0]!, new RegExp(`^000001-event-${e.body.event}\\.json$`));
+  assert.match(files[1]!, new RegExp(`^000002-event-${e2.body.event}\\.json$`));
+  const saved = JSON.parse(await readFile(path.join(dir, files[0]!), 'utf8'));
+  assert.deepEqual(saved.event.payload, { n: 42 });
 });

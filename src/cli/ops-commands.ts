@@ -8,6 +8,8 @@
  *
  * Exit codes and output follow the CLI contract (./contract.ts); the stream ending early is 1.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { styleText } from 'node:util';
 import type { Command } from 'commander';
 import WebSocket from 'ws';
@@ -56,6 +58,15 @@ const STATE_COLOUR: Record<string, Parameters<typeof styleText>[0]> = {
   down: 'red',
 };
 
+/** `--save`: one file per message, numbered in arrival order, named by type and id. */
+function saveMessage(dir: string, n: number, m: Record<string, any>): void {
+  const id = String(m.event?.id ?? m.event ?? m.fqn ?? '')
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .slice(0, 100);
+  const name = `${String(n).padStart(6, '0')}-${String(m.type).replace(/[^a-z]/g, '')}${id ? `-${id}` : ''}.json`;
+  writeFileSync(path.join(dir, name), JSON.stringify(m, null, 2) + '\n');
+}
+
 /** One line per stream message, for people. */
 export function describeStreamMessage(m: Record<string, any>): string | null {
   const at = new Date().toISOString().slice(11, 23);
@@ -86,10 +97,18 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
     .description('live tail of events, delivery outcomes and service changes (patterns: user.*, order.#)')
     .option('--json', 'one JSON message per line')
     .option('--count <n>', 'exit after n messages')
+    .option('--save <dir>', 'also write each message to its own JSON file in this folder (created if missing)')
     .option('--timeout <duration>', 'give up connecting after this long (500ms, 10s, 2m)', '10s')
     .action(
       action(async (patterns: string[], o: Flags) => {
         const count = positiveInt(o.count, '--count');
+        const save = typeof o.save === 'string' ? o.save : null;
+        if (save)
+          try {
+            mkdirSync(save, { recursive: true });
+          } catch (e) {
+            throw usage(`--save: cannot create ${save}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+          }
         const handshakeTimeout = parseDuration(String(o.timeout), '--timeout');
         const cfg = loadConfig();
         const token = requireToken(deps, cfg);
@@ -99,6 +118,7 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
         // The token goes in a header, never in the URL (proxies and logs keep URLs).
         const ws = new WebSocket(url, { handshakeTimeout, headers: { authorization: `Bearer ${token}` } });
         let seen = 0;
+        let saved = 0;
         let done = false;
         const finish = (code: number): void => {
           done = true;
@@ -122,12 +142,6 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
           );
         });
         ws.on('error', (e: Error) => failWith(unreachable(`Amebo at ${url}`, e.message)));
-        ws.on('open', () => {
-          if (!o.json)
-            process.stderr.write(
-              styleText('dim', `monitoring ${patterns.length ? patterns.join(', ') : 'everything'} (Ctrl-C to stop)\n`),
-            );
-        });
         ws.on('message', (data: WebSocket.RawData) => {
           let m: Record<string, any>;
           try {
@@ -136,7 +150,18 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
           } catch {
             return;
           }
-          if (m.type === 'hello') return;
+          if (m.type === 'hello') {
+            // From here on nothing published is missed.
+            if (!o.json)
+              process.stderr.write(
+                styleText(
+                  'dim',
+                  `monitoring ${patterns.length ? patterns.join(', ') : 'everything'} (Ctrl-C to stop)\n`,
+                ),
+              );
+            return;
+          }
+          if (save) saveMessage(save, ++saved, m);
           if (o.json) out(JSON.stringify(m));
           else {
             const line = describeStreamMessage(m);

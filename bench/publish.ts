@@ -1,27 +1,37 @@
 /**
- * Publish path benchmark: POST /v1/events (1 KiB payload, real schema, 32 connections) against a
- * bare fastify JSON POST endpoint measured in the same run, then latency at a fixed 1,000 events/s.
+ * Publish path benchmark: POST /v1/events (1 KiB payload, real schema, 32 connections) → committed
+ * → confirmed, against `node bin/amebo.js serve` (roles api,relay) in a child process, next to
+ * baselines measured in the same run: a bare fastify JSON POST that parses and validates the same
+ * body (its own child process), and raw amqplib publishes of the same body with publisher confirms
+ * to a quorum queue (from this process). Then latency and CPU at a fixed 1,000 events/s.
+ *
+ * CPU per event by process (see cpu.ts): Amebo's node process(es), the PostgreSQL backends of its
+ * database, the RabbitMQ node net of its background; the load generator (this process) apart.
+ * Amebo's window runs from the start of the load until every accepted event is confirmed and
+ * marked (its outbox is empty), so the confirm and mark bookkeeping is in the figure.
+ * Knobs: BENCH_SECONDS (8), BENCH_WORKERS (1).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { pathToFileURL } from 'node:url';
+import amqp from 'amqplib';
 import autocannon from 'autocannon';
 import pg from 'pg';
-import { request } from 'undici';
-import { dropBrokerObjects } from '../test/helpers/harness.js';
+import { AMQP_URL } from '../test/helpers/harness.js';
+import { startAmeboChild } from './amebo-child.js';
+import { closeAdmin, meter, PG_ADMIN_URL, PROBE_APP, rmqBackground, type CpuRow } from './cpu.js';
+import { APP_AUTH, orderPayload, setupOrders } from './payload.js';
 import type { Section } from './run.js';
 
 const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
+const RATE = 1000;
+const CONNECTIONS = 32;
 
-function spawnServer(
-  kind: 'bare' | 'amebo',
-  env: Record<string, string> = {},
-): Promise<{ port: number; child: ChildProcess }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', new URL('./servers.ts', import.meta.url).pathname, kind], {
-    env: { ...process.env, ...env },
+function spawnBare(): Promise<{ port: number; child: ChildProcess }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', new URL('./servers.ts', import.meta.url).pathname], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${kind} server did not start`)), 30_000);
+    const t = setTimeout(() => reject(new Error('bare server did not start')), 30_000);
     child.stdout.on('data', (d: Buffer) => {
       const m = /READY (\d+)/.exec(d.toString());
       if (m) {
@@ -29,16 +39,16 @@ function spawnServer(
         resolve({ port: Number(m[1]), child });
       }
     });
-    child.on('exit', (code) => reject(new Error(`${kind} server exited ${code}`)));
+    child.on('exit', (code) => reject(new Error(`bare server exited ${code}`)));
   });
 }
 
-function load(
+export function load(
   url: string,
   body: string,
   headers: Record<string, string>,
   opts: { connections: number; rate?: number; seconds: number },
-) {
+): Promise<autocannon.Result> {
   return new Promise<autocannon.Result>((resolve, reject) => {
     autocannon(
       {
@@ -55,142 +65,196 @@ function load(
   });
 }
 
-const payload = () => {
-  // ~1 KiB of realistic order data, valid against the schema below
-  const items = Array.from({ length: 8 }, (_, i) => ({
-    sku: `SKU-${i}-${randomBytes(6).toString('hex')}`,
-    qty: i + 1,
-    price: 9.99 + i,
-  }));
-  return {
-    order_id: randomBytes(8).toString('hex'),
-    user_id: 'u-12345',
-    currency: 'USD',
-    total: 123.45,
-    items,
-    note: 'x'.repeat(450),
-  };
-};
+/** Waits until `sql` (a count) returns 0, at most `ms`; returns the last count. */
+async function untilZero(c: pg.Client, sql: string, ms: number): Promise<number> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const n = (await c.query<{ n: number }>(sql)).rows[0]!.n;
+    if (n === 0 || Date.now() > end) return n;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Raw amqplib: the same body published with confirms (at most `window` unconfirmed) for `seconds`. */
+async function rawPublish(queue: string, body: Buffer, seconds: number, window = 2048): Promise<number> {
+  const conn = await amqp.connect(AMQP_URL);
+  try {
+    const ch = await conn.createConfirmChannel();
+    await ch.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    let inflight = 0;
+    let confirmed = 0;
+    let wake: (() => void) | undefined;
+    const end = performance.now() + seconds * 1000;
+    while (performance.now() < end) {
+      if (inflight >= window) {
+        await new Promise<void>((r) => (wake = r));
+        continue;
+      }
+      inflight++;
+      const ok = ch.publish('', queue, body, { persistent: true, contentType: 'application/json' }, (err) => {
+        inflight--;
+        if (!err) confirmed++;
+        const w = wake;
+        wake = undefined;
+        w?.();
+      });
+      if (!ok) await new Promise((r) => ch.once('drain', r));
+    }
+    await ch.waitForConfirms();
+    await ch.deleteQueue(queue);
+    return confirmed;
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+}
 
 export async function run(): Promise<Section> {
-  const id = randomBytes(4).toString('hex');
-  const token = `bench-${id}`;
-  const db = `amebo_bench_${id}`;
-  const env = {
-    AMEBO_DATABASE_URL: `postgres://postgres@127.0.0.1:5432/${db}`,
-    AMEBO_PREFIX: `bench${id}`,
-    AMEBO_REDIS_PREFIX: `bench${id}:`,
-    AMEBO_ADMIN_TOKEN: token,
-    AMEBO_SECRET_KEY: `bench-secret-key-${id}`,
-    AMEBO_DB_POOL: '8',
-  };
-  const bare = await spawnServer('bare');
-  const amebo = await spawnServer('amebo', env);
-  const base = `http://127.0.0.1:${amebo.port}`;
-  const post = async (path: string, body: unknown) => {
-    const r = await request(base + path, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-    const text = await r.body.text();
-    if (r.statusCode >= 300) throw new Error(`${path}: ${r.statusCode} ${text}`);
-  };
+  const bare = await spawnBare();
+  const amebo = await startAmeboChild({ roles: 'api,relay', env: { AMEBO_DB_POOL: '8' } });
   const notes: string[] = [];
+  const cpu: CpuRow[] = [];
+  const probe = new pg.Client({
+    connectionString: `${PG_ADMIN_URL.replace(/\/[^/]*$/, '')}/${amebo.db}`,
+    application_name: PROBE_APP,
+  });
   try {
-    await post('/v1/applications', { application: 'orders', secret: 'orders-secret-0123456789' });
-    await post('/v1/actions', {
-      action: 'order.placed',
-      application: 'orders',
-      schemata: {
-        type: 'object',
-        properties: {
-          order_id: { type: 'string' },
-          user_id: { type: 'string' },
-          currency: { type: 'string', enum: ['USD', 'EUR'] },
-          total: { type: 'number', minimum: 0 },
-          items: {
-            type: 'array',
-            items: {
-              type: 'object',
-              properties: { sku: { type: 'string' }, qty: { type: 'integer', minimum: 1 }, price: { type: 'number' } },
-              required: ['sku', 'qty'],
-            },
-          },
-          note: { type: 'string' },
-        },
-        required: ['order_id', 'user_id', 'items', 'total'],
-      },
-    });
-    await post('/v1/subscriptions', {
-      application: 'orders',
-      subscription: 'sink',
-      action: 'order.placed',
-      transport: 'amqp',
-    });
-    const body = JSON.stringify({ action: 'order.placed', payload: payload() });
-    const auth = { authorization: `Basic ${Buffer.from('orders:orders-secret-0123456789').toString('base64')}` };
+    await setupOrders(amebo.call);
+    await probe.connect();
+    const body = JSON.stringify({ action: 'order.placed', payload: orderPayload() });
+    const bareUrl = `http://127.0.0.1:${bare.port}/ingest`;
+    const ameboUrl = `${amebo.url}/v1/events`;
+    const auth = { authorization: APP_AUTH };
     notes.push(
-      `event body ${Buffer.byteLength(body)} bytes, 32 connections, ${DURATION} s per run; servers in their own processes, load from this one`,
+      `event body ${Buffer.byteLength(body)} bytes, ${CONNECTIONS} connections, ${DURATION} s per run; Amebo is \`node bin/amebo.js serve\` (roles api,relay, AMEBO_WORKERS=${amebo.env.AMEBO_WORKERS}) and the bare server each in their own process, load from this one`,
     );
-    await load(`http://127.0.0.1:${bare.port}/ingest`, body, {}, { connections: 32, seconds: 2 }); // warm-up
-    await load(`${base}/v1/events`, body, auth, { connections: 32, seconds: 2 });
-    const b = await load(`http://127.0.0.1:${bare.port}/ingest`, body, {}, { connections: 32, seconds: DURATION });
-    const a = await load(`${base}/v1/events`, body, auth, { connections: 32, seconds: DURATION });
+    await load(bareUrl, body, {}, { connections: CONNECTIONS, seconds: 2 }); // warm-up
+    await load(ameboUrl, body, auth, { connections: CONNECTIONS, seconds: 2 });
+    await untilZero(probe, 'SELECT count(*)::int AS n FROM outbox', 15_000);
+
+    // Saturated: as many events as 32 connections get through in DURATION s.
+    let m = await meter({ node: [bare.child.pid!] });
+    let t0 = performance.now();
+    const b = await load(bareUrl, body, {}, { connections: CONNECTIONS, seconds: DURATION });
+    const bWall = performance.now() - t0;
+    const bCpu = await m.stop();
+
+    let bg = await rmqBackground(1500);
+    m = await meter({ node: [amebo.pid], db: amebo.db, rmqBackground: bg });
+    t0 = performance.now();
+    const a = await load(ameboUrl, body, auth, { connections: CONNECTIONS, seconds: DURATION });
+    const aWall = performance.now() - t0;
+    const left = await untilZero(probe, 'SELECT count(*)::int AS n FROM outbox', 30_000);
+    const aCpu = await m.stop();
     if (a.non2xx) notes.push(`WARNING: ${a.non2xx} non-2xx answers from Amebo`);
-    const fixed = await load(`${base}/v1/events`, body, auth, { connections: 32, rate: 1000, seconds: DURATION });
-    const fixedBare = await load(
-      `http://127.0.0.1:${bare.port}/ingest`,
-      body,
-      {},
-      { connections: 32, rate: 1000, seconds: DURATION },
+    if (left) notes.push(`WARNING: ${left} events still unconfirmed 30 s after the load`);
+    const bRate = b['2xx'] / (bWall / 1000);
+    cpu.push(
+      {
+        stage: `publish: POST /v1/events → confirmed, ${CONNECTIONS} conns`,
+        events: a['2xx'],
+        wallMs: aWall,
+        ratio: a['2xx'] / (aWall / 1000) / bRate,
+        cpu: aCpu,
+      },
+      { stage: 'bare fastify POST + schema validation', events: b['2xx'], wallMs: bWall, baseline: true, cpu: bCpu },
     );
-    const c = new pg.Client({ connectionString: env.AMEBO_DATABASE_URL });
-    await c.connect();
-    const unpublished = (await c.query('SELECT count(*)::int AS n FROM outbox')).rows[0].n as number;
-    const total = (await c.query('SELECT count(*)::int AS n FROM events')).rows[0].n as number;
-    await c.end();
-    notes.push(`${total} events stored, ${unpublished} awaiting their confirm mark at the end`);
+
+    // Raw amqplib publish with confirms, same body, to a quorum queue.
+    bg = await rmqBackground(1500);
+    m = await meter({ node: [], self: true, rmqBackground: bg });
+    t0 = performance.now();
+    const raw = await rawPublish(`${amebo.prefix}.rawpub`, Buffer.from(body), DURATION);
+    const rWall = performance.now() - t0;
+    cpu.push({
+      stage: 'raw amqplib publish + confirms (quorum)',
+      events: raw,
+      wallMs: rWall,
+      baseline: true,
+      cpu: await m.stop(),
+    });
+
+    // Fixed rate: 1,000 events/s.
+    bg = await rmqBackground(1500);
+    m = await meter({ node: [amebo.pid], db: amebo.db, rmqBackground: bg });
+    t0 = performance.now();
+    const fixed = await load(ameboUrl, body, auth, { connections: CONNECTIONS, rate: RATE, seconds: DURATION });
+    const fWall = performance.now() - t0;
+    await untilZero(probe, 'SELECT count(*)::int AS n FROM outbox', 30_000);
+    const fCpu = await m.stop();
+    m = await meter({ node: [bare.child.pid!] });
+    t0 = performance.now();
+    const fixedBare = await load(bareUrl, body, {}, { connections: CONNECTIONS, rate: RATE, seconds: DURATION });
+    const fbWall = performance.now() - t0;
+    const fbCpu = await m.stop();
+    cpu.push(
+      {
+        stage: `publish: POST /v1/events → confirmed, ${RATE} ev/s`,
+        events: fixed['2xx'],
+        wallMs: fWall,
+        ratio: fixed['2xx'] / (fWall / 1000) / (fixedBare['2xx'] / (fbWall / 1000)),
+        cpu: fCpu,
+      },
+      {
+        stage: `bare fastify POST + validation, ${RATE} ev/s`,
+        events: fixedBare['2xx'],
+        wallMs: fbWall,
+        baseline: true,
+        cpu: fbCpu,
+      },
+    );
+
+    const total = (await probe.query<{ n: number }>('SELECT count(*)::int AS n FROM events')).rows[0]!.n;
+    notes.push(
+      `${total} events stored; Amebo's CPU window closes when its outbox is empty (every accepted event confirmed and marked)`,
+    );
     return {
-      title: 'Publish path: POST /v1/events vs bare fastify JSON POST',
+      title: 'Publish path: POST /v1/events vs bare fastify JSON POST (same body, validated)',
       rows: [
         {
-          metric: 'throughput, 32 connections',
+          metric: `throughput, ${CONNECTIONS} connections`,
           amebo: a.requests.average,
           baseline: b.requests.average,
           unit: 'req/s',
           higherIsBetter: true,
         },
-        { metric: 'p50 latency, 32 connections', amebo: a.latency.p50, baseline: b.latency.p50, unit: 'ms' },
-        { metric: 'p99 latency, 32 connections', amebo: a.latency.p99, baseline: b.latency.p99, unit: 'ms' },
         {
-          metric: 'p50 latency at 1,000 events/s',
+          metric: `p50 latency, ${CONNECTIONS} connections`,
+          amebo: a.latency.p50,
+          baseline: b.latency.p50,
+          unit: 'ms',
+        },
+        {
+          metric: `p99 latency, ${CONNECTIONS} connections`,
+          amebo: a.latency.p99,
+          baseline: b.latency.p99,
+          unit: 'ms',
+        },
+        {
+          metric: `p50 latency at ${RATE.toLocaleString('en-US')} events/s`,
           amebo: fixed.latency.p50,
           baseline: fixedBare.latency.p50,
           unit: 'ms',
         },
         {
-          metric: 'p99 latency at 1,000 events/s',
+          metric: `p99 latency at ${RATE.toLocaleString('en-US')} events/s`,
           amebo: fixed.latency.p99,
           baseline: fixedBare.latency.p99,
           unit: 'ms',
         },
       ],
       notes,
+      cpu,
     };
   } finally {
+    await probe.end().catch(() => undefined);
     bare.child.kill('SIGTERM');
-    amebo.child.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 1500));
-    const c = new pg.Client({ connectionString: 'postgres://postgres@127.0.0.1:5432/postgres' });
-    await c.connect();
-    await c.query(`DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`).catch(() => undefined);
-    await c.end();
-    await dropBrokerObjects(`bench${id}`).catch(() => undefined);
+    await amebo.destroy();
+    await closeAdmin();
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const { print } = await import('./run.js');
   print([await run()]);
+  process.exit(0);
 }

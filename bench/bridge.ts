@@ -11,6 +11,7 @@ import { createServer, type Server } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import amqp from 'amqplib';
 import { Agent, Pool, request } from 'undici';
+import { closeAdmin, meter, rmqBackground, type CpuRow, type CpuUse } from './cpu.js';
 import type { Section } from './run.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -200,8 +201,10 @@ interface Lat {
   p50: number;
   p99: number;
   n: number;
+  /** From the first send to the last webhook received, ms. */
+  ms: number;
 }
-const summary = (xs: number[]): Lat => ({ p50: pct(xs, 50), p99: pct(xs, 99), n: xs.length });
+const summary = (xs: number[], ms: number): Lat => ({ p50: pct(xs, 50), p99: pct(xs, 99), n: xs.length, ms });
 /** Best round: the machine is shared, so the quietest round is the closest to the code's cost. */
 const best = (xs: Lat[]): Lat => xs.reduce((a, b) => (b.p99 < a.p99 ? b : a));
 
@@ -217,6 +220,27 @@ export async function run(): Promise<Section> {
   const ch = await conn.createConfirmChannel();
   const children: ChildProcess[] = [];
   const notes: string[] = [];
+  const db = new URL(env.cfg.databaseUrl).pathname.slice(1);
+  /** Runs `f` while reading the CPU of `node` (+ Amebo's PostgreSQL backends when `pg`) and RabbitMQ. */
+  const metered = async <T>(node: number[], pgToo: boolean, f: () => Promise<T>): Promise<[T, CpuUse]> => {
+    const bg = await rmqBackground(1000);
+    const m = await meter({ node, db: pgToo ? db : undefined, rmqBackground: bg });
+    const v = await f();
+    await new Promise((r) => setTimeout(r, 500)); // delivery records flushed after the last webhook
+    return [v, await m.stop()];
+  };
+  const add = (a: CpuUse | undefined, b: CpuUse): CpuUse =>
+    a
+      ? {
+          wallMs: a.wallMs + b.wallMs,
+          node: a.node + b.node,
+          pg: a.pg + b.pg,
+          rmq: a.rmq + b.rmq,
+          rmqRaw: a.rmqRaw + b.rmqRaw,
+          gen: a.gen + b.gen,
+        }
+      : b;
+  const cpuOf: Record<string, CpuUse | undefined> = {};
   try {
     // Amebo (api, bridge, relay) and the bare loop, each in its own process, both up for the whole run.
     const a = await spawnChild('amebo', { BENCH_OVERRIDES: JSON.stringify(env.overrides) });
@@ -284,9 +308,10 @@ export async function run(): Promise<Section> {
     const measure = async (path: string, rate: number, send: (t: number) => Promise<unknown>): Promise<Lat> => {
       sink.lat.set(path, []);
       const before = sink.got(path);
+      const t0 = performance.now();
       const n = await paced(rate, SECONDS, () => send(performance.now()));
       await sink.waitFor(path, before + n, 15_000);
-      return summary(sink.lat.get(path) ?? []);
+      return summary(sink.lat.get(path) ?? [], (sink.last.get(path) ?? performance.now()) - t0);
     };
     // warm-up of both paths (connections, JIT)
     await measure('/amebo-lat', 300, toAmebo);
@@ -297,16 +322,22 @@ export async function run(): Promise<Section> {
     const viaPost: Lat[] = [];
     const postLat: number[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      amebo.push(await measure('/amebo-lat', RATE, toAmebo));
-      bare.push(await measure('/bare-lat', RATE, toBare));
+      const [la, ca] = await metered([a.child.pid!], true, () => measure('/amebo-lat', RATE, toAmebo));
+      amebo.push(la);
+      cpuOf.ameboLat = add(cpuOf.ameboLat, ca);
+      const [lb, cb] = await metered([b.child.pid!], false, () => measure('/bare-lat', RATE, toBare));
+      bare.push(lb);
+      cpuOf.bareLat = add(cpuOf.bareLat, cb);
     }
     // The whole path once: POST /v1/events (schema check, outbox commit, broker confirm) → webhook.
-    viaPost.push(
-      await measure('/amebo-lat', RATE, async (t) => {
+    const [vp, cp] = await metered([a.child.pid!], true, () =>
+      measure('/amebo-lat', RATE, async (t) => {
         await post('/v1/events', { action: 'bench.tick', payload: { t, sku: 'sku-123', qty: 2 } }, appAuth);
         postLat.push(performance.now() - t);
       }),
     );
+    viaPost.push(vp);
+    cpuOf.viaPost = cp;
     await stop(b.child);
 
     // Max delivery rate: EVENTS queued first, then drained; rate from the first delivery to the last.
@@ -329,9 +360,12 @@ export async function run(): Promise<Section> {
         await new Promise((r) => setTimeout(r, 50));
       sink.first.delete(path);
       const before = sink.got(path);
-      await post(`/v1/subscriptions/${bulk.id}/resume`, {});
-      if (!(await sink.waitFor(path, before + EVENTS, 120_000)))
-        notes.push(`amebo delivered ${sink.got(path) - before} of ${EVENTS} within the bound`);
+      const [, c] = await metered([a.child.pid!], true, async () => {
+        await post(`/v1/subscriptions/${bulk.id}/resume`, {});
+        if (!(await sink.waitFor(path, before + EVENTS, 120_000)))
+          notes.push(`amebo delivered ${sink.got(path) - before} of ${EVENTS} within the bound`);
+      });
+      cpuOf.ameboDrain = add(cpuOf.ameboDrain, c);
       return ((sink.got(path) - before - 1) / (sink.last.get(path)! - sink.first.get(path)!)) * 1000;
     };
     const drainBare = async (): Promise<number> => {
@@ -345,9 +379,14 @@ export async function run(): Promise<Section> {
       await ch.waitForConfirms();
       sink.first.delete(path);
       const before = sink.got(path);
+      // The consumer starts consuming as it prints READY: its start-up CPU is read before that.
+      const bg = await rmqBackground(1000);
       const c = await spawnChild('bare', { BENCH_AMQP: AMQP_URL, BENCH_QUEUE: bareBulk, BENCH_TARGET: target(path) });
+      const m = await meter({ node: [c.child.pid!], rmqBackground: bg });
       children.push(c.child);
       await sink.waitFor(path, before + EVENTS, 120_000);
+      await new Promise((r) => setTimeout(r, 500));
+      cpuOf.bareDrain = add(cpuOf.bareDrain, await m.stop());
       await stop(c.child);
       return ((sink.got(path) - before - 1) / (sink.last.get(path)! - sink.first.get(path)!)) * 1000;
     };
@@ -367,7 +406,50 @@ export async function run(): Promise<Section> {
       `rate: ${EVENTS} events queued, then drained, from the first delivery to the last; best of ${ROUNDS} (amebo ${rates.amebo.map((x) => Math.round(x)).join('/')}, bare ${rates.bare.map((x) => Math.round(x)).join('/')} deliveries/s); prefetch ${PREFETCH} both`,
       'targets: p99 < 25 ms at 1,000 events/s; delivery rate >= 60% of the bare loop',
     );
+    const rounds = (xs: Lat[]) => xs.reduce((n, x) => n + x.n, 0);
+    const roundsMs = (xs: Lat[]) => xs.reduce((n, x) => n + x.ms, 0);
+    const drainMs = (r: number[]) => r.reduce((s, x) => s + (EVENTS / x) * 1000, 0);
+    const cpu: CpuRow[] = [
+      {
+        stage: `delivery: broker → webhook, ${RATE} ev/s`,
+        events: rounds(amebo),
+        wallMs: roundsMs(amebo),
+        ratio: rounds(amebo) / roundsMs(amebo) / (rounds(bare) / roundsMs(bare)),
+        cpu: cpuOf.ameboLat!,
+      },
+      {
+        stage: `bare amqplib → undici loop, ${RATE} ev/s`,
+        events: rounds(bare),
+        wallMs: roundsMs(bare),
+        baseline: true,
+        cpu: cpuOf.bareLat!,
+      },
+      {
+        stage: `delivery: drain ${EVENTS} queued (×${ROUNDS})`,
+        events: EVENTS * ROUNDS,
+        wallMs: drainMs(rates.amebo),
+        ratio: drainMs(rates.bare) / drainMs(rates.amebo),
+        cpu: cpuOf.ameboDrain!,
+      },
+      {
+        stage: `bare amqplib → undici loop, drain (×${ROUNDS})`,
+        events: EVENTS * ROUNDS,
+        wallMs: drainMs(rates.bare),
+        baseline: true,
+        cpu: cpuOf.bareDrain!,
+      },
+      {
+        stage: `publish → webhook: POST /v1/events, ${RATE} ev/s`,
+        events: lp.n,
+        wallMs: lp.ms,
+        cpu: cpuOf.viaPost,
+      },
+    ];
+    notes.push(
+      'CPU: the amebo rows read the child running api+bridge+relay and its PostgreSQL backends; in the POST → row it publishes and delivers each event; bench = this process, which publishes to the broker (broker → rows, drains beforehand) and receives the webhooks',
+    );
     return {
+      cpu,
       title: 'Bridge: publish → webhook received',
       rows: [
         { metric: `p50 latency at ${RATE} ev/s (broker →)`, amebo: la.p50, baseline: lb.p50, unit: 'ms' },
@@ -390,6 +472,7 @@ export async function run(): Promise<Section> {
     sink.server.closeAllConnections();
     sink.server.close();
     await destroy(env).catch(() => undefined);
+    await closeAdmin();
   }
 }
 

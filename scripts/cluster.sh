@@ -183,7 +183,9 @@ start_node() {
   fi
   rm -f "$d/beam.pid" "$d/launcher.pid"
   mapfile -t envs < <(rmq_env "$n")
-  (cd "$d" && exec setsid env "${envs[@]}" "$rmq_sbin/rabbitmq-server") >>"$d/startup.log" 2>&1 </dev/null 9>&- &
+  # Many open files (see services.sh: quorum queues and the file handle cache).
+  (cd "$d" && { ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; } &&
+    exec setsid env "${envs[@]}" "$rmq_sbin/rabbitmq-server") >>"$d/startup.log" 2>&1 </dev/null 9>&- &
   echo "$!" >"$d/launcher.pid"
 }
 

@@ -201,9 +201,12 @@ start_service() {
       if [ "${AMEBO_RABBITMQ_MANAGEMENT:-0}" = 1 ]; then
         rabbitmq-plugins enable --offline rabbitmq_management >>"$out" 2>&1 || true
       fi
-      # A node that is still booting must not be started twice.
+      # A node that is still booting must not be started twice. Many open files: with the usual
+      # soft limit of 1024, RabbitMQ's file handle cache runs out at ~300 quorum queues (each
+      # reserves ~3 handles) and new connections then hang in the AMQP handshake.
       if ! rabbit_node_running; then
-        rabbitmq-server -detached >>"$out" 2>&1 9>&- || rc=$?
+        (ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+          exec rabbitmq-server -detached) >>"$out" 2>&1 9>&- || rc=$?
       fi
       ;;
   esac

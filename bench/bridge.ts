@@ -11,7 +11,7 @@ import { createServer, type Server } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import amqp from 'amqplib';
 import { Agent, Pool, request } from 'undici';
-import { closeAdmin, meter, rmqBackground, type CpuRow, type CpuUse } from './cpu.js';
+import { closeAdmin, meter, background, type CpuRow, type CpuUse } from './cpu.js';
 import type { Section } from './run.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -223,8 +223,8 @@ export async function run(): Promise<Section> {
   const db = new URL(env.cfg.databaseUrl).pathname.slice(1);
   /** Runs `f` while reading the CPU of `node` (+ Amebo's PostgreSQL backends when `pg`) and RabbitMQ. */
   const metered = async <T>(node: number[], pgToo: boolean, f: () => Promise<T>): Promise<[T, CpuUse]> => {
-    const bg = await rmqBackground(1000);
-    const m = await meter({ node, db: pgToo ? db : undefined, rmqBackground: bg });
+    const bg = await background(1000);
+    const m = await meter({ node, db: pgToo ? db : undefined, background: bg });
     const v = await f();
     await new Promise((r) => setTimeout(r, 500)); // delivery records flushed after the last webhook
     return [v, await m.stop()];
@@ -237,6 +237,7 @@ export async function run(): Promise<Section> {
           pg: a.pg + b.pg,
           rmq: a.rmq + b.rmq,
           rmqRaw: a.rmqRaw + b.rmqRaw,
+          redis: a.redis + b.redis,
           gen: a.gen + b.gen,
         }
       : b;
@@ -380,9 +381,9 @@ export async function run(): Promise<Section> {
       sink.first.delete(path);
       const before = sink.got(path);
       // The consumer starts consuming as it prints READY: its start-up CPU is read before that.
-      const bg = await rmqBackground(1000);
+      const bg = await background(1000);
       const c = await spawnChild('bare', { BENCH_AMQP: AMQP_URL, BENCH_QUEUE: bareBulk, BENCH_TARGET: target(path) });
-      const m = await meter({ node: [c.child.pid!], rmqBackground: bg });
+      const m = await meter({ node: [c.child.pid!], background: bg });
       children.push(c.child);
       await sink.waitFor(path, before + EVENTS, 120_000);
       await new Promise((r) => setTimeout(r, 500));

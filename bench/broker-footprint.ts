@@ -12,12 +12,19 @@
  * under test-run prefixes (`t<8 hex>.`, test/helpers/harness.ts testEnv) or bench prefixes. It
  * deletes nothing it did not declare.
  *
- * Guard: every 100 subscriptions it times an AMQP handshake; past 10 s (or on repeated errors) it
- * stops growing, measures what it has and cleans up.
+ * Guard: RabbitMQ 3.x counts every socket and every quorum queue's open files (3 each) in its
+ * file_handle_cache against a limit derived from the node's `ulimit -n` (927 for 1024); when the
+ * count reaches the limit, new connections wait in rabbit_networking:setup_socket →
+ * file_handle_cache:obtain() and AMQP handshakes hang (the 8-byte protocol header stays unread).
+ * So before each step it reads `file_handle_cache:info()` (`rabbitmqctl eval`, read-only) and
+ * stops growing before the count passes BENCH_BROKER_FHC_SHARE (0.6) of the limit, leaving room
+ * for the other users of the shared broker; it also stops when an AMQP handshake (raw socket:
+ * protocol header → connection.start) takes more than 5 s. Cleanup goes through Amebo's API, then
+ * `rabbitmqctl delete_queue` for anything left (works while handshakes hang), then AMQP.
  */
 import { execFile } from 'node:child_process';
 import { createServer } from 'node:http';
-import amqp from 'amqplib';
+import { connect } from 'node:net';
 import { AMQP_URL } from '../test/helpers/harness.js';
 import { startAmeboChild, type AmeboChild } from './amebo-child.js';
 import { beamPid, CLK_TCK, closeAdmin, procCpuUs, rssKiB } from './cpu.js';
@@ -26,6 +33,9 @@ const SIZES = (process.env.BENCH_BROKER_SIZES ?? '100,1000').split(',').map(Numb
 const IDLE_S = Number(process.env.BENCH_BROKER_IDLE_S ?? 30);
 const ROLES = process.env.BENCH_BROKER_ROLES ?? 'api,bridge';
 const CONCURRENCY = 4;
+const FHC_SHARE = Number(process.env.BENCH_BROKER_FHC_SHARE ?? 0.6);
+const STEP = 50;
+const [AMQP_HOST, AMQP_PORT] = ((u) => [u.hostname, Number(u.port || 5672)])(new URL(AMQP_URL));
 
 const sh = (cmd: string, args: string[], timeout = 120_000): Promise<string> =>
   new Promise((resolve, reject) =>
@@ -55,11 +65,36 @@ async function memoryBreakdown(): Promise<{ total: number; parts: Record<string,
   return { total: Object.values(parts).reduce((a, b) => a + b, 0), parts };
 }
 
-async function handshakeMs(): Promise<number> {
-  const t = performance.now();
-  const c = await amqp.connect(AMQP_URL, { timeout: 15_000 });
-  await c.close();
-  return performance.now() - t;
+/** file_handle_cache:info() of the node: [total_limit, total_used, sockets_used]. */
+async function fhc(): Promise<{ limit: number; used: number; sockets: number }> {
+  const out = await sh('rabbitmqctl', ['eval', 'file_handle_cache:info().'], 60_000);
+  const n = (k: string) => Number(new RegExp(`\\{${k},(\\d+)\\}`).exec(out)?.[1] ?? NaN);
+  return { limit: n('total_limit'), used: n('total_used'), sockets: n('sockets_used') };
+}
+
+/** ms from connecting to the broker's connection.start answering the protocol header; Infinity past `ms`. */
+function handshakeMs(ms = 5000): Promise<number> {
+  return new Promise((resolve) => {
+    const t = performance.now();
+    const sock = connect(AMQP_PORT, AMQP_HOST, () => sock.write(Buffer.from('AMQP\x00\x00\x09\x01', 'latin1')));
+    const done = (v: number) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(v);
+    };
+    const timer = setTimeout(() => done(Infinity), ms);
+    sock.once('data', () => done(performance.now() - t));
+    sock.once('error', () => done(Infinity));
+  });
+}
+
+/** Deletes the queues under `prefix.` with rabbitmqctl (no AMQP connection needed), 4 at a time. */
+async function deleteQueuesCli(prefix: string): Promise<number> {
+  const names = (await listQueues()).map((q) => q.name).filter((n) => n.startsWith(`${prefix}.`));
+  await pool(names, 4, async (n) => {
+    await sh('rabbitmqctl', ['-q', 'delete_queue', n], 60_000).catch(() => undefined);
+  });
+  return names.length;
 }
 
 interface Sample {
@@ -72,6 +107,8 @@ interface Sample {
   quorumMiB: number;
   idleCpuMsPerS: number;
   handshakeMs: number;
+  fhcUsed: number;
+  fhcLimit: number;
 }
 
 async function sample(label: string, subscriptions: number, prefix: string | undefined): Promise<Sample> {
@@ -84,7 +121,7 @@ async function sample(label: string, subscriptions: number, prefix: string | und
   await new Promise((r) => setTimeout(r, IDLE_S * 1000));
   const c1 = procCpuUs(pid) ?? c0;
   const idle = (c1 - c0) / (performance.now() - t0); // µs per ms = ms per s
-  const [qs, mem, hs] = await Promise.all([listQueues(), memoryBreakdown(), handshakeMs()]);
+  const [qs, mem, hs, fh] = await Promise.all([listQueues(), memoryBreakdown(), handshakeMs(), fhc()]);
   const s: Sample = {
     label,
     subscriptions,
@@ -96,6 +133,8 @@ async function sample(label: string, subscriptions: number, prefix: string | und
       (mem.parts.quorum_queue_procs ?? 0) + (mem.parts.quorum_ets ?? 0) + (mem.parts.quorum_queue_dlx_procs ?? 0),
     idleCpuMsPerS: idle,
     handshakeMs: hs,
+    fhcUsed: fh.used,
+    fhcLimit: fh.limit,
   };
   process.stderr.write(`${JSON.stringify(s)}\n`);
   return s;
@@ -149,27 +188,33 @@ try {
   samples.push(await sample(`Amebo (${ROLES}), 0 subscriptions`, 0, a.prefix));
   for (const size of SIZES) {
     if (stopped) break;
-    const todo = Array.from({ length: size - ids.length }, (_, k) => ids.length + k);
     let errors = 0;
     const t = performance.now();
-    await pool(todo, CONCURRENCY, async (k) => {
-      if (stopped) return;
-      try {
-        const r = await a.call('POST', '/v1/subscriptions', {
-          application: 'fp',
-          subscription: `s${k}`,
-          action: 'fp.thing',
-          handler,
-        });
-        ids.push(String(r.id));
-      } catch (err) {
-        if (++errors > 5) stopped = `subscribe failed: ${(err as Error).message.slice(0, 200)}`;
+    while (ids.length < size && !stopped) {
+      const f = await fhc();
+      const room = Math.floor((f.limit * FHC_SHARE - f.used) / 6); // 2 quorum queues × 3 handles
+      if (room < 1) {
+        stopped = `file_handle_cache at ${f.used} of ${f.limit} handles (${FHC_SHARE} of the limit reached) at ${ids.length} subscriptions`;
+        break;
       }
-      if (ids.length % 100 === 0) {
-        const hs = await handshakeMs().catch(() => Infinity);
-        if (hs > 10_000) stopped = `an AMQP handshake took ${hs} ms at ${ids.length} subscriptions`;
-      }
-    });
+      const todo = Array.from({ length: Math.min(STEP, room, size - ids.length) }, (_, k) => ids.length + k);
+      await pool(todo, CONCURRENCY, async (k) => {
+        if (stopped) return;
+        try {
+          const r = await a.call('POST', '/v1/subscriptions', {
+            application: 'fp',
+            subscription: `s${k}`,
+            action: 'fp.thing',
+            handler,
+          });
+          ids.push(String(r.id));
+        } catch (err) {
+          if (++errors > 5) stopped = `subscribe failed: ${(err as Error).message.slice(0, 200)}`;
+        }
+      });
+      const hs = await handshakeMs();
+      if (hs > 5000) stopped = `an AMQP handshake took over 5 s at ${ids.length} subscriptions`;
+    }
     createMs += performance.now() - t;
     process.stderr.write(`${ids.length} subscriptions (${((performance.now() - t) / 1000).toFixed(0)} s)\n`);
     samples.push(await sample(`${ids.length} subscriptions`, ids.length, a.prefix));
@@ -185,6 +230,14 @@ try {
   samples.push(await sample('after deleting the subscriptions (Amebo still up)', 0, a.prefix));
 } finally {
   const prefix = amebo?.prefix;
+  await amebo?.stop();
+  if (prefix) {
+    const n = await deleteQueuesCli(prefix);
+    if (n)
+      notes.push(
+        `${n} queues left after the API deletes (the deployment's retry ladder, and any a delete missed); removed with rabbitmqctl delete_queue`,
+      );
+  }
   await amebo?.destroy();
   sink.close();
   await closeAdmin();
@@ -198,12 +251,12 @@ samples.push(await sample('after cleanup', 0, undefined));
 const f = (n: number, d = 0) => n.toFixed(d);
 process.stdout.write(
   `\n## Broker footprint (${started.toISOString()}, ${IDLE_S} s idle windows, CLK_TCK ${CLK_TCK})\n` +
-    `| stage | subscriptions | our queues | all queues | beam RSS MiB | memory_breakdown MiB | quorum MiB | idle CPU ms/s | AMQP handshake ms |\n` +
-    `|---|---:|---:|---:|---:|---:|---:|---:|---:|\n` +
+    `| stage | subscriptions | our queues | all queues | beam RSS MiB | memory_breakdown MiB | quorum MiB | idle CPU ms/s | AMQP handshake ms | file handles used / limit |\n` +
+    `|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n` +
     samples
       .map(
         (s) =>
-          `| ${s.label} | ${s.subscriptions} | ${s.ourQueues} | ${s.allQueues} | ${f(s.rssMiB)} | ${f(s.breakdownMiB)} | ${f(s.quorumMiB, 1)} | ${f(s.idleCpuMsPerS, 1)} | ${f(s.handshakeMs)} |`,
+          `| ${s.label} | ${s.subscriptions} | ${s.ourQueues} | ${s.allQueues} | ${f(s.rssMiB)} | ${f(s.breakdownMiB)} | ${f(s.quorumMiB, 1)} | ${f(s.idleCpuMsPerS, 1)} | ${f(s.handshakeMs)} | ${s.fhcUsed} / ${s.fhcLimit} |`,
       )
       .join('\n') +
     '\n' +

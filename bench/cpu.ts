@@ -7,7 +7,8 @@
  * (beam.smp), and the bench's own process (load generator / receiver, via process.cpuUsage()).
  *
  * RabbitMQ is shared with whatever else runs on the machine, so its figure is given net of its
- * background rate, sampled in an idle window just before the stage (see `rmqBackground`).
+ * background rate, sampled in an idle window just before the stage (see `background`); so is the
+ * Redis server's, which the API touches per request (the failed-authentication throttle).
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -79,6 +80,19 @@ export function beamPid(): number | undefined {
   return found.sort((a, b) => (procCpuUs(b) ?? 0) - (procCpuUs(a) ?? 0))[0];
 }
 
+const REDIS_PORT = new URL(process.env.AMEBO_REDIS_URL ?? 'redis://127.0.0.1:6379/0').port || '6379';
+/** The shared Redis server's pid (redis-server with :<port> on its command line), if on this machine. */
+export function redisPid(): number | undefined {
+  return pids().find((p) => {
+    if (comm(p) !== 'redis-server') return false;
+    try {
+      return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`:${REDIS_PORT}`);
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** Resident set size of a process, KiB (VmRSS of /proc/<pid>/status). */
 export function rssKiB(pid: number): number | undefined {
   try {
@@ -117,15 +131,20 @@ export async function pgBackendPids(db: string): Promise<number[]> {
   return r.rows.map((x) => x.pid);
 }
 
-/** RabbitMQ's CPU rate while the bench is idle, µs per second of wall time, over `ms`. */
-export async function rmqBackground(ms = 2000): Promise<number> {
-  const pid = beamPid();
-  if (!pid) return 0;
-  const a = procCpuUs(pid) ?? 0;
+/** CPU rates of the shared servers while the bench is idle, µs per second of wall time, over `ms`. */
+export interface Background {
+  rmq: number;
+  redis: number;
+}
+export async function background(ms = 2000): Promise<Background> {
+  const [bp, rp] = [beamPid(), redisPid()];
+  const read = () => [bp ? (procCpuUs(bp) ?? 0) : 0, rp ? (procCpuUs(rp) ?? 0) : 0];
+  const a = read();
   const t = performance.now();
   await new Promise((r) => setTimeout(r, ms));
-  const b = procCpuUs(pid) ?? a;
-  return ((b - a) / (performance.now() - t)) * 1000;
+  const b = read();
+  const dt = performance.now() - t;
+  return { rmq: ((b[0]! - a[0]!) / dt) * 1000, redis: ((b[1]! - a[1]!) / dt) * 1000 };
 }
 
 /** CPU used over an interval, µs, by party. */
@@ -138,6 +157,8 @@ export interface CpuUse {
   /** RabbitMQ node, net of its background rate (see `rmqRaw`). */
   rmq: number;
   rmqRaw: number;
+  /** The Redis server, net of its background rate. */
+  redis: number;
   /** The bench's own process: load generator and/or webhook receiver. */
   gen: number;
 }
@@ -149,8 +170,8 @@ export interface Measured {
   self?: boolean;
   /** PostgreSQL database whose backends to count. */
   db?: string;
-  /** Whether RabbitMQ takes part (its CPU is read then), with its background rate, µs/s (from rmqBackground()), subtracted. */
-  rmqBackground?: number;
+  /** When the shared servers take part: their background rates (from background()), subtracted from their figures. */
+  background?: Background;
 }
 
 interface Reading {
@@ -158,6 +179,7 @@ interface Reading {
   node: Map<number, number>;
   pg: Map<number, number>;
   rmq: number;
+  redis: number;
   gen: number;
 }
 
@@ -179,9 +201,17 @@ async function read(m: Measured): Promise<Reading> {
       const v = procCpuUs(p);
       if (v !== undefined) pgm.set(p, v);
     }
-  const bp = m.rmqBackground === undefined ? undefined : beamPid();
+  const bp = m.background ? beamPid() : undefined;
+  const rp = m.background ? redisPid() : undefined;
   const gen = selfUs();
-  return { t: performance.now(), node, pg: pgm, rmq: bp ? (procCpuUs(bp) ?? 0) : 0, gen };
+  return {
+    t: performance.now(),
+    node,
+    pg: pgm,
+    rmq: bp ? (procCpuUs(bp) ?? 0) : 0,
+    redis: rp ? (procCpuUs(rp) ?? 0) : 0,
+    gen,
+  };
 }
 
 /** Sum of end − start over the processes seen at the end (a process new since the start counts from 0). */
@@ -205,7 +235,8 @@ export async function meter(m: Measured): Promise<{ stop(): Promise<CpuUse> }> {
         node: m.self ? gen : delta(a.node, b.node),
         pg: delta(a.pg, b.pg),
         rmqRaw,
-        rmq: Math.max(0, rmqRaw - ((m.rmqBackground ?? 0) * wallMs) / 1000),
+        rmq: Math.max(0, rmqRaw - ((m.background?.rmq ?? 0) * wallMs) / 1000),
+        redis: Math.max(0, b.redis - a.redis - ((m.background?.redis ?? 0) * wallMs) / 1000),
         gen: m.self ? 0 : gen,
       };
     },
@@ -237,7 +268,9 @@ export function printCpuTable(rows: CpuRow[], out: (s: string) => void = (s) => 
     'pg'.padStart(5),
     'rmq'.padStart(5),
     'total'.padStart(6),
+    'redis'.padStart(6),
     'bench'.padStart(6),
+    'rmq raw'.padStart(8),
   ];
   out(`${head.join(' ')}   (CPU µs per event)\n`);
   for (const r of rows) {
@@ -255,7 +288,9 @@ export function printCpuTable(rows: CpuRow[], out: (s: string) => void = (s) => 
         us(c.pg, r.events).padStart(5),
         us(c.rmq, r.events).padStart(5),
         us(c.node + c.pg + c.rmq, r.events).padStart(6),
+        (r.cpu.rmqRaw ? us(c.redis, r.events) : '-').padStart(6),
         us(c.gen, r.events).padStart(6),
+        (c.rmqRaw ? us(c.rmqRaw, r.events) : '-').padStart(8),
       ].join(' ') + '\n',
     );
   }

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startAmeboChild } from './amebo-child.js';
-import { closeAdmin, meter, PG_ADMIN_URL, PROBE_APP, rmqBackground } from './cpu.js';
+import { closeAdmin, meter, PG_ADMIN_URL, PROBE_APP, background } from './cpu.js';
 import { APP_AUTH, orderPayload, setupOrders } from './payload.js';
 import { render, summarise } from './profile-summary.js';
 import { load } from './publish.js';
@@ -38,8 +38,8 @@ try {
   const url = `${amebo.url}/v1/events`;
   const auth = { authorization: APP_AUTH };
   await load(url, body, auth, { connections: 32, seconds: 2 }); // warm-up (JIT)
-  const bg = await rmqBackground(1500);
-  const m = await meter({ node: [amebo.pid], db: amebo.db, rmqBackground: bg });
+  const bg = await background(1500);
+  const m = await meter({ node: [amebo.pid], db: amebo.db, background: bg });
   const from = monoUs();
   const r = await load(url, body, auth, { connections: 32, seconds: SECONDS });
   for (let i = 0; i < 300; i++) {

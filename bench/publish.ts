@@ -18,7 +18,7 @@ import autocannon from 'autocannon';
 import pg from 'pg';
 import { AMQP_URL } from '../test/helpers/harness.js';
 import { startAmeboChild } from './amebo-child.js';
-import { closeAdmin, meter, PG_ADMIN_URL, PROBE_APP, rmqBackground, type CpuRow } from './cpu.js';
+import { closeAdmin, meter, PG_ADMIN_URL, PROBE_APP, background, type CpuRow } from './cpu.js';
 import { APP_AUTH, orderPayload, setupOrders } from './payload.js';
 import type { Section } from './run.js';
 
@@ -138,8 +138,8 @@ export async function run(): Promise<Section> {
     const bWall = performance.now() - t0;
     const bCpu = await m.stop();
 
-    let bg = await rmqBackground(1500);
-    m = await meter({ node: [amebo.pid], db: amebo.db, rmqBackground: bg });
+    let bg = await background(1500);
+    m = await meter({ node: [amebo.pid], db: amebo.db, background: bg });
     t0 = performance.now();
     const a = await load(ameboUrl, body, auth, { connections: CONNECTIONS, seconds: DURATION });
     const aWall = performance.now() - t0;
@@ -160,8 +160,8 @@ export async function run(): Promise<Section> {
     );
 
     // Raw amqplib publish with confirms, same body, to a quorum queue.
-    bg = await rmqBackground(1500);
-    m = await meter({ node: [], self: true, rmqBackground: bg });
+    bg = await background(1500);
+    m = await meter({ node: [], self: true, background: bg });
     t0 = performance.now();
     const raw = await rawPublish(`${amebo.prefix}.rawpub`, Buffer.from(body), DURATION);
     const rWall = performance.now() - t0;
@@ -174,8 +174,8 @@ export async function run(): Promise<Section> {
     });
 
     // Fixed rate: 1,000 events/s.
-    bg = await rmqBackground(1500);
-    m = await meter({ node: [amebo.pid], db: amebo.db, rmqBackground: bg });
+    bg = await background(1500);
+    m = await meter({ node: [amebo.pid], db: amebo.db, background: bg });
     t0 = performance.now();
     const fixed = await load(ameboUrl, body, auth, { connections: CONNECTIONS, rate: RATE, seconds: DURATION });
     const fWall = performance.now() - t0;

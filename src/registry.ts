@@ -418,6 +418,10 @@ export class Registry {
     return sql.getSubscription(this.pool, id);
   }
 
+  async getSubscriptionByName(application: string, name: string): Promise<sql.SubscriptionRow | null> {
+    return sql.getSubscriptionByName(this.pool, application, name);
+  }
+
   async listSubscriptions(f: { application?: string; action?: string } = {}): Promise<sql.SubscriptionRow[]> {
     return sql.listSubscriptions(this.pool, f);
   }

@@ -4,12 +4,12 @@ import { isUuid } from '../ids.js';
 import { depth, violations } from '../schema.js';
 import type { PublishRequest, PublishResult } from '../publish.js';
 import { NAME } from '../registry.js';
-import { deliveriesOfEvent, getEvent, listEvents, type EventRow } from '../store/events.js';
+import { getEvent, listEvents, type EventRow } from '../store/events.js';
 import type { Principal } from './auth.js';
 import { decodeCursor, page } from './paging.js';
 import { CURSOR, EventSchema, LIMIT, pageOf, PublishResultSchema, replies, typed } from './schemas.js';
-import { deliveryView } from './views.js';
 import type { ApiContext } from './server.js';
+import { EVENT_DELIVERY, eventDeliveries } from './event-status.js';
 
 const eventItem = {
   type: 'object',
@@ -283,13 +283,20 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
     {
       schema: {
         tags: ['events'],
-        summary: 'One event, with its delivery to each subscription',
+        summary: 'One event, with its delivery state for every subscription it matches',
         params: { type: 'object', properties: { id: { type: 'string', maxLength: 64 } }, required: ['id'] },
         response: replies({
           200: {
             type: 'object',
             additionalProperties: false,
-            properties: { ...EventSchema.properties, deliveries: { type: 'array', items: { $ref: 'Delivery#' } } },
+            properties: {
+              ...EventSchema.properties,
+              deliveries: {
+                type: 'array',
+                items: EVENT_DELIVERY,
+                description: 'every subscription matching the event, with its state (never-attempted ones included)',
+              },
+            },
             required: [...EventSchema.required, 'deliveries'],
           },
         }),
@@ -301,8 +308,7 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
       const e = isUuid(id) ? await getEvent(pool, id) : null;
       if (!e) throw new AmeboError('EVENT_NOT_FOUND', `no event "${id}"`);
       if (who.kind === 'app' && who.name !== e.application) throw new AmeboError('FORBIDDEN', 'not your event');
-      const deliveries = (await deliveriesOfEvent(pool, id)).map(deliveryView);
-      return { ...eventView(e), deliveries };
+      return { ...eventView(e), deliveries: await eventDeliveries(ctx, e) };
     },
   );
 }

@@ -306,7 +306,9 @@ export const NO_CONTENT = { type: 'null', description: 'No content' } as const;
 /** Path parameters shared by several routes. */
 export const ID_PARAM = {
   type: 'object',
-  properties: { id: { type: 'string', maxLength: 64 } },
+  properties: {
+    id: { type: 'string', maxLength: 300, description: 'the subscription id, or application/subscription (slash URL-encoded: %2F)' },
+  },
   required: ['id'],
 } as const;
 
@@ -318,7 +320,10 @@ export const NAME_PARAM = {
 
 export const PAIR_PARAM = {
   type: 'object',
-  properties: { event: { type: 'string', maxLength: 64 }, subscription: { type: 'string', maxLength: 64 } },
+  properties: {
+    event: { type: 'string', maxLength: 64 },
+    subscription: { type: 'string', maxLength: 300, description: 'id, or application/subscription (%2F)' },
+  },
   required: ['event', 'subscription'],
 } as const;
 

@@ -29,6 +29,7 @@ import { Authenticator } from './auth.js';
 import { registryRoutes } from './registry-routes.js';
 import { eventRoutes } from './event-routes.js';
 import { subscriptionRoutes } from './subscription-routes.js';
+import { healthRoutes } from './health-routes.js';
 import { opsRoutes } from './ops-routes.js';
 import { streamRoutes } from './stream.js';
 import { metrics } from '../metrics.js';
@@ -231,6 +232,7 @@ export async function buildApi(ctx: ApiContext): Promise<FastifyInstance> {
     await registryRoutes(scope, ctx);
     await eventRoutes(scope, ctx);
     await subscriptionRoutes(scope, ctx);
+    await healthRoutes(scope, ctx);
     await streamRoutes(scope, ctx);
     await dashboardRoutes(scope);
     for (const p of ctx.plugins ?? []) await p(scope, ctx);

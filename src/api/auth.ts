@@ -51,8 +51,16 @@ declare module 'fastify' {
   }
 }
 
-const HOW =
-  'send Authorization: Bearer <admin token>, or Basic base64(<application>:<secret>) with an application secret';
+/** What credentials a route takes, and how to send them (curl spellings included). */
+function howTo(opts: AuthOptions): string {
+  if (opts.admin)
+    return "this route takes the admin token: send Authorization: Bearer <admin token> (curl: -H 'authorization: Bearer <token>')";
+  return (
+    "send the admin token as Authorization: Bearer <token>, or an application's credentials as HTTP Basic " +
+    '<application>:<secret> (curl: -u <application>:<secret>)' +
+    (opts.bodySecret ? ', or "application" and "secret" in the JSON body' : '')
+  );
+}
 
 export interface ThrottleOptions {
   redis: Redis;
@@ -179,7 +187,7 @@ export class Authenticator {
 
   async principal(req: FastifyRequest, opts: AuthOptions = {}): Promise<Principal> {
     const claim = await this.claim(req, opts);
-    if (claim.kind === 'none') throw new AmeboError('UNAUTHENTICATED', `credentials are required: ${HOW}`);
+    if (claim.kind === 'none') throw new AmeboError('UNAUTHENTICATED', `credentials are required: ${howTo(opts)}`);
     if (claim.kind === 'bad') {
       await this.throttle?.failed(this.throttle.keysFor(req.ip));
       throw new AmeboError('UNAUTHENTICATED', claim.message);
@@ -230,10 +238,10 @@ export class Authenticator {
       if (/^basic$/i.test(scheme)) {
         const decoded = Buffer.from(value.trim(), 'base64').toString('utf8');
         const i = decoded.indexOf(':');
-        if (i <= 0 || i > 63) return { kind: 'bad', message: `malformed Basic credentials: ${HOW}` };
+        if (i <= 0 || i > 63) return { kind: 'bad', message: `malformed Basic credentials: ${howTo(opts)}` };
         return { kind: 'app', name: decoded.slice(0, i), secret: decoded.slice(i + 1), via: 'header' };
       }
-      return { kind: 'bad', message: `unsupported Authorization scheme: ${HOW}` };
+      return { kind: 'bad', message: `unsupported Authorization scheme: ${howTo(opts)}` };
     }
     if (opts.bodySecret) {
       const secret = bodyString(req, 'secret', 'passphrase');

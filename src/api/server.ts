@@ -74,7 +74,12 @@ export function toAmeboError(err: FastifyError | Error, req?: FastifyRequest): A
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new AmeboError(
         'UNSUPPORTED_MEDIA_TYPE',
-        `content type ${JSON.stringify(req?.headers['content-type'] ?? '')} is not application/json`,
+        `${
+          req?.headers['content-type']
+            ? `the body was sent as ${JSON.stringify(req.headers['content-type'])}`
+            : 'the body was sent without a Content-Type'
+        }; Amebo reads JSON: send the header Content-Type: application/json (curl: -H 'content-type: application/json')`,
+        { received: req?.headers['content-type'] ?? null, expected: 'application/json' },
       );
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new AmeboError('BODY_TOO_LARGE');

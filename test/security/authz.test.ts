@@ -93,6 +93,9 @@ const POLICY: Record<string, Policy> = {
   'POST /v1/subscriptions': 'owner',
   'GET /v1/subscriptions': 'any',
   'GET /v1/subscriptions/{id}': 'owner',
+  'GET /v1/subscriptions/{id}/health': 'owner',
+  'GET /v1/subscriptions/{id}/stats': 'owner',
+  'GET /v1/subscriptions/{id}/pending': 'owner',
   'PATCH /v1/subscriptions/{id}': 'owner',
   'DELETE /v1/subscriptions/{id}': 'owner',
   'POST /v1/subscriptions/{id}/pause': 'owner',
@@ -218,7 +221,7 @@ test('auth matrix: every route of /openapi.json × no, wrong, own, another appli
   // Unauthenticated requests are refused before their bodies are read: a bad body still answers 401.
   const bad = await call('POST', '/v1/subscriptions', { nonsense: [1, 2, 3] });
   assert.equal(bad.status, 401);
-  assert.match(bad.body.error.message, /Bearer <admin token>.*Basic/);
+  assert.match(bad.body.error.message, /Authorization: Bearer <token>.*HTTP Basic/);
 });
 
 test('retry, replay and resurrect deliver only what the subscription could have received', async () => {

@@ -68,6 +68,16 @@ before(async () => {
     'admin',
   );
   subscription = s.body.id;
+  const hook = await http(
+    srv.url,
+    env,
+    'POST',
+    '/v1/subscriptions',
+    { application: 'shop', subscription: 'hook', action: 'order.placed', handler: 'http://127.0.0.1:9/hook' },
+    'admin',
+  );
+  assert.equal(hook.status, 201, JSON.stringify(hook.body));
+  assert.equal((await http(srv.url, env, 'POST', `/v1/subscriptions/${hook.body.id}/pause`, {}, 'admin')).status, 200);
   event = (await http(srv.url, env, 'POST', '/v1/events', { action: 'order.placed', payload: { n: 1 } }, APP)).body
     .event;
   fabric = new FabricConnector({ amqpUrl: env.cfg.amqpUrl, domain, type: 'calc', id: 'c1', keepAliveMs: 500 });
@@ -172,6 +182,40 @@ const ROWS: Row[] = [
     args: () => ['inspect', 'subscription', subscription],
     exit: 0,
     out: /shop\/audit/,
+  },
+  {
+    name: 'inspect subscription: by name, with health',
+    args: () => ['inspect', 'subscription', 'shop/audit'],
+    exit: 0,
+    out: /shop\/audit [\s\S]*backlog: \d+ {2}retrying: 0/,
+  },
+  {
+    name: 'inspect subscription: --pending, oldest first',
+    args: () => ['inspect', 'subscription', 'shop/hook', '--pending', '--count', '1', '--json'],
+    exit: 0,
+    get out() {
+      return new RegExp(`"pending":\\[\\{"id":"${event}"`); // read when the row runs
+    },
+  },
+  {
+    name: 'inspect subscription: --pending of a native consumer',
+    args: () => ['inspect', 'subscription', 'shop/audit', '--pending'],
+    exit: 1,
+    err: /consumed natively/,
+  },
+  {
+    name: 'inspect subscription: bad --window',
+    args: () => ['inspect', 'subscription', 'shop/audit', '--window', '2d'],
+    exit: 2,
+    err: /--window must be 5m, 1h or 24h/,
+  },
+  { name: 'subscriptions: good', args: () => ['subscriptions'], exit: 0, out: /shop\/audit\s+active\s+\d+/ },
+  {
+    name: 'subscriptions: Amebo down',
+    args: () => ['subscriptions'],
+    env: () => ({ AMEBO_URL: DOWN_HTTP }),
+    exit: 3,
+    err: /cannot reach Amebo/,
   },
   { name: 'inspect subscription: missing', args: () => ['inspect', 'subscription'], exit: 2, err: /missing required/ },
   {

@@ -53,6 +53,13 @@ const STATE_COLOUR: Record<string, Parameters<typeof styleText>[0]> = {
   delivered: 'green',
   pending: 'yellow',
   retrying: 'yellow',
+  in_flight: 'yellow',
+  scheduled: 'yellow',
+  paused: 'yellow',
+  circuit_open: 'red',
+  not_routed: 'gray',
+  filtered: 'gray',
+  native: 'cyan',
   dead: 'red',
   up: 'green',
   down: 'red',
@@ -65,6 +72,15 @@ function saveMessage(dir: string, n: number, m: Record<string, any>): void {
     .slice(0, 100);
   const name = `${String(n).padStart(6, '0')}-${String(m.type).replace(/[^a-z]/g, '')}${id ? `-${id}` : ''}.json`;
   writeFileSync(path.join(dir, name), JSON.stringify(m, null, 2) + '\n');
+}
+
+const percent = (r: number | null | undefined): string =>
+  typeof r === 'number' ? `${Math.round(r * 1000) / 10}%` : '-';
+const ms = (v: number | null | undefined): string => (typeof v === 'number' ? `${Math.round(v)} ms` : '-');
+
+function stateText(state: string, reason?: string | null): string {
+  const colour = state === 'active' ? 'green' : state === 'paused' ? 'yellow' : 'red';
+  return styleText(colour, state === 'disabled' && reason ? `disabled (${reason})` : state);
 }
 
 /** One line per stream message, for people. */
@@ -180,7 +196,9 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
   const inspect = program.command('inspect').description('look at an event or a subscription');
   inspect
     .command('event <id>')
-    .description("an event, with each subscription's delivery state (and, with --attempts, every attempt)")
+    .description(
+      'an event, with the delivery state of every subscription it matches (and, with --attempts, every attempt)',
+    )
     .option('--attempts', 'list the attempts of every delivery')
     .option('--json', 'print JSON')
     .action(
@@ -188,10 +206,11 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
         const e = await admin(deps, 'GET', `/v1/events/${encodeURIComponent(id)}`);
         const attempts: Record<string, unknown[]> = {};
         if (o.attempts)
-          for (const d of e.deliveries as { subscription: string }[])
-            attempts[d.subscription] = (
-              await admin(deps, 'GET', `/v1/deliveries/${encodeURIComponent(id)}/${d.subscription}/attempts`)
-            ).items;
+          for (const d of e.deliveries as { subscription: string; attempts: number }[])
+            if (d.attempts > 0)
+              attempts[d.subscription] = (
+                await admin(deps, 'GET', `/v1/deliveries/${encodeURIComponent(id)}/${d.subscription}/attempts`)
+              ).items;
         if (o.json) {
           out(JSON.stringify(o.attempts ? { ...e, attempts } : e));
           return;
@@ -201,13 +220,20 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
           `  published: ${e.published ? 'yes' : 'not yet (the relay will)'}${e.deduper ? `  deduper: ${e.deduper}` : ''}`,
         );
         out(`  payload: ${short(e.payload, 400)}`);
-        if (!e.deliveries.length) out('  no deliveries recorded (no matching http subscription, or not delivered yet)');
-        for (const d of e.deliveries) {
+        if (!e.deliveries.length) out('  no subscription matches this action');
+        for (const d of e.deliveries as Record<string, any>[]) {
+          const when =
+            d.state === 'circuit_open' && d.next_probe_at
+              ? `, next probe at ${d.next_probe_at}`
+              : d.next_attempt_at && ['retrying', 'in_flight', 'scheduled'].includes(d.state)
+                ? `, next at ${d.next_attempt_at}`
+                : '';
           out(
-            `  → ${d.application}/${d.subscription_name} ${styleText(STATE_COLOUR[d.state] ?? 'white', d.state)} after ${d.attempts} attempt(s)` +
-              `${d.last_status ? `, last ${d.last_status}` : ''}${d.last_error ? ` (${short(d.last_error, 100)})` : ''}` +
-              `${d.next_attempt_at && d.state !== 'delivered' && d.state !== 'dead' ? `, next at ${d.next_attempt_at}` : ''}`,
+            `  → ${d.application}/${d.subscription_name} ${styleText(STATE_COLOUR[d.state] ?? 'white', d.state)}` +
+              `${d.attempts ? ` after ${d.attempts} attempt(s)` : ''}${d.last_status ? `, last ${d.last_status}` : ''}` +
+              `${when}${typeof d.backlog === 'number' ? `, ${d.backlog} in its queue` : ''}`,
           );
+          out(`      ${short(d.reason, 160)}`);
           for (const a of (attempts[d.subscription] ?? []) as Record<string, any>[])
             out(
               `      #${a.attempt} ${a.created_at} ${a.status ?? a.error_class ?? ''} ${a.latency_ms ?? '?'} ms${a.error ? ` ${short(a.error, 80)}` : ''}`,
@@ -216,28 +242,118 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
       }),
     );
   inspect
-    .command('subscription <id>')
-    .description('a subscription, its queue and how many dead letters wait')
+    .command('subscription <subscription>')
+    .description(
+      'a subscription (id or application/subscription): settings, health over a window, and with --pending the events waiting for it',
+    )
+    .option('--window <window>', 'health window: 5m, 1h or 24h', '1h')
+    .option('--pending', 'list the events waiting for it, oldest first (from the event log: its queue is not touched)')
+    .option('--count <n>', 'with --pending: at most n', '20')
+    .option('--save <dir>', 'with --pending: write each waiting event to its own JSON file in this folder')
     .option('--json', 'print JSON')
     .action(
-      action(async (id: string, o: Flags) => {
-        const s = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(id)}`);
-        const dead = await admin(deps, 'GET', `/v1/subscriptions/${encodeURIComponent(id)}/dead-letters?limit=1`);
+      action(async (ref: string, o: Flags) => {
+        if (!['5m', '1h', '24h'].includes(String(o.window))) throw usage('--window must be 5m, 1h or 24h');
+        const count = positiveInt(o.count, '--count')!;
+        const path0 = `/v1/subscriptions/${encodeURIComponent(ref)}`;
+        const s = await admin(deps, 'GET', path0);
+        const h = await admin(deps, 'GET', `${path0}/health?window=${String(o.window)}`);
+        const pending = o.pending ? (await admin(deps, 'GET', `${path0}/pending?limit=${count}`)).items : undefined;
+        if (pending && typeof o.save === 'string') {
+          try {
+            mkdirSync(o.save, { recursive: true });
+          } catch (e) {
+            throw usage(
+              `--save: cannot create ${o.save}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+            );
+          }
+          pending.forEach((e: Record<string, any>, i: number) =>
+            writeFileSync(
+              path.join(o.save as string, `${String(i + 1).padStart(6, '0')}-${String(e.id)}.json`),
+              JSON.stringify(e, null, 2) + '\n',
+            ),
+          );
+        }
         if (o.json) {
-          out(JSON.stringify({ ...s, dead_letters: dead.count }));
+          out(JSON.stringify({ ...s, health: h, ...(pending ? { pending } : {}) }));
           return;
         }
-        const state = s.disabled_reason
-          ? styleText('red', `disabled (${s.disabled_reason})`)
-          : s.paused
-            ? styleText('yellow', 'paused')
-            : styleText('green', 'active');
-        out(`${styleText('bold', `${s.application}/${s.subscription}`)} ${s.id}  ${s.transport}  ${state}`);
-        out(`  action: ${s.action}${s.ordered ? '  ordered' : ''}`);
+        out(
+          `${styleText('bold', `${s.application}/${s.subscription}`)} ${s.id}  ${s.transport}  ${stateText(h.state, h.disabled_reason)}`,
+        );
+        out(`  action: ${s.action}${s.ordered ? '  ordered' : ''}${s.rate_limit ? `  ${s.rate_limit}/s` : ''}`);
         if (s.handler) out(`  handler: ${s.handler}`);
         out(`  queue: ${s.queue}  dead letters: ${s.dead_letter_queue}`);
         out(`  retry: ${JSON.stringify(s.retry_schedule)} s, at most ${s.max_attempts} attempts, ${s.max_age} s old`);
-        out(`  dead letters waiting: ${dead.count}`);
+        out(
+          `  backlog: ${h.backlog ?? '?'}  retrying: ${h.retrying}  dead letters: ${h.dead ?? '?'}  consumers: ${h.consumers ?? '?'}`,
+        );
+        if (h.breaker.state !== 'none')
+          out(
+            `  breaker: ${h.breaker.state}${h.breaker.next_probe_at && h.breaker.state !== 'closed' ? `, next probe at ${h.breaker.next_probe_at}` : ''}` +
+              `${h.breaker.failures ? `, ${h.breaker.failures} recent failure(s)` : ''}`,
+          );
+        out(
+          `  last ${h.window}: ${h.attempts} attempt(s), success ${percent(h.success_rate)}, p50 ${ms(h.latency_ms.p50)}, p99 ${ms(h.latency_ms.p99)}`,
+        );
+        if (h.last_success_at) out(`  last success: ${h.last_success_at}`);
+        if (h.last_failure_at) out(`  last failure: ${h.last_failure_at} (${short(h.last_error ?? '', 100)})`);
+        if (pending) {
+          out(`  pending (oldest first${pending.length === count ? `, the first ${count}` : ''}):`);
+          if (!pending.length) out('    nothing waits');
+          for (const e of pending as Record<string, any>[])
+            out(
+              `    ${e.id} ${e.action} ${e.created_at} ${e.state}${e.attempts ? ` after ${e.attempts} attempt(s)` : ''} ${short(e.payload, 80)}`,
+            );
+        }
+      }),
+    );
+
+  program
+    .command('subscriptions')
+    .description('list subscriptions with their state, backlog and success rate (the last hour)')
+    .option('--application <name>', 'only this application’s')
+    .option('--json', 'print JSON')
+    .action(
+      action(async (o: Flags) => {
+        const q = typeof o.application === 'string' ? `?application=${encodeURIComponent(o.application)}` : '';
+        const subs = (await admin(deps, 'GET', `/v1/subscriptions${q}`)).items as Record<string, any>[];
+        const rows: Record<string, any>[] = [];
+        // A few health calls at a time: each asks the broker for two queue depths.
+        for (let i = 0; i < subs.length; i += 8)
+          rows.push(
+            ...(await Promise.all(
+              subs.slice(i, i + 8).map(async (s) => ({
+                ...s,
+                health: await admin(deps, 'GET', `/v1/subscriptions/${s.id}/health?window=1h`),
+              })),
+            )),
+          );
+        if (o.json) {
+          out(JSON.stringify(rows));
+          return;
+        }
+        if (!rows.length) {
+          out('no subscriptions (create one with POST /v1/subscriptions)');
+          return;
+        }
+        const table = rows.map((r) => [
+          `${r.application}/${r.subscription}`,
+          r.health.state as string,
+          String(r.health.backlog ?? '?'),
+          percent(r.health.success_rate),
+          r.action as string,
+          r.id as string,
+        ]);
+        const head = ['SUBSCRIPTION', 'STATE', 'BACKLOG', 'SUCCESS', 'ACTION', 'ID'];
+        const widths = head.map((h, i) => Math.max(h.length, ...table.map((t) => t[i]!.length)));
+        const line = (cells: string[]) =>
+          cells
+            .map((c, i) => c.padEnd(widths[i]!))
+            .join('  ')
+            .trimEnd();
+        out(line(head));
+        for (const t of table) out(line(t));
       }),
     );
 

@@ -285,9 +285,8 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
         if (s.handler) out(`  handler: ${s.handler}`);
         out(`  queue: ${s.queue}  dead letters: ${s.dead_letter_queue}`);
         out(`  retry: ${JSON.stringify(s.retry_schedule)} s, at most ${s.max_attempts} attempts, ${s.max_age} s old`);
-        out(
-          `  backlog: ${h.backlog ?? '?'}  retrying: ${h.retrying}  dead letters: ${h.dead ?? '?'}  consumers: ${h.consumers ?? '?'}`,
-        );
+        out(`  backlog: ${h.backlog ?? '?'}  retrying: ${h.retrying}  consumers: ${h.consumers ?? '?'}`);
+        out(`  dead letters waiting: ${h.dead ?? '?'}`);
         if (h.breaker.state !== 'none')
           out(
             `  breaker: ${h.breaker.state}${h.breaker.next_probe_at && h.breaker.state !== 'closed' ? `, next probe at ${h.breaker.next_probe_at}` : ''}` +

@@ -250,7 +250,7 @@ function EventDetail({ id }) {
     </div>
     <pre data-testid="payload">${JSON.stringify(e.payload, null, 2)}</pre>
     <h3>Deliveries</h3>
-    ${!e.deliveries.length && html`<p class="muted">No delivery recorded yet.</p>`}
+    ${!e.deliveries.length && html`<p class="muted">No subscription matches this action.</p>`}
     <table data-testid="deliveries">
       <thead>
         <tr>
@@ -266,17 +266,29 @@ function EventDetail({ id }) {
           (d) =>
             html`<tr key=${d.subscription} data-testid=${`delivery-${d.subscription_name}`}>
                 <td>${d.application}/${d.subscription_name}</td>
-                <td><${Badge} s=${d.state} /></td>
+                <td>
+                  <${Badge} s=${d.state} />
+                  <div class="muted" data-testid="delivery-reason">
+                    ${d.reason}${typeof d.backlog === 'number' ? ` · ${d.backlog} in its queue` : ''}${
+                      d.next_probe_at ? ` · next probe ${when(d.next_probe_at)}` : ''
+                    }${d.next_attempt_at && d.state !== 'delivered' ? ` · next attempt ${when(d.next_attempt_at)}` : ''}
+                  </div>
+                </td>
                 <td>${d.attempts}</td>
                 <td>${d.last_status ?? ''} <span class="mono">${d.last_error ?? ''}</span></td>
                 <td>
-                  <button onClick=${() => setOpen(open === d.subscription ? null : d.subscription)}>attempts</button>
-                  <${Action}
-                    label="retry"
-                    testid=${`retry-${d.subscription_name}`}
-                    run=${async () => (await api('POST', `/v1/deliveries/${e.id}/${d.subscription}/retry`), 'retry queued')}
-                    done=${() => setTimeout(reload, 1000)}
-                  />
+                  ${
+                    d.attempts > 0 &&
+                    html`<button onClick=${() => setOpen(open === d.subscription ? null : d.subscription)}>
+                        attempts
+                      </button>
+                      <${Action}
+                        label="retry"
+                        testid=${`retry-${d.subscription_name}`}
+                        run=${async () => (await api('POST', `/v1/deliveries/${e.id}/${d.subscription}/retry`), 'retry queued')}
+                        done=${() => setTimeout(reload, 1000)}
+                      />`
+                  }
                 </td>
               </tr>
               ${
@@ -424,6 +436,22 @@ function DeadLetters({ sub }) {
   </div>`;
 }
 
+/** State (circuit open included), backlog and success rate of one subscription, from its health. */
+function SubscriptionHealth({ s }) {
+  const { data: h } = useApi(`/v1/subscriptions/${s.id}/health?window=1h`);
+  const fallback = s.disabled_reason ? 'disabled' : s.paused ? 'paused' : '…';
+  return html`<td data-testid=${`state-${s.subscription}`}>
+      <${Badge} s=${h?.state ?? fallback} />
+      ${
+        h?.state === 'circuit_open' && h.breaker.next_probe_at
+          ? html`<div class="muted">next probe ${when(h.breaker.next_probe_at)}</div>`
+          : ''
+      }
+    </td>
+    <td data-testid=${`backlog-${s.subscription}`}>${h ? (h.backlog ?? '?') : ''}</td>
+    <td>${h && h.success_rate !== null ? `${Math.round(h.success_rate * 1000) / 10}%` : '—'}</td>`;
+}
+
 function Subscriptions() {
   const { data, error, reload } = useApi('/v1/subscriptions');
   const [open, setOpen] = useState(null);
@@ -436,12 +464,13 @@ function Subscriptions() {
           <th>action</th>
           <th>transport</th>
           <th>state</th>
+          <th>backlog</th>
+          <th>success (1 h)</th>
           <th></th>
         </tr>
       </thead>
       <tbody>
         ${(data?.items ?? []).map((s) => {
-          const state = s.disabled_reason ? 'disabled' : s.paused ? 'paused' : 'active';
           return html`<tr key=${s.id} data-testid=${`sub-${s.subscription}`}>
               <td>
                 ${s.application}/${s.subscription}
@@ -449,7 +478,7 @@ function Subscriptions() {
               </td>
               <td>${s.action}</td>
               <td>${s.transport}${s.ordered ? ' · ordered' : ''}</td>
-              <td><${Badge} s=${state} /></td>
+              <${SubscriptionHealth} s=${s} />
               <td>
                 <button
                   onClick=${() => setOpen(open === s.id ? null : s.id)}
@@ -467,7 +496,7 @@ function Subscriptions() {
             ${
               open === s.id &&
               html`<tr>
-                <td colspan="5"><${DeadLetters} sub=${s} /></td>
+                <td colspan="7"><${DeadLetters} sub=${s} /></td>
               </tr>`
             }`;
         })}

@@ -1,38 +1,53 @@
 /**
  * Seed 002's e-commerce platform against a running Amebo (`npm start`):
- *   npx tsx examples/ecommerce.ts [http://127.0.0.1:8701]
+ *   npx tsx examples/ecommerce.ts [--keep] [http://127.0.0.1:8701]
  * Registers user-, order-, email- and analytics-service, their actions and subscriptions, then
- * publishes a user.created and an order.placed event. The admin token comes from
- * AMEBO_ADMIN_TOKEN or .amebo/admin-token.
+ * publishes a user.created and an order.placed event, and removes the four applications again
+ * (with their actions, subscriptions and queues) unless --keep is given. The subscriptions are
+ * consumed natively over AMQP (their queues hold the events: `amebo inspect subscription
+ * email-service/welcome-emails`); with RECEIVER_URL set they are webhooks to that receiver instead
+ * (e.g. examples/webhook-receiver.ts). Amebo is at the argument, else AMEBO_URL, else
+ * http://127.0.0.1:8701; the admin token comes from AMEBO_ADMIN_TOKEN or .amebo/admin-token.
  */
 import { readFileSync } from 'node:fs';
 import { request } from 'undici';
 
-const base = process.argv[2] ?? 'http://127.0.0.1:8701';
+const args = process.argv.slice(2);
+const keep = args.includes('--keep');
+const base = (args.find((a) => !a.startsWith('--')) ?? process.env.AMEBO_URL ?? 'http://127.0.0.1:8701').replace(
+  /\/+$/,
+  '',
+);
+const receiver = process.env.RECEIVER_URL?.replace(/\/+$/, '');
 const token = process.env.AMEBO_ADMIN_TOKEN ?? readFileSync('.amebo/admin-token', 'utf8').trim();
 
-async function call(method: 'POST' | 'GET', path: string, body: unknown, auth: string): Promise<any> {
+async function call(method: 'POST' | 'GET' | 'DELETE', path: string, body: unknown, auth: string): Promise<any> {
   const res = await request(base + path, {
     method,
-    headers: { authorization: auth, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
+    headers: { authorization: auth, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
     headersTimeout: 10_000,
     bodyTimeout: 10_000,
   });
-  const json = await res.body.json();
-  console.log(method, path, res.statusCode, res.statusCode >= 300 ? JSON.stringify(json) : '');
+  const text = await res.body.text();
+  const json = text ? JSON.parse(text) : null;
+  console.log(method, path, res.statusCode, res.statusCode >= 300 ? text : '');
   return json;
 }
+
+/** A subscription's delivery: the receiver's webhook when RECEIVER_URL is set, else a native AMQP queue. */
+const deliver = (path: string) => (receiver ? { handler: `${receiver}${path}` } : { transport: 'amqp' });
 const admin = `Bearer ${token}`;
 const basic = (app: string) => `Basic ${Buffer.from(`${app}:${app}-secret`).toString('base64')}`;
 
-for (const app of ['user-service', 'order-service', 'email-service', 'analytics-service'])
-  await call(
-    'POST',
-    '/v1/applications',
-    { application: app, address: `https://${app.split('-')[0]}s.myapp.com`, secret: `${app}-secret` },
-    admin,
-  );
+const APPS = {
+  'user-service': 'https://users.myapp.com',
+  'order-service': 'https://orders.myapp.com',
+  'email-service': 'https://email.myapp.com',
+  'analytics-service': 'https://analytics.myapp.com',
+};
+for (const [app, address] of Object.entries(APPS))
+  await call('POST', '/v1/applications', { application: app, address, secret: `${app}-secret` }, admin);
 
 await call(
   'POST',
@@ -74,7 +89,6 @@ await call(
   basic('order-service'),
 );
 
-// Handlers are relative to each application's address; point them at a receiver you run.
 await call(
   'POST',
   '/v1/subscriptions',
@@ -82,7 +96,7 @@ await call(
     application: 'email-service',
     subscription: 'welcome-emails',
     action: 'user.created',
-    handler: '/webhooks/user-created',
+    ...deliver('/webhooks/user-created'),
   },
   basic('email-service'),
 );
@@ -93,7 +107,7 @@ await call(
     application: 'analytics-service',
     subscription: 'user-analytics',
     action: 'user.created',
-    handler: '/webhooks/events',
+    ...deliver('/webhooks/events'),
   },
   basic('analytics-service'),
 );
@@ -104,7 +118,7 @@ await call(
     application: 'analytics-service',
     subscription: 'order-analytics',
     action: 'order.placed',
-    handler: '/webhooks/events',
+    ...deliver('/webhooks/events'),
   },
   basic('analytics-service'),
 );
@@ -125,3 +139,7 @@ await call(
   { action: 'order.placed', payload: { order_id: 'o1', user_id: 'u1', items: ['book'], total: 55, currency: 'USD' } },
   basic('order-service'),
 );
+
+// Leave nothing behind: deleting an application removes its actions, subscriptions and queues (the
+// events stay in the event log).
+if (!keep) for (const app of Object.keys(APPS)) await call('DELETE', `/v1/applications/${app}`, undefined, admin);

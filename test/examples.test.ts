@@ -34,14 +34,25 @@ after(async () => {
   await destroy(env);
 });
 
-test('examples/ecommerce.ts registers seed 002’s platform and publishes its events, every call 2xx', async () => {
-  const p = tsx('ecommerce.ts', [srv.url], { AMEBO_ADMIN_TOKEN: env.adminToken });
+test('examples/ecommerce.ts registers seed 002’s platform, publishes its events and cleans up, every call 2xx', async () => {
+  const p = tsx('ecommerce.ts', [], { AMEBO_ADMIN_TOKEN: env.adminToken, AMEBO_URL: `${srv.url}/` });
   assert.equal(await p.done, 0, p.err());
   const lines = p.out().trim().split('\n');
-  assert.equal(lines.length, 11, p.out());
-  for (const l of lines) assert.match(l, /^(POST|GET) \S+ 2\d\d\s*$/, l);
+  assert.equal(lines.length, 15, p.out());
+  for (const l of lines) assert.match(l, /^(POST|GET|DELETE) \S+ 2\d\d\s*$/, l);
   const events = await call('GET', '/v1/events?application=user-service', undefined, 'admin');
-  assert.equal(events.body.items[0].action, 'user.created');
+  assert.equal(events.body.items[0].action, 'user.created', 'the events stay in the event log');
+  const apps = await call('GET', '/v1/applications', undefined, 'admin');
+  assert.deepEqual(
+    apps.body.items.map((a: { application: string }) => a.application).filter((n: string) => n.endsWith('-service')),
+    [],
+    'the applications it created (with their subscriptions and queues) are gone',
+  );
+  const subs = (await call('GET', '/v1/subscriptions', undefined, 'admin')).body.items as { application: string }[];
+  assert.deepEqual(
+    subs.filter((x) => x.application.endsWith('-service')),
+    [],
+  );
 });
 
 test('examples/webhook-receiver.ts verifies, decrypts and prints what Amebo delivers', async () => {
@@ -69,10 +80,10 @@ test('examples/webhook-receiver.ts verifies, decrypts and prints what Amebo deli
     PORT: String(port),
   });
   try {
-    await eventually(() => rcv.out().includes('listening on'), 20_000);
+    await eventually(() => rcv.out().includes('listening on'), 30_000);
     const e = await call('POST', '/v1/events', { action: 'rcv.hello', payload: { greeting: 'hi' } }, APP);
     assert.equal(e.status, 202);
-    await eventually(() => rcv.out().includes(e.body.event), 15_000);
+    await eventually(() => rcv.out().includes(e.body.event), 30_000);
     assert.match(rcv.out(), new RegExp(`rcv\\.hello ${e.body.event} \\(attempt 1\\): \\{"greeting":"hi"\\}`));
   } finally {
     rcv.child.kill('SIGTERM');

@@ -184,7 +184,7 @@ export function summarise(
   file: string,
   top = 15,
   window?: { from: number; to: number },
-): { frames: Frame[]; totalMs: number; idleMs: number } {
+): { frames: Frame[]; totalMs: number; idleMs: number; byOwner: { owner: string; ms: number; busyPct: number }[] } {
   const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const self = new Map<number, number>();
@@ -207,6 +207,39 @@ export function summarise(
     if (g) g.us += us;
     else groups.set(key, { cf, us });
   }
+  // Self time by owner: the package or source directory of the frame, or, for native frames and
+  // node's own JS (writev, streams, …), of the nearest caller in a package or in our sources, so
+  // a socket write lands on whoever wrote (when the write happens in a later tick, it stays node's).
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const ownerOf = (url: string): string | undefined => {
+    if (!url) return undefined;
+    const f = url.startsWith('file:') ? fileURLToPath(url) : url;
+    const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(f);
+    if (nm) return nm[1];
+    if (f.startsWith('node:')) return undefined;
+    const rel = path.relative(ROOT, f);
+    return rel.startsWith('..')
+      ? f
+      : rel
+          .split('/')
+          .slice(0, rel.startsWith('src/') ? 2 : 1)
+          .join('/');
+  };
+  const owners = new Map<string, number>();
+  for (const [id, us] of self) {
+    const name = byId.get(id)!.callFrame.functionName;
+    if (name === '(idle)') continue;
+    let owner: string | undefined;
+    if (name === '(garbage collector)' || name === '(program)') owner = name;
+    for (let n: number | undefined = id; !owner && n !== undefined; n = parent.get(n))
+      owner = ownerOf(byId.get(n)!.callFrame.url);
+    owner ??= byId.get(id)!.callFrame.url ? 'node internals' : 'native, under node internals only';
+    owners.set(owner, (owners.get(owner) ?? 0) + us);
+  }
+  const byOwner = [...owners]
+    .sort((a, b) => b[1] - a[1])
+    .map(([owner, us]) => ({ owner, ms: us / 1000, busyPct: (us / (total - idle)) * 100 }));
   const frames = [...groups.values()]
     .filter((g) => g.cf.functionName !== '(idle)')
     .sort((a, b) => b.us - a.us)
@@ -218,7 +251,7 @@ export function summarise(
       pct: (g.us / total) * 100,
       busyPct: (g.us / (total - idle)) * 100,
     }));
-  return { frames, totalMs: total / 1000, idleMs: idle / 1000 };
+  return { frames, totalMs: total / 1000, idleMs: idle / 1000, byOwner };
 }
 
 export function render(s: ReturnType<typeof summarise>, markdown = false): string {
@@ -240,8 +273,12 @@ export function render(s: ReturnType<typeof summarise>, markdown = false): strin
       ),
     );
   }
+  const owners = s.byOwner.slice(0, 12).map((o) => `${o.owner} ${o.busyPct.toFixed(1)}%`);
   out.push(
-    `sampled ${(s.totalMs / 1000).toFixed(1)} s, of which idle ${(s.idleMs / 1000).toFixed(1)} s (busy ${((s.totalMs - s.idleMs) / 1000).toFixed(1)} s)`,
+    `${markdown ? '\n' : ''}Busy time by owner (native and node-internal frames charged to their nearest caller in a package or our sources): ${owners.join(', ')}`,
+  );
+  out.push(
+    `${markdown ? '\n' : ''}sampled ${(s.totalMs / 1000).toFixed(1)} s, of which idle ${(s.idleMs / 1000).toFixed(1)} s (busy ${((s.totalMs - s.idleMs) / 1000).toFixed(1)} s)`,
   );
   return out.join('\n') + '\n';
 }

@@ -43,12 +43,13 @@ export function print(sections: Section[]): void {
     printCpuTable(cpu);
     process.stdout.write(
       [
-        '  - CPU µs per event from /proc/<pid>/stat utime+stime (CLK_TCK ticks): node = the measured node process(es) (Amebo, or the',
-        '    baseline server/consumer/publisher), pg = PostgreSQL backends of its database, rmq = the RabbitMQ node net of its background',
-        '    rate sampled just before the stage, total = node + pg + rmq; bench = this process (load generator / webhook receiver), not in',
-        '    total; rmq raw = the RabbitMQ figure before the background is taken off (when they differ a lot, other work hit the broker).',
-        '    Baseline rows are indented, ratio = events/s ÷ the baseline below it. CPU per event holds steady on a shared machine;',
-        '    wall time and events/s do not.',
+        '  - CPU µs per event from /proc/<pid>/stat utime+stime (CLK_TCK ticks). node = the measured node process(es): Amebo, or',
+        '    the baseline server/consumer/publisher; pg = PostgreSQL backends of its database; rmq = the RabbitMQ node net of its',
+        '    background rate (the lower of idle samples just before and after the stage); total = node + pg + rmq; redis = the',
+        '    shared Redis server, net of its background (not in total); bench = this process (load generator / webhook receiver,',
+        '    not in total); rmq raw = RabbitMQ before the background is taken off (a large gap: other work hit the broker).',
+        '    Baseline rows are indented; ratio = events/s ÷ the baseline below it. CPU per event holds steady on a shared',
+        '    machine; wall time and events/s do not.',
       ].join('\n') + '\n',
     );
   }

@@ -106,7 +106,7 @@ test('event detail: each subscription’s state, attempts, and retry of a dead d
   await eventually(async () => {
     const d = await call('GET', `/v1/events/${events[0]}`, undefined, 'admin');
     return d.body.deliveries?.length === 2 && d.body.deliveries.every((x: { state: string }) => x.state !== 'pending');
-  }, 20_000);
+  }, 30_000);
   await page.click(`text=${events[0]}`);
   await page.getByTestId('event-detail').waitFor();
   assert.match(await page.getByTestId('payload').innerText(), /"sku": "sku-0"/);
@@ -117,7 +117,7 @@ test('event detail: each subscription’s state, attempts, and retry of a dead d
   failing = false;
   await page.getByTestId('retry-flaky').click();
   await page.getByText('retry queued').waitFor();
-  await eventually(() => rx.at('/flaky').some((r) => r.headers['webhook-id'] === events[0] && r.json), 15_000);
+  await eventually(() => rx.at('/flaky').some((r) => r.headers['webhook-id'] === events[0] && r.json), 30_000);
   await page.reload();
   await eventually(
     async () => (await page.getByTestId('delivery-flaky').getByTestId('badge').innerText()) === 'delivered',
@@ -139,7 +139,7 @@ test('subscriptions: dead letters listed and resurrected with a button', { skip 
   page.once('dialog', (d) => void d.accept());
   await page.getByTestId('resurrect-flaky').click();
   await dead.getByText(`resurrected ${count}`).waitFor();
-  await eventually(() => rx.at('/flaky').some((r) => r.headers['webhook-id'] === events[1] && r.json), 15_000);
+  await eventually(() => rx.at('/flaky').some((r) => r.headers['webhook-id'] === events[1] && r.json), 30_000);
 });
 
 test('actions: search finds the action and shows its schema', { skip }, async () => {

@@ -5,6 +5,7 @@ import {
   drainQueue,
   eventually,
   http,
+  nextEvent,
   start,
   testEnv,
   type Running,
@@ -44,6 +45,9 @@ test('PostgreSQL unreachable → 503 with a code; back → accepted again, relay
     { application: 'shop', subscription: 'audit', action: 'order.placed', transport: 'amqp' },
     'admin',
   );
+  // The relay's passes fail while PostgreSQL is away (and it goes on trying).
+  const relay = srv.amebo.relay!;
+  const failing = nextEvent(relay, 'error');
   proxy.refuse(true);
   proxy.cut();
   const r = await http(srv.url, env, 'POST', '/v1/events', { action: 'order.placed', payload: { n: 1 } }, APP);
@@ -54,7 +58,9 @@ test('PostgreSQL unreachable → 503 with a code; back → accepted again, relay
   const ready = await http(srv.url, env, 'GET', '/ready');
   assert.equal(ready.status, 503);
   assert.notEqual(ready.body.checks.postgresql, 'ok');
-  await new Promise((res) => setTimeout(res, 400)); // a few failing relay ticks
+  await failing;
+  await nextEvent(relay, 'error'); // and again: the loop survived its first failure
+  const recovered = nextEvent(relay, 'drained');
   proxy.refuse(false);
   const ok = await eventually(
     async () => {
@@ -76,6 +82,7 @@ test('PostgreSQL unreachable → 503 with a code; back → accepted again, relay
     50,
   );
   assert.ok(seen.includes(ok!.body.event), JSON.stringify(seen));
+  await recovered; // the relay's passes succeed again
   assert.equal((await http(srv.url, env, 'GET', '/ready')).status, 200);
 });
 
@@ -87,8 +94,11 @@ test('a checked-out client whose connection dies between queries does not crash 
   try {
     const c = await pool.connect(); // held between queries, as the relay holds its transaction
     await c.query('BEGIN');
+    // 'end' comes after the client handled the lost connection, its 'error' event included (not
+    // events.once, which would reject on that 'error').
+    const ended = new Promise((r) => c.once('end', r));
     proxy.cut();
-    await new Promise((r) => setTimeout(r, 300));
+    await ended;
     await assert.rejects(c.query('SELECT 1'));
     c.release();
     assert.deepEqual(uncaught, []);

@@ -30,7 +30,7 @@ before(async () => {
     await probe.connect().catch(() => undefined);
     const r = (await probe.call('SENTINEL', 'get-master-addr-by-name', NAME)) as string[] | null;
     return r?.[1] === '6379';
-  }, 10_000);
+  }, 30_000);
   probe.disconnect();
 });
 after(async () => {

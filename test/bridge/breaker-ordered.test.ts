@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { destroy, eventually, http, REDIS_URL, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeStarter } from '../../bridge/index.js';
-import { Breaker } from '../../bridge/breaker.js';
+import { Breaker, type BreakerState } from '../../bridge/breaker.js';
 import { deliveryRoutes } from '../../src/api/delivery-routes.js';
 import { Receiver, seed } from './receiver.js';
 
@@ -66,21 +66,27 @@ test('circuit breaker: opens after failures, messages wait, probe, resume', asyn
 
   // (A quorum queue keeps listing a cancelled consumer while it holds unacked messages: the Redis
   // state and the receiver's silence are the evidence, not consumerCount.)
-  await eventually(async () => (await redis.exists(stateKey)) === 1, 5000);
-  const opened = Date.now();
+  const state = async () => {
+    const v = await redis.get(stateKey);
+    return v ? (JSON.parse(v) as BreakerState) : null;
+  };
+  const first = (await eventually(state, 30_000))!;
   const c0 = rx.at('/fragile').length;
   assert.ok(c0 >= 3 && c0 <= 5, `the circuit opened after the threshold (3) plus what was in flight: ${c0}`);
-  await new Promise((r) => setTimeout(r, 1000));
-  assert.equal(rx.at('/fragile').length, c0, 'nothing is attempted during the cool-down');
   const q = await check();
   assert.ok(q.messageCount >= 12 - c0 - 2, `messages wait in the queue (prefetch 2 held): ${q.messageCount}`);
 
   // Cool-down over: one probe, which fails: open again for longer.
-  await eventually(() => rx.at('/fragile').length === c0 + 1, 3000);
+  const reopened = (await eventually(async () => {
+    const st = await state();
+    return st && st.until > first.until ? st : null;
+  }, 30_000))!;
+  assert.equal(reopened.cooldownMs, 3000, 'a failed probe reopens the circuit, twice as long');
+  // Nothing was attempted during the cool-down: the one request after the opening is the probe,
+  // sent once the cool-down was over.
+  assert.equal(rx.at('/fragile').length, c0 + 1, 'one probe, nothing else');
   const probeAt = rx.at('/fragile')[c0]!.at;
-  assert.ok(probeAt - opened >= 1000, `the probe waited for the cool-down: ${probeAt - opened} ms`);
-  await new Promise((r) => setTimeout(r, 1000));
-  assert.equal(rx.at('/fragile').length, c0 + 1, 'a failed probe reopens the circuit');
+  assert.ok(probeAt >= first.until, `the probe waited for the cool-down: ${probeAt - first.until} ms after it`);
 
   down = false;
   await eventually(() => {
@@ -91,7 +97,9 @@ test('circuit breaker: opens after failures, messages wait, probe, resume', asyn
         .map((r) => String(r.headers['webhook-id'])),
     );
     return ids.every((id) => ok.has(id));
-  }, 15_000);
+  }, 30_000);
+  // Nothing was attempted during the second cool-down either: the next request was its probe.
+  assert.ok(rx.at('/fragile')[c0 + 1]!.at >= reopened.until, 'the second probe waited for the longer cool-down');
   assert.equal((await check()).consumerCount, 1, 'consuming again');
   assert.equal(await redis.exists(stateKey), 0, 'the circuit is closed in Redis for every worker');
   const attemptsPerEvent = ids.map((id) => rx.at('/fragile').filter((r) => r.headers['webhook-id'] === id).length);
@@ -123,15 +131,17 @@ test('ordered: one at a time in publish order; a failing event holds the line', 
   rx.on('/ledger', async (r, n) => {
     concurrent++;
     maxConcurrent = Math.max(maxConcurrent, concurrent);
-    await new Promise((x) => setTimeout(x, 20));
+    await new Promise((x) => setTimeout(x, 20)); // the scenario: a receiver slow enough for overlaps to show
     concurrent--;
     return r.json.payload.n === 2 && n < 2 ? { status: 503 } : { status: 200 };
   });
   for (let n = 0; n < 6; n++) await publish('acct.ledger', { n });
-  await eventually(() => rx.at('/ledger').length >= 8, 10_000);
-  await new Promise((r) => setTimeout(r, 300));
+  await eventually(() => rx.at('/ledger').length >= 8, 30_000);
+  // Nothing else: a later event comes next (the line is ordered), after exactly these.
+  await publish('acct.ledger', { n: 6 });
+  await eventually(() => rx.at('/ledger').some((r) => r.json.payload.n === 6), 30_000);
   const seq = rx.at('/ledger').map((r) => r.json.payload.n);
-  assert.deepEqual(seq, [0, 1, 2, 2, 2, 3, 4, 5], 'event 2 is retried in place before 3 goes');
+  assert.deepEqual(seq, [0, 1, 2, 2, 2, 3, 4, 5, 6], 'event 2 is retried in place before 3 goes');
   assert.equal(maxConcurrent, 1, 'one delivery at a time');
   const [, , a, b, c] = rx.at('/ledger');
   assert.ok(b!.at - a!.at >= 950 && c!.at - b!.at >= 950, 'the line waits for the retry schedule');

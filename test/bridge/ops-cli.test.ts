@@ -50,7 +50,7 @@ test('inspect, dead-letters and resurrect (partial, then more than there are: no
   await eventually(async () => {
     const d = await call('GET', `/v1/subscriptions/${subs.flaky}/dead-letters`, undefined, 'admin');
     return d.body.count === 3 && rx.at('/steady').length >= 3;
-  }, 20_000);
+  }, 30_000);
 
   const dl = await run(['dead-letters', subs.flaky!, '--json']);
   assert.equal(dl.code, 0, dl.err);
@@ -84,7 +84,7 @@ test('inspect, dead-letters and resurrect (partial, then more than there are: no
   await eventually(async () => {
     const d = await call('GET', `/v1/subscriptions/${subs.flaky}/dead-letters`, undefined, 'admin');
     return d.body.count === 0;
-  }, 10_000);
+  }, 30_000);
 });
 
 test('replay re-delivers a time range to one subscription', async () => {
@@ -92,7 +92,7 @@ test('replay re-delivers a time range to one subscription', async () => {
   const r = await run(['replay', subs.steady!, '--from', t0, '--json']);
   assert.equal(r.code, 0, r.err);
   assert.equal(JSON.parse(r.out).count, 3);
-  await eventually(() => rx.at('/steady').length >= before + 3, 20_000);
+  await eventually(() => rx.at('/steady').length >= before + 3, 30_000);
 });
 
 test('monitor tails events and deliveries matching its pattern, and stops at --count', async () => {

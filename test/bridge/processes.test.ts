@@ -87,10 +87,17 @@ const count = (xs: string[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1
 test('three bridge processes side by side deliver each event exactly once', async () => {
   const bridges = await Promise.all([spawnBridge(), spawnBridge(), spawnBridge()]);
   const s = await subscribe('three');
-  await eventually(async () => (await queueState(s.queue)).consumerCount === 3, 10_000);
+  await eventually(async () => (await queueState(s.queue)).consumerCount === 3, 30_000);
   const ids = await publishMany('p.three', 300);
-  await eventually(() => new Set(rx.ids('/three')).size === 300, 20_000);
-  await new Promise((r) => setTimeout(r, 500));
+  await eventually(() => new Set(rx.ids('/three')).size === 300, 30_000);
+  // Every one recorded delivered, i.e. acked: none is left for the broker to hand out again.
+  await eventually(async () => {
+    const r = await srv.amebo.pool.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM deliveries WHERE subscription = $1 AND state = 'delivered'`,
+      [s.id],
+    );
+    return r.rows[0]!.n === 300;
+  }, 30_000);
   const c = count(rx.ids('/three'));
   assert.equal(rx.at('/three').length, 300, 'no duplicates when receivers succeed');
   assert.deepEqual([...c.keys()].sort(), [...ids].sort());
@@ -101,15 +108,15 @@ test('kill -9 of a bridge mid-delivery loses nothing: its unacked messages are r
   const s = await subscribe('kill');
   rx.on('/kill', () => ({ delayMs: 150 }));
   const a = await spawnBridge({ prefetch: 5 });
-  await eventually(async () => (await queueState(s.queue)).consumerCount === 1, 10_000);
+  await eventually(async () => (await queueState(s.queue)).consumerCount === 1, 30_000);
   const ids = await publishMany('p.kill', 40);
-  await eventually(() => rx.at('/kill').length >= 12, 10_000);
+  await eventually(() => rx.at('/kill').length >= 12, 30_000);
   a.kill('SIGKILL');
   const atKill = new Set(rx.ids('/kill'));
   await new Promise((r) => a.once('exit', r));
   await spawnBridge({ prefetch: 5 });
-  await eventually(() => ids.every((id) => rx.ids('/kill').includes(id)), 20_000);
-  await eventually(async () => (await queueState(s.queue)).messageCount === 0, 5000);
+  await eventually(() => ids.every((id) => rx.ids('/kill').includes(id)), 30_000);
+  await eventually(async () => (await queueState(s.queue)).messageCount === 0, 30_000);
   const dup = [...count(rx.ids('/kill'))].filter(([, n]) => n > 1).map(([id]) => id);
   assert.ok(dup.length >= 1 && dup.length <= 5, `only what the killed process held is sent again: ${dup.length}`);
   assert.ok(
@@ -130,7 +137,7 @@ test('RabbitMQ connection loss and Redis disconnection: the bridge recovers by i
   const connPid = /<[^>]+>/.exec(line)![0];
   const before = rx.at('/kill').length;
   const ids = await publishMany('p.kill', 30);
-  await eventually(() => rx.at('/kill').length >= before + 5, 10_000);
+  await eventually(() => rx.at('/kill').length >= before + 5, 30_000);
   await run('rabbitmqctl', ['-q', 'close_connection', connPid, 'test: connection loss'], { timeout: 20_000 });
   await eventually(() => ids.every((id) => rx.ids('/kill').includes(id)), 30_000);
   assert.equal(survivor.exitCode, null, 'the same process, not a restart');
@@ -144,8 +151,8 @@ test('RabbitMQ connection loss and Redis disconnection: the bridge recovers by i
     for (const l of mine) await redis.client('KILL', 'ID', /id=(\d+)/.exec(l)![1]!);
     const s = await subscribe('late'); // announced while the bridge's subscriber may be away
     const late = await publishMany('p.late', 5);
-    await eventually(() => late.every((id) => rx.ids('/late').includes(id)), 15_000);
-    await eventually(async () => (await queueState(s.queue)).consumerCount === 1, 5000);
+    await eventually(() => late.every((id) => rx.ids('/late').includes(id)), 30_000);
+    await eventually(async () => (await queueState(s.queue)).consumerCount === 1, 30_000);
     const again = (await redis.client('LIST')) as string;
     assert.ok(again.includes(`name=amebo-bridge-${pid}-sub`), 'the subscriber reconnected');
   } finally {
@@ -158,9 +165,9 @@ test('ordered: a held event keeps its attempt count when its bridge dies (kill -
   const s = await subscribe('held', { ordered: true, retry_schedule: [1], max_attempts: 4 });
   rx.on('/held', () => ({ status: 500 }));
   const holder = [...children].find((c) => c.exitCode === null && c.signalCode === null)!;
-  await eventually(async () => (await queueState(s.queue)).consumerCount >= 1, 10_000);
+  await eventually(async () => (await queueState(s.queue)).consumerCount >= 1, 30_000);
   const [id] = await publishMany('p.held', 1);
-  await eventually(() => rx.at('/held').length >= 2, 10_000);
+  await eventually(() => rx.at('/held').length >= 2, 30_000);
   holder.kill('SIGKILL');
   const atKill = rx.at('/held').length;
   await new Promise((r) => holder.once('exit', r));
@@ -168,7 +175,7 @@ test('ordered: a held event keeps its attempt count when its bridge dies (kill -
   const dl = await eventually(async () => {
     const r = await call('GET', `/v1/subscriptions/${s.id}/dead-letters`, undefined, 'admin');
     return r.body.count === 1 ? r.body : null;
-  }, 15_000);
+  }, 30_000);
   assert.equal(dl.items[0].event, id);
   assert.equal(dl.items[0].reason, 'max_attempts');
   const seen = rx.at('/held').map((r) => Number(r.headers['x-amebo-attempt']));
@@ -180,9 +187,9 @@ test('ordered: a held event keeps its attempt count when its bridge dies (kill -
 test('rate_limit holds across bridge processes (one pace in Redis, not one per process)', async () => {
   const bridges = await Promise.all([spawnBridge(), spawnBridge()]);
   const s = await subscribe('paced', { rate_limit: 5 });
-  await eventually(async () => (await queueState(s.queue)).consumerCount >= 2, 10_000);
+  await eventually(async () => (await queueState(s.queue)).consumerCount >= 2, 30_000);
   await publishMany('p.paced', 10);
-  await eventually(() => rx.at('/paced').length >= 10, 15_000);
+  await eventually(() => rx.at('/paced').length >= 10, 30_000);
   const at = rx.at('/paced').map((r) => r.at);
   // 10 deliveries at 5/s: 9 gaps of 200 ms. Paced per process, two processes would take about half.
   assert.ok(at[9]! - at[0]! >= 1500, `10 deliveries at 5/s over two processes took ${at[9]! - at[0]!} ms`);

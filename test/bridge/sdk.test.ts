@@ -1,6 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
 import amqp from 'amqplib';
+import { pino } from 'pino';
 import { AMQP_URL, destroy, drainQueue, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
 import { deliveryRoutes } from '../../src/api/delivery-routes.js';
 import { consume, PermanentError, type Consumer } from '../../src/sdk/consume.js';
@@ -75,7 +77,7 @@ test('consume: retry ladder, confirmed publishes before the ack, dead letters wi
   const broken = await publish({ sku: 'broken' });
   const poison = await publish({ sku: 'poison' });
 
-  const out = await drainQueue(outQueue, 2, 8000);
+  const out = await drainQueue(outQueue, 2, 30_000);
   assert.deepEqual(out.map((m) => JSON.parse(m.content.toString()).from).sort(), [ok, flaky].sort());
   const f = seen.filter((s) => s.sku === 'flaky');
   assert.deepEqual(
@@ -87,7 +89,7 @@ test('consume: retry ladder, confirmed publishes before the ack, dead letters wi
   const dl = await eventually(async () => {
     const r = await call('GET', `/v1/subscriptions/${sub.id}/dead-letters`, undefined, APP);
     return r.body.count === 2 ? r.body : null;
-  }, 8000);
+  }, 30_000);
   const byEvent = new Map(dl.items.map((i: any) => [i.event, i]));
   assert.equal((byEvent.get(broken) as any).reason, 'max_attempts');
   assert.equal((byEvent.get(broken) as any).attempts, 3);
@@ -111,7 +113,7 @@ test('a message is not acked until the handler resolves: a consumer that stops m
     handler: () => new Promise<void>((r) => (release = r)),
   });
   const id = await publish({ sku: 'slow' });
-  await eventually(() => release !== undefined, 5000);
+  await eventually(() => release !== undefined, 30_000);
   await first.close(200); // the handler has not resolved: the message must come back
   release();
   const got: string[] = [];
@@ -124,7 +126,7 @@ test('a message is not acked until the handler resolves: a consumer that stops m
     },
   });
   consumers.push(second);
-  await eventually(() => got.includes(id), 5000);
+  await eventually(() => got.includes(id), 30_000);
 });
 
 test('a consumer whose queue is deleted and declared again consumes again, without a restart', async () => {
@@ -134,10 +136,19 @@ test('a consumer whose queue is deleted and declared again consumes again, witho
   try {
     await ch.assertQueue(q, { durable: true });
     const got: string[] = [];
+    // What the consumer logs: the test waits for it to have seen the broker cancel it.
+    const logged: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        logged.push(String((JSON.parse(chunk.toString()) as { msg?: string }).msg));
+        done();
+      },
+    });
     const c = await consume<{ n: number }>({
       amqpUrl: AMQP_URL,
       queue: q,
       prefix: env.cfg.prefix,
+      logger: pino({ level: 'warn' }, sink),
       handler: async (e) => {
         got.push(String(e.payload.n));
       },
@@ -148,12 +159,12 @@ test('a consumer whose queue is deleted and declared again consumes again, witho
         persistent: true,
       });
     send(1);
-    await eventually(() => got.includes('1'), 5000);
+    await eventually(() => got.includes('1'), 30_000);
     await ch.deleteQueue(q); // the broker cancels the consumer
-    await new Promise((r) => setTimeout(r, 300));
+    await eventually(() => logged.some((m) => m.includes('the broker cancelled the consumer')), 30_000);
     await ch.assertQueue(q, { durable: true });
     send(2);
-    await eventually(() => got.includes('2'), 15_000);
+    await eventually(() => got.includes('2'), 30_000);
   } finally {
     await ch.deleteQueue(q).catch(() => undefined);
     await conn.close();

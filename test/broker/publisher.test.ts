@@ -1,4 +1,5 @@
 /** The confirm publisher against the real broker: confirms, order, window, and coalesced writes. */
+import { once } from 'node:events';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Socket } from 'node:net';
@@ -56,9 +57,10 @@ test('a burst of publishes in one turn is confirmed in order, through the window
 });
 
 test('a publish to a missing exchange rejects (the channel dies) and the publisher comes back', async () => {
+  const reopened = once(publisher.events, 'ready');
   await assert.rejects(publisher.publish('no-such-exchange-' + process.pid, 'x', Buffer.from('x')));
-  await new Promise((r) => setTimeout(r, 50));
-  assert.ok(await publisher.waitReady(5000), 'the publisher opened a new channel');
+  await reopened; // the publisher opened a new channel (bounded by the test timeout)
+  assert.ok(await publisher.waitReady(30_000), 'the publisher is ready on it');
   await publisher.publish('', queue, Buffer.from('again'));
   const [m] = await drainQueue(queue, 1);
   assert.equal(m?.content.toString(), 'again');

@@ -6,7 +6,8 @@
 import { queueDepths } from '../broker/depth.js';
 import { deliveryStatus, type DeliveryStatus } from '../delivery/status.js';
 import { topicMatcher } from '../delivery/topic.js';
-import { deliveriesOfEvent, type EventRow } from '../store/events.js';
+import type { EventRow } from '../store/events.js';
+import { deliveriesOfEvent } from '../store/deliveries.js';
 import type { ApiContext } from './server.js';
 import { breakerOf } from './health-routes.js';
 

@@ -1,15 +1,7 @@
+import type { DeliveryView } from '../store/deliveries.js';
+
 /** How one event's delivery to one subscription is shown (event detail and the deliveries list). */
-export const deliveryView = (d: {
-  subscription: string;
-  subscription_name: string;
-  application: string;
-  state: 'pending' | 'delivered' | 'retrying' | 'dead';
-  attempts: number;
-  last_status: number | null;
-  last_error: string | null;
-  next_attempt_at: Date | null;
-  updated_at: Date;
-}) => ({
+export const deliveryView = (d: DeliveryView) => ({
   subscription: d.subscription,
   subscription_name: d.subscription_name,
   application: d.application,

@@ -150,6 +150,15 @@ export async function listAttempts(pool: Pool, event: string, subscription: stri
   return r.rows;
 }
 
+export async function deliveriesOfEvent(pool: Pool, id: string): Promise<DeliveryView[]> {
+  const r = await pool.query<DeliveryView>(
+    `SELECT d.*, s.name AS subscription_name, s.application FROM deliveries d JOIN subscriptions s ON s.id = d.subscription
+      WHERE d.event = $1 ORDER BY s.application, s.name`,
+    [id],
+  );
+  return r.rows;
+}
+
 // ---- health and stats of a subscription
 
 /** Attempts of one subscription over a window, in buckets, oldest first. */

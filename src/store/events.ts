@@ -180,28 +180,6 @@ export async function getEvent(pool: Pool, id: string): Promise<EventRow | null>
   return r.rows[0] ?? null;
 }
 
-export interface DeliveryRow {
-  event: string;
-  subscription: string;
-  subscription_name: string;
-  application: string;
-  state: 'pending' | 'delivered' | 'retrying' | 'dead';
-  attempts: number;
-  last_status: number | null;
-  last_error: string | null;
-  next_attempt_at: Date | null;
-  updated_at: Date;
-}
-
-export async function deliveriesOfEvent(pool: Pool, id: string): Promise<DeliveryRow[]> {
-  const r = await pool.query<DeliveryRow>(
-    `SELECT d.*, s.name AS subscription_name, s.application FROM deliveries d JOIN subscriptions s ON s.id = d.subscription
-      WHERE d.event = $1 ORDER BY s.application, s.name`,
-    [id],
-  );
-  return r.rows;
-}
-
 /** Stored events of a time range for a replay, oldest first, as the broker body needs them. */
 export async function eventsForReplay(
   pool: Pool,

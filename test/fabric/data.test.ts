@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { DataMessage } from '../../src/fabric/index.js';
-import { open, sleep, uniqueDomain, waitFor } from './helpers.js';
+import amqp from 'amqplib';
+import { AMQP_URL, open, uniqueDomain, waitFor } from './helpers.js';
 
 test('subscribers get only messages whose headers match all of theirs; publisher identity is added', async (t) => {
   const domain = uniqueDomain();
@@ -24,8 +25,16 @@ test('subscribers get only messages whose headers match all of theirs; publisher
   );
   await pub.publishData({ order_total: 10 }, { msg_type: 'CUSTOMER_TRANSACTIONS', currency: 'EUR' });
   await pub.publishData('not a transaction', { msg_type: 'OTHER', currency: 'USD' });
-  await waitFor(() => usd.length >= 1 && all.length >= 2, 3000, 'deliveries');
-  await sleep(150); // nothing else may trickle in
+  await waitFor(() => usd.length >= 1 && all.length >= 2, 30_000, 'deliveries');
+  // Nothing else trickles in: a later message matching both reaches both, after exactly these.
+  await pub.publishData('marker', { msg_type: 'CUSTOMER_TRANSACTIONS', currency: 'USD' });
+  await waitFor(
+    () => !!usd.at(-1)?.text().includes('marker') && !!all.at(-1)?.text().includes('marker'),
+    30_000,
+    'the marker',
+  );
+  usd.pop();
+  all.pop();
 
   assert.equal(usd.length, 1);
   assert.equal(all.length, 2);
@@ -55,8 +64,20 @@ test('same subscriber name shares the messages; different names each get all of 
 
   const N = 20;
   for (let n = 0; n < N; n++) await pub.publishData({ n }, filter);
-  await waitFor(() => got.a.length + got.b.length >= N && got.solo.length >= N, 3000, 'all deliveries');
-  await sleep(100);
+  await waitFor(() => got.a.length + got.b.length >= N && got.solo.length >= N, 30_000, 'all deliveries');
+  // Nothing else comes: markers (n = -1) until each same-name subscriber has had one; each handles
+  // its messages in order, so whatever the queue gave it before is in by then.
+  await waitFor(
+    async () => {
+      await pub.publishData({ n: -1 }, filter);
+      return got.a.includes(-1) && got.b.includes(-1);
+    },
+    30_000,
+    'a marker on both same-name subscribers',
+    50,
+  );
+  await waitFor(() => got.solo.includes(-1), 30_000, 'the markers on the other name');
+  for (const k of ['a', 'b', 'solo'] as const) got[k] = got[k].filter((n) => n !== -1);
 
   assert.ok(got.a.length > 0 && got.b.length > 0, `load balanced: a=${got.a.length} b=${got.b.length}`);
   assert.equal(got.a.length + got.b.length, N, 'each message once across same-name subscribers');
@@ -72,16 +93,32 @@ test('a failing handler gets the message once more, then it is dropped; cancel s
   const pub = await open(t, { domain, type: 'src', id: 'p1', keepAliveMs: 0 });
   const sub = await open(t, { domain, type: 'dst', id: 'd1', keepAliveMs: 0 });
   const attempts: boolean[] = [];
+  const markers: string[] = [];
   const s = await sub.subscribeData(`${domain}-flaky`, { kind: 'x' }, (m) => {
+    if (!m.text().includes('boom')) return void markers.push(m.text());
     attempts.push(m.redelivered);
     throw new Error('handler failed');
   });
   await pub.publishData('boom', { kind: 'x' });
-  await waitFor(() => attempts.length >= 2, 3000, 'a redelivery');
-  await sleep(150);
+  await waitFor(() => attempts.length >= 2, 30_000, 'a redelivery');
+  // Dropped after that: a message published later is handled, and "boom" did not come a third time
+  // (a requeued copy would have been handed out before it).
+  await pub.publishData('marker', { kind: 'x' });
+  await waitFor(() => markers.length === 1, 30_000, 'the marker');
   assert.deepEqual(attempts, [false, true]);
   await s.cancel();
-  await pub.publishData('after cancel', { kind: 'x' });
-  await sleep(150);
-  assert.equal(attempts.length, 2);
+  // Cancelled: the subscription's queue (auto-delete) went with its last consumer, so nothing
+  // published from now on can reach the handler.
+  const conn = await amqp.connect(AMQP_URL);
+  t.after(() => conn.close());
+  const gone = async (): Promise<boolean> => {
+    const ch = await conn.createChannel();
+    ch.on('error', () => undefined);
+    return ch.checkQueue(`${domain}-flaky`).then(
+      async () => (await ch.close(), false),
+      (err: Error) => /404|NOT_FOUND/.test(err.message),
+    );
+  };
+  await waitFor(gone, 30_000, 'the queue deleted with its consumer');
+  assert.equal(markers.length, 1);
 });

@@ -5,7 +5,7 @@ import amqp from 'amqplib';
 import { pino } from 'pino';
 import { LogDestination, type LogRecord } from '../../src/fabric/index.js';
 import { Link } from '../../src/fabric/link.js';
-import { AMQP_URL, open, sleep, uniqueDomain, waitFor } from './helpers.js';
+import { AMQP_URL, open, uniqueDomain, waitFor } from './helpers.js';
 
 test('records arrive with Python level names and service headers; the tail filters by service and level', async (t) => {
   const domain = uniqueDomain();
@@ -35,8 +35,23 @@ test('records arrive with Python level names and service headers; the tail filte
   log.fatal('giving up');
   log2.error('not from e1');
 
-  await waitFor(() => everything.length >= 6 && warnings.length >= 3 && raw.length >= 6, 3000, 'log records');
-  await sleep(100);
+  await waitFor(() => everything.length >= 6 && warnings.length >= 3 && raw.length >= 6, 30_000, 'log records');
+  // Nothing else comes: a later record of e1 reaches the tail, the filtered tail and the raw queue
+  // after exactly these (e1's records travel in order); then it is set aside.
+  log.fatal('marker');
+  const isMarker = (r: LogRecord) => r.serviceId === 'e1' && r.message === 'marker';
+  await waitFor(
+    () => everything.some(isMarker) && warnings.some(isMarker) && raw.some((m) => m.content.toString() === '"marker"'),
+    30_000,
+    'the marker record',
+  );
+  for (const list of [everything, warnings]) list.splice(list.findIndex(isMarker), 1);
+  raw.splice(
+    raw.findIndex((m) => m.content.toString() === '"marker"'),
+    1,
+  );
+  assert.equal(everything.length, 6);
+  assert.equal(raw.length, 6);
   assert.deepEqual(
     warnings.map((r) => [r.serviceId, r.level, r.message]),
     [
@@ -82,13 +97,11 @@ test('the destination never blocks or throws: records wait in a bounded buffer, 
     { maxBuffer: 5 },
   );
   const log = pino({ level: 'info' }, dest);
-  const t0 = process.hrtime.bigint();
+  // Synchronous writes that return: none waits for the link (how fast is for `npm run bench`).
   for (let i = 0; i < 1000; i++) log.info({ i }, 'record %d', i);
-  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   assert.equal(dest.buffered, 5);
   assert.equal(dest.dropped, 995);
   assert.equal(dest.sent, 0);
-  assert.ok(ms < 500, `1000 records took ${ms} ms`);
   assert.equal(dest.write('not json'), true);
   assert.equal(dest.dropped, 996);
 });

@@ -26,7 +26,7 @@ test('presence lists services up, then down (remembered), agrees across processe
 
   const svc = await open(t, { domain, type: 'encoder', id: 'e1', version: '2.0.1', keepAliveMs: 200 });
   await open(t, { domain: `${domain}x`, type: 'encoder', id: 'other', keepAliveMs: 200 });
-  const up = await waitFor(async () => (await presence.list({ domain }))[0], 3000, 'service listed');
+  const up = await waitFor(async () => (await presence.list({ domain }))[0], 30_000, 'service listed');
   const item: ServiceItem = up;
   assert.deepEqual(
     { ...item, last_seen: typeof item.last_seen, started_at: typeof item.started_at, host: typeof item.host },
@@ -76,7 +76,7 @@ test('presence lists services up, then down (remembered), agrees across processe
   );
   assert.equal(down.instances, 0);
   assert.equal((await second.list({ domain }))[0]?.status, 'down');
-  await waitFor(() => changes.some((c) => c.status === 'down'), 2000, 'a down change event');
+  await waitFor(() => changes.some((c) => c.status === 'down'), 30_000, 'a down change event');
   assert.deepEqual(
     changes.map((c) => [c.type, c.fqn, c.status]),
     [
@@ -102,9 +102,9 @@ test('a service that goes silent (killed, no goodbye) is stale, then down after 
   presence.on('change', (c) => c.domain === domain && seen.push(c.status));
   // keep-alives every 100 ms, then silence: closing the link without the goodbye a close() sends
   const svc = await open(t, { domain, type: 'py', id: 'p1', keepAliveMs: 100 });
-  await waitFor(async () => (await presence.list({ domain }))[0]?.status === 'up', 3000, 'up');
+  await waitFor(async () => (await presence.list({ domain }))[0]?.status === 'up', 30_000, 'up');
   await (svc as unknown as { link: { close(): Promise<void> } }).link.close();
-  await waitFor(() => seen.length >= 3, 3000, 'stale and down');
+  await waitFor(() => seen.length >= 3, 30_000, 'stale and down');
   assert.deepEqual(seen, ['up', 'stale', 'down']);
   assert.equal((await presence.list({ domain }))[0]?.status, 'down');
 });

@@ -52,7 +52,7 @@ test('after a forced close of the service and then of the caller connection, eve
   );
   assert.equal(sum, 5);
   await client.publishData('after service reconnect', { kind: 'note' });
-  await waitFor(() => received.includes('after service reconnect'), 3000, 'data after reconnect');
+  await waitFor(() => received.includes('after service reconnect'), 30_000, 'data after reconnect');
   const listed = await waitFor(
     async () => (await client.listServices({ domain, type: 'svc' }))[0]?.status === 'up',
     3000,
@@ -68,7 +68,7 @@ test('after a forced close of the service and then of the caller connection, eve
   await cback;
   assert.equal(await p.add({ a: 20, b: 22 }), 42);
   await client.publishData('after client reconnect', { kind: 'note' });
-  await waitFor(() => received.includes('after client reconnect'), 3000, 'data after client reconnect');
+  await waitFor(() => received.includes('after client reconnect'), 30_000, 'data after client reconnect');
 });
 
 test('a method queue deleted under a live service is declared and consumed again, on the same connection', async (t) => {
@@ -89,6 +89,6 @@ test('a method queue deleted under a live service is declared and consumed again
   } finally {
     await conn.close();
   }
-  const sum = await waitFor(() => p.add({ a: 20, b: 22 }).catch(() => 0), 10_000, 'the method answers again');
+  const sum = await waitFor(() => p.add({ a: 20, b: 22 }).catch(() => 0), 30_000, 'the method answers again');
   assert.equal(sum, 42);
 });

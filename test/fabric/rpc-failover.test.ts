@@ -58,7 +58,7 @@ test('a call in flight on an instance killed with SIGKILL is served by another m
   victim.proc.kill('SIGKILL');
   await once(victim.proc, 'exit');
 
-  const result = await within(call, 10_000, 'the redelivered call');
+  const result = await within(call, 30_000, 'the redelivered call');
   assert.equal(result.pid, survivor.proc.pid);
   assert.ok(pids.has(result.pid));
   // the survivor really ran it a second time (redelivered), it was not answered by the dead one

@@ -37,7 +37,7 @@ async def main(url: str, domain: str, stype: str, sid: str) -> dict:
 
     await ch.basic_consume(reply, on_reply, no_ack=True, exclusive=True)
 
-    async def call(method: str, kwargs: dict, expiration: float = None) -> dict:
+    async def call(method: str, kwargs: dict, expiration: float = None, sent: asyncio.Event = None) -> dict:
         cid = str(uuid4())
         props = spec.Basic.Properties(
             content_type="application/json",
@@ -56,6 +56,8 @@ async def main(url: str, domain: str, stype: str, sid: str) -> dict:
         body = json.dumps(kwargs, ensure_ascii=False).encode()
         try:
             await ch.basic_publish(body, exchange=exchange, routing_key=f"{exchange}::{method}", properties=props, mandatory=True)
+            if sent is not None:
+                sent.set()
         except aiormq.exceptions.PublishError as e:
             waiting.pop(cid, None)
             frame = e.message.delivery  # the basic.return
@@ -86,8 +88,10 @@ async def main(url: str, domain: str, stype: str, sid: str) -> dict:
     out["missing_args"] = await call("multiply", {"x": 1})
     out["unknown"] = await call("no_such_method", {})
     # A busy service (one call at a time): the second call expires in the queue and comes back via rpc.dlx.
-    busy = asyncio.ensure_future(call("slow", {"ms": 1500}))
-    await asyncio.sleep(0.1)
+    # The second call is published once the first is confirmed in the queue, so it waits behind it.
+    sent = asyncio.Event()
+    busy = asyncio.ensure_future(call("slow", {"ms": 1500}, sent=sent))
+    await sent.wait()
     out["expired"] = await call("slow", {"ms": 1}, expiration=0.3)
     out["busy"] = await busy
     await conn.close()

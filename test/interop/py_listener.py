@@ -37,7 +37,7 @@ async def main(url: str, domain: str, stype: str, sid: str, seconds: str) -> lis
             await ch.basic_reject(msg.delivery.delivery_tag, requeue=False)
 
     await ch.basic_consume(queue, on_beat)
-    await asyncio.sleep(float(seconds))
+    await asyncio.sleep(float(seconds))  # the scenario: listen for this long, as a caching listener would
     await conn.close()
     now = time.monotonic()
     services = []

@@ -86,7 +86,7 @@ async def main(url: str, domain: str, stype: str, sid: str) -> None:
     async def keep_alive() -> None:
         while True:
             await kch.basic_publish(b"", exchange="msc.discovery", routing_key="", properties=spec.Basic.Properties(delivery_mode=1, priority=0, headers=headers))
-            await asyncio.sleep(1)
+            await asyncio.sleep(1)  # the keep-alive interval (the scenario)
 
     ka = asyncio.ensure_future(keep_alive())
     print("ready", flush=True)

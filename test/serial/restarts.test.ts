@@ -58,7 +58,7 @@ function publishing(action: string) {
       const r = await call('POST', '/v1/events', { action, payload: { n } }, APP).catch(() => null);
       if (r && r.status >= 200 && r.status < 300) accepted.push(r.body.event);
       else refused.push(r?.status ?? 0);
-      await new Promise((res) => setTimeout(res, 25));
+      await new Promise((res) => setTimeout(res, 25)); // the load's pace (the scenario)
     }
   })();
   return {
@@ -90,11 +90,11 @@ test('RabbitMQ restarts under load: every 2xx event is delivered, Amebo and fabr
   await eventually(() => rx.at('/hook').length >= 5, 15_000);
   await run('rabbitmqctl', ['-q', 'stop_app'], { timeout: 120_000 });
   const duringOutage = load.accepted.length;
-  await new Promise((r) => setTimeout(r, 2000));
+  await new Promise((r) => setTimeout(r, 2000)); // the scenario: publishing goes on while RabbitMQ is down
   const acceptedWhileDown = load.accepted.length - duringOutage;
   await run('rabbitmqctl', ['-q', 'start_app'], { timeout: 180_000 });
   await run('rabbitmqctl', ['-q', 'await_startup'], { timeout: 180_000 }).catch(() => undefined);
-  await new Promise((r) => setTimeout(r, 2000));
+  await new Promise((r) => setTimeout(r, 2000)); // the scenario: and goes on while everything recovers
   await load.stop();
 
   // PostgreSQL took the events while the broker was away: the outbox relay publishes them later.
@@ -112,9 +112,9 @@ test('Redis restarts (its data gone) under load: deliveries go on and registry c
   const load = publishing('rs.tick');
   await eventually(() => load.accepted.length >= 5, 15_000);
   await run('redis-cli', ['-h', '127.0.0.1', 'shutdown', 'nosave'], { timeout: 20_000 }).catch(() => undefined);
-  await new Promise((r) => setTimeout(r, 1500));
+  await new Promise((r) => setTimeout(r, 1500)); // the scenario: Redis stays down a while under load
   await run('bash', ['scripts/services.sh'], { timeout: 120_000, env: { ...process.env, AMEBO_SKIP_SERVICES: '' } });
-  await new Promise((r) => setTimeout(r, 1500));
+  await new Promise((r) => setTimeout(r, 1500)); // the scenario: load goes on after it is back
   await load.stop();
   await eventually(() => delivered(load.accepted).length === 0, 60_000, 200).catch(() => {
     throw new Error(`${delivered(load.accepted).length} of ${load.accepted.length} accepted events never delivered`);

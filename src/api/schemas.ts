@@ -307,7 +307,11 @@ export const NO_CONTENT = { type: 'null', description: 'No content' } as const;
 export const ID_PARAM = {
   type: 'object',
   properties: {
-    id: { type: 'string', maxLength: 300, description: 'the subscription id, or application/subscription (slash URL-encoded: %2F)' },
+    id: {
+      type: 'string',
+      maxLength: 300,
+      description: 'the subscription id, or application/subscription (slash URL-encoded: %2F)',
+    },
   },
   required: ['id'],
 } as const;

@@ -39,8 +39,14 @@ test('002_outbox: unpublished events (immediate and deferred) move to the outbox
   }
   const pool = createPool({ url, max: 2, logger: createLogger('silent') });
   try {
-    assert.deepEqual(await migrate(pool), ['002_outbox.sql', '003_tenancy.sql', '004_outbox_owner.sql', '005_health.sql']);
-    const rows = (await pool.query('SELECT id, deferred, due_at > now() AS future, owner FROM outbox ORDER BY id')).rows;
+    assert.deepEqual(await migrate(pool), [
+      '002_outbox.sql',
+      '003_tenancy.sql',
+      '004_outbox_owner.sql',
+      '005_health.sql',
+    ]);
+    const rows = (await pool.query('SELECT id, deferred, due_at > now() AS future, owner FROM outbox ORDER BY id'))
+      .rows;
     assert.deepEqual(rows, [
       { id: '00000000-0000-7000-8000-000000000001', deferred: false, future: false, owner: null },
       { id: '00000000-0000-7000-8000-000000000003', deferred: true, future: true, owner: null },

@@ -26,11 +26,11 @@ async function childAmebo(): Promise<void> {
   const { createLogger } = await import('../src/log.js');
   const { startAmebo } = await import('../src/app.js');
   const { startBridge } = await import('../bridge/index.js');
-  const { deliveryRoutes } = await import('../src/api/delivery-routes.js');
+  const { deliveryPlugin } = await import('../src/plugins.js');
   const cfg = loadConfig({ ...JSON.parse(process.env.BENCH_OVERRIDES!), roles: 'api,bridge,relay' }, {});
   const amebo = await startAmebo(cfg, createLogger(cfg.logLevel), {
     parts: [startBridge],
-    plugins: [deliveryRoutes],
+    plugins: [deliveryPlugin],
   });
   if (process.env.BENCH_DEBUG) {
     const { monitorEventLoopDelay } = await import('node:perf_hooks');

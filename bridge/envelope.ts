@@ -1,17 +1,9 @@
 import { createHmac } from 'node:crypto';
 import { CompactEncrypt } from 'jose';
 
-/** The event as it travels on the broker (src/broker/message.ts `eventBody`). */
-export interface BrokerEvent {
-  id: string;
-  action: string;
-  application: string;
-  deduper: string | null;
-  timestamp: string;
-  conversation_id: string | null;
-  schema_version?: number;
-  payload: unknown;
-}
+import type { BrokerEvent } from '../src/broker/message.js';
+
+export type { BrokerEvent };
 
 export interface EnvelopeOptions {
   subscription: string;

@@ -12,10 +12,25 @@ import { AmeboError } from './errors.js';
 export async function extraPlugins(cfg: Config): Promise<NonNullable<ApiContext['plugins']>> {
   const out: NonNullable<ApiContext['plugins']> = [];
   if (!cfg.roleSet.has('api')) return out;
-  out.push((await import('./api/delivery-routes.js')).deliveryRoutes);
+  out.push(deliveryPlugin);
   out.push(fabricRoutes);
   return out;
 }
+
+/** Deliveries and recovery routes; the test send is the bridge's HTTP sender, composed here. */
+export const deliveryPlugin: NonNullable<ApiContext['plugins']>[number] = async (app, ctx) => {
+  const { deliveryRoutes } = await import('./api/delivery-routes.js');
+  const { TestSender } = await import('../bridge/test-send.js');
+  const { registry } = ctx;
+  const tester = new TestSender({
+    signingSecrets: (row) => registry.signingSecrets(row),
+    unseal: (sealed) => registry.box.open(sealed),
+    targets: registry.targets,
+    connectTimeoutMs: ctx.cfg.connectTimeoutMs,
+  });
+  app.addHook('onClose', async () => tester.close());
+  await deliveryRoutes(app, ctx, { testSend: (row) => tester.send(row) });
+};
 
 /** `GET /v1/services` (read from the presence role's Redis fleet) and the HTTP RPC gateway. */
 const fabricRoutes: NonNullable<ApiContext['plugins']>[number] = async (app, ctx) => {

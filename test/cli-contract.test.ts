@@ -13,7 +13,7 @@ import { destroy, eventually, http, start, testEnv, type Running } from './helpe
 import { runCli } from './helpers/cli.js';
 import { FabricConnector } from '../src/fabric/index.js';
 import { bridgeStarter } from '../bridge/index.js';
-import { deliveryRoutes } from '../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../src/plugins.js';
 import { hex } from './helpers/harness.js';
 
 const env = testEnv();
@@ -44,7 +44,7 @@ function vars(extra: Record<string, string> = {}): Record<string, string> {
 }
 
 before(async () => {
-  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] });
+  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryPlugin] });
   const APP: [string, string] = ['shop', 'shop-secret-0123456789'];
   await http(srv.url, env, 'POST', '/v1/applications', { application: 'shop', secret: APP[1] }, 'admin');
   await http(

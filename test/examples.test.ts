@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { destroy, eventually, http, start, testEnv, type Running } from './helpers/harness.js';
 import { bridgeStarter } from '../bridge/index.js';
-import { deliveryRoutes } from '../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../src/plugins.js';
 import { deleteDomainExchanges } from './fabric/helpers.js';
 import { runNode } from './helpers/cli.js';
 
@@ -27,7 +27,7 @@ const freePort = (): Promise<number> =>
   });
 
 before(async () => {
-  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] });
+  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryPlugin] });
 });
 after(async () => {
   await srv?.close();

@@ -1,15 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { IllegalOperationError } from 'amqplib';
 import { listAttempts, listDeliveries, type DeliveryView } from '../store/deliveries.js';
-import {
-  closeTestSender,
-  listDeadLetters,
-  replay,
-  resurrect,
-  retryOne,
-  sendTest,
-  type RecoveryDeps,
-} from '../../bridge/recovery.js';
+import { listDeadLetters, replay, resurrect, retryOne, type RecoveryDeps } from '../operations/recovery.js';
+import type { SubscriptionRow } from '../store/registry.js';
 import { AmeboError } from '../errors.js';
 import { BrokerUnavailableError } from '../broker/connection.js';
 import { isUuid } from '../ids.js';
@@ -30,7 +23,7 @@ const deliveryCursor = (parts: string[]) => {
 
 const view = (d: DeliveryView) => ({ event: d.event, ...deliveryView(d) });
 
-/** What the operator functions of bridge/recovery.ts need, from the API's context. */
+/** What the operator functions of src/operations/recovery.ts need, from the API's context. */
 export function recoveryDeps(ctx: ApiContext): RecoveryDeps {
   const { registry } = ctx;
   return {
@@ -40,10 +33,6 @@ export function recoveryDeps(ctx: ApiContext): RecoveryDeps {
     publisher: ctx.publisher,
     topology: ctx.topology,
     mayReceive: (application, action) => registry.mayReceive(application, action),
-    signingSecrets: (row) => registry.signingSecrets(row),
-    unseal: (sealed) => registry.box.open(sealed),
-    targets: registry.targets,
-    connectTimeoutMs: ctx.cfg.connectTimeoutMs,
   };
 }
 
@@ -51,11 +40,28 @@ export function recoveryDeps(ctx: ApiContext): RecoveryDeps {
  * Deliveries (api.md "Deliveries") and the subscription recovery routes: test, replay, dead letters.
  * Admin may do everything; an application sees and manages its own subscriptions' deliveries.
  */
-export async function deliveryRoutes(scope: FastifyInstance, ctx: ApiContext): Promise<void> {
+export interface DeliveryRouteDeps {
+  /** Sends a synthetic event to an http subscription now (bridge/test-send.ts, given by the composer). */
+  testSend: (row: SubscriptionRow) => Promise<TestSendResult>;
+}
+
+export interface TestSendResult {
+  event: string;
+  status: number | null;
+  latencyMs: number;
+  errorClass: string | null;
+  error: string | null;
+  excerpt: string | null;
+}
+
+export async function deliveryRoutes(
+  scope: FastifyInstance,
+  ctx: ApiContext,
+  { testSend }: DeliveryRouteDeps,
+): Promise<void> {
   const app = typed(scope);
   const { pool, registry } = ctx;
   const deps = recoveryDeps(ctx);
-  app.addHook('onClose', async () => closeTestSender());
 
   /** Broker operations while RabbitMQ is away are a 503 with the contract's code, not a 500. */
   const onBroker = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -204,7 +210,7 @@ export async function deliveryRoutes(scope: FastifyInstance, ctx: ApiContext): P
       const row = await subscriptionById(registry, req.params.id);
       if (row.transport !== 'http' || !row.handler)
         throw new AmeboError('VALIDATION', 'only http subscriptions can be tested');
-      const a = await sendTest(deps, row);
+      const a = await testSend(row);
       return {
         event: a.event,
         delivered: a.status !== null && a.status >= 200 && a.status < 300,

@@ -2,6 +2,18 @@ import { randomHex } from '../ids.js';
 import type { ConsumeMessage, GetMessage, Options } from 'amqplib';
 
 /** What every event message carries on the broker (design §5). */
+/** The event as it travels on the broker (`eventBody` below). */
+export interface BrokerEvent {
+  id: string;
+  action: string;
+  application: string;
+  deduper: string | null;
+  timestamp: string;
+  conversation_id: string | null;
+  schema_version?: number;
+  payload: unknown;
+}
+
 export interface EventMessageInput {
   id: string;
   action: string;

@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { destroy, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeOf, bridgeStarter } from '../../bridge/index.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { Receiver, seed } from '../bridge/receiver.js';
 
 const env = testEnv();
@@ -24,7 +24,7 @@ before(async () => {
   rx.on('/down', () => ({ status: 503 }));
   srv = await start(env, {
     parts: [bridgeStarter({ breaker: { threshold: 2, windowMs: 60_000, cooldownMs: 120_000 } })],
-    plugins: [deliveryRoutes],
+    plugins: [deliveryPlugin],
   });
   APP = await seed(call, 'shop', ['order.placed']);
   const mk = async (name: string, extra: Record<string, unknown>) => {

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { destroy, eventually, http, REDIS_URL, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeStarter } from '../../bridge/index.js';
 import { Breaker, type BreakerState } from '../../bridge/breaker.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { Receiver, seed } from './receiver.js';
 
 // The circuit breaker pauses a failing endpoint's consumer (messages wait, no retries burned), probes
@@ -22,7 +22,7 @@ before(async () => {
   await redis.connect();
   srv = await start(env, {
     parts: [bridgeStarter({ prefetch: 2, breaker: { threshold: 3, windowMs: 10_000, cooldownMs: 1500 } })],
-    plugins: [deliveryRoutes],
+    plugins: [deliveryPlugin],
   });
   APP = await seed(call, 'acct', ['acct.fragile', 'acct.ledger']);
 });

@@ -7,7 +7,7 @@ import WebSocket from 'ws';
 import amqp from 'amqplib';
 import { AMQP_URL, destroy, eventually, http, nextEvent, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeOf, bridgeStarter, type Bridge } from '../../bridge/index.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { Receiver, seed } from './receiver.js';
 
 // Every event reaches every matching subscription, signed (verified with standardwebhooks), encrypted
@@ -27,7 +27,7 @@ const applied = (id: string, running: boolean) =>
 
 before(async () => {
   await rx.listen();
-  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] });
+  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryPlugin] });
   SHOP = await seed(call, 'shop', ['order.placed', 'order.cancelled']);
   const mk = async (name: string, action: string, extra: Record<string, unknown> = {}) => {
     const r = await call(

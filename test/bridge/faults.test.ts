@@ -4,7 +4,7 @@ import { destroy, eventually, http, record, start, testEnv, type Running, type T
 import { TcpProxy } from '../helpers/proxy.js';
 import { bridgeOf, bridgeStarter, type BridgeOptions } from '../../bridge/index.js';
 import { Breaker } from '../../bridge/breaker.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { Receiver, seed } from './receiver.js';
 
 // Delivery faults the chaos suite found (issue "Production on a RabbitMQ cluster" §5), each on the
@@ -20,7 +20,7 @@ const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: P
 let APP: [string, string];
 
 const bridge = (opts: BridgeOptions = {}) =>
-  start(env, { parts: [bridgeStarter({ breaker: false, ...opts })], plugins: [deliveryRoutes] });
+  start(env, { parts: [bridgeStarter({ breaker: false, ...opts })], plugins: [deliveryPlugin] });
 
 before(async () => {
   await rx.listen();

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { runCli } from '../helpers/cli.js';
 import { destroy, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeStarter } from '../../bridge/index.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { flakyAndSteady, Receiver, seed } from './receiver.js';
 
 const env = testEnv();
@@ -28,7 +28,7 @@ let failing = true;
 before(async () => {
   await rx.listen();
   rx.on('/flaky', () => ({ status: failing ? 500 : 200 }));
-  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] });
+  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryPlugin] });
   APP = await seed(call, 'ops', ['ops.done']);
   Object.assign(subs, await flakyAndSteady(call, rx, 'ops', 'ops.done'));
 });

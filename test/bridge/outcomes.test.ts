@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { destroy, eventually, http, nextEvent, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeOf, bridgeStarter } from '../../bridge/index.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { Receiver, seed } from './receiver.js';
 
 // Outcomes of an attempt and the retry ladder, with real receivers and short schedules (seconds).
@@ -16,7 +16,7 @@ let APP: [string, string];
 
 before(async () => {
   await rx.listen();
-  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] });
+  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryPlugin] });
   APP = await seed(
     call,
     'hooks',

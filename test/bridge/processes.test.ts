@@ -4,7 +4,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { destroy, eventually, http, REDIS_URL, start, testEnv, type Running } from '../helpers/harness.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { Receiver, seed } from './receiver.js';
 
 // Real bridge processes: three side by side deliver each event once; kill -9 mid-delivery loses
@@ -51,7 +51,7 @@ const stopChild = (c: ChildProcess): Promise<void> =>
 
 before(async () => {
   await rx.listen();
-  srv = await start(env, { plugins: [deliveryRoutes] }, { roles: 'api,relay' });
+  srv = await start(env, { plugins: [deliveryPlugin] }, { roles: 'api,relay' });
   APP = await seed(call, 'proc', ['p.three', 'p.kill', 'p.late', 'p.held', 'p.paced']);
 });
 after(async () => {

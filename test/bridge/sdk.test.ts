@@ -4,7 +4,7 @@ import { Writable } from 'node:stream';
 import amqp from 'amqplib';
 import { pino } from 'pino';
 import { AMQP_URL, destroy, drainQueue, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { consume, PermanentError, type Consumer } from '../../src/sdk/consume.js';
 import { seed } from './receiver.js';
 
@@ -20,7 +20,7 @@ const outQueue = `${env.cfg.prefix}.test.out`;
 const consumers: Consumer[] = [];
 
 before(async () => {
-  srv = await start(env, { plugins: [deliveryRoutes] });
+  srv = await start(env, { plugins: [deliveryPlugin] });
   APP = await seed(call, 'inventory', ['stock.changed']);
   const r = await call(
     'POST',

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { request } from 'undici';
 import WebSocket from 'ws';
 import { destroy, http, start, testEnv, type Running } from '../helpers/harness.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { Receiver } from '../bridge/receiver.js';
 
 // Hostile patterns (issue "safe to expose" §2, §3). Amebo runs in this test's own process, so a
@@ -18,7 +18,7 @@ const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: P
 
 before(async () => {
   await rx.listen();
-  srv = await start(env, { plugins: [deliveryRoutes] });
+  srv = await start(env, { plugins: [deliveryPlugin] });
   assert.equal((await call('POST', '/v1/applications', { application: 'shop', secret: SHOP[1] }, 'admin')).status, 201);
 });
 after(async () => {

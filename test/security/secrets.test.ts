@@ -12,7 +12,7 @@ import { destroy, hex, http, start, testEnv, type TestEnv } from '../helpers/har
 import { runCli } from '../helpers/cli.js';
 import { loadConfig } from '../../src/config.js';
 import { startAmebo } from '../../src/app.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { redactUrl } from '../../src/log.js';
 import { SecretBox } from '../../src/secrets.js';
 import { Receiver } from '../bridge/receiver.js';
@@ -63,7 +63,7 @@ test('sealed secrets: a warning without AMEBO_SECRET_KEY; `amebo rotate-key` re-
   envs.push(e);
   // 1. Started without a key: one is generated into PostgreSQL, and the log says so at warn level.
   const c = capture();
-  const first = await startAmebo(loadConfig(e.overrides, {}), c.log, { listen: false, plugins: [deliveryRoutes] });
+  const first = await startAmebo(loadConfig(e.overrides, {}), c.log, { listen: false, plugins: [deliveryPlugin] });
   await first.api!.listen({ host: '127.0.0.1', port: 0 });
   const url1 = `http://127.0.0.1:${(first.api!.server.address() as { port: number }).port}`;
   const warn = c.lines().find((l) => l.level === 40 && /AMEBO_SECRET_KEY is not set/.test(l.msg));
@@ -118,7 +118,7 @@ test('sealed secrets: a warning without AMEBO_SECRET_KEY; `amebo rotate-key` re-
     assert.match(again.out(), /re-sealed 0 of 1/);
 
     // 4. Amebo started with the key file signs with the same signing secret as before the rotation.
-    const second = await start(e, { plugins: [deliveryRoutes] }, { secretKey: '', secretKeyFile: keyFile });
+    const second = await start(e, { plugins: [deliveryPlugin] }, { secretKey: '', secretKeyFile: keyFile });
     try {
       const t = await http(second.url, e, 'POST', `/v1/subscriptions/${sub.body.id}/test`, undefined, 'admin');
       assert.equal(t.body.delivered, true, JSON.stringify(t.body));

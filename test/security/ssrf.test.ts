@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { destroy, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeStarter } from '../../bridge/index.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { privateRange, TargetPolicy } from '../../src/targets.js';
 import { seed } from '../bridge/receiver.js';
 
@@ -129,7 +129,7 @@ before(async () => {
   // name that resolved elsewhere when it was registered: DNS rebinding).
   const loose = await start(
     env,
-    { plugins: [deliveryRoutes] },
+    { plugins: [deliveryPlugin] },
     {
       allowedTargets: `127.0.0.0/8,0.0.0.0/8,::1,localhost,${hostname()}`,
     },
@@ -153,7 +153,7 @@ before(async () => {
   // Phase 2: the real policy; only the redirecting receiver is allowed, by host:port.
   srv = await start(
     env,
-    { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] },
+    { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryPlugin] },
     {
       allowedTargets: `127.0.0.1:${redirector.port}`,
     },

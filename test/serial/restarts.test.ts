@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { destroy, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeStarter } from '../../bridge/index.js';
-import { deliveryRoutes } from '../../src/api/delivery-routes.js';
+import { deliveryPlugin } from '../../src/plugins.js';
 import { FabricConnector } from '../../src/fabric/index.js';
 import { Receiver, seed } from '../bridge/receiver.js';
 import { AMQP_URL, deleteDomainExchanges, uniqueDomain } from '../fabric/helpers.js';
@@ -26,7 +26,7 @@ const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: P
 
 before(async () => {
   await rx.listen();
-  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryRoutes] });
+  srv = await start(env, { parts: [bridgeStarter({ breaker: false })], plugins: [deliveryPlugin] });
   APP = await seed(call, 'rs', ['rs.tick']);
   await subscribe('hook');
 });

@@ -1,22 +1,24 @@
-import type { GetMessage } from 'amqplib';
-import { copyProperties, eventBody, eventProperties, fromStoredRow, HEADER } from '../src/broker/message.js';
-import type { Channel } from 'amqplib';
-import type { Options } from 'amqplib';
-import type { Logger } from '../src/log.js';
-import type { Pool } from '../src/store/db.js';
-import type { TargetPolicy } from '../src/targets.js';
-import { uuidv7 } from '../src/ids.js';
-import type { SubscriptionRow } from '../src/store/registry.js';
-import { secretKey, type BrokerEvent } from './envelope.js';
-import { isWildcard, topicMatcher } from '../src/delivery/topic.js';
-import { Sender, type Attempt } from './sender.js';
-import { eventById, eventsForReplay, type ReplayRow } from '../src/store/events.js';
-import { getDelivery, writeDeliveries } from '../src/store/deliveries.js';
+import type { Channel, GetMessage, Options } from 'amqplib';
+import {
+  copyProperties,
+  eventBody,
+  eventProperties,
+  fromStoredRow,
+  HEADER,
+  type BrokerEvent,
+} from '../broker/message.js';
+import type { Logger } from '../log.js';
+import type { Pool } from '../store/db.js';
+import type { SubscriptionRow } from '../store/registry.js';
+import { isWildcard, topicMatcher } from '../delivery/topic.js';
+import { eventById, eventsForReplay, type ReplayRow } from '../store/events.js';
+import { getDelivery, writeDeliveries } from '../store/deliveries.js';
 
 /**
  * Operator recovery (api.md "Subscriptions", "Deliveries"): dead letters listed and resurrected,
- * a time range replayed from the event log, one delivery resent, a synthetic test event. Every
- * re-publish is confirmed by the broker before anything is acked or reported.
+ * a time range replayed from the event log, one delivery resent (the synthetic test send is HTTP,
+ * so it lives with the sender in bridge/test-send.ts). Every re-publish is confirmed by the broker
+ * before anything is acked or reported.
  */
 
 /** What the operator functions need, and nothing more (the API builds it from its context). */
@@ -36,13 +38,6 @@ export interface RecoveryDeps {
   };
   /** True when `application` may receive events of `action` now (the registry's rule). */
   mayReceive(application: string, action: string): Promise<boolean>;
-  /** The subscription's signing secrets in force, newest first. */
-  signingSecrets(row: SubscriptionRow): string[];
-  /** Opens a value sealed at rest (the encryption key). */
-  unseal(sealed: string): string;
-  /** Which addresses a test send may reach. */
-  targets: TargetPolicy;
-  connectTimeoutMs: number;
 }
 
 export interface DeadLetterView {
@@ -72,15 +67,15 @@ function view(m: GetMessage): DeadLetterView {
   } catch {
     /* shown as is */
   }
-  const status = Number(h['x-amebo-last-status']);
-  const deadAt = Number(h['x-amebo-dead-at']);
+  const status = Number(h[HEADER.lastStatus]);
+  const deadAt = Number(h[HEADER.deadAt]);
   return {
     event: body.id ?? (m.properties.messageId as string | undefined) ?? null,
     action: body.action ?? (h[HEADER.action] as string | undefined) ?? null,
     reason: reasonOf(h),
     attempts: Number(h[HEADER.attempt]) || null,
     last_status: Number.isFinite(status) && status >= 0 ? status : null,
-    last_error: (h['x-amebo-last-error'] as string | undefined) || null,
+    last_error: (h[HEADER.lastError] as string | undefined) || null,
     dead_at: deadAt ? new Date(deadAt).toISOString() : null,
     payload: body.payload,
   };
@@ -258,47 +253,4 @@ export async function retryOne(
   await ctx.publisher.publish(ctx.topology.redeliver, names(ctx, row).queue, body, props);
   await markPending(ctx, row, [eventId], d?.attempts ?? 0, at);
   return { attempt };
-}
-
-let testSender: Sender | null = null;
-
-/** Closes the keep-alive pool of `/test` sends (API shutdown). */
-export async function closeTestSender(): Promise<void> {
-  const s = testSender;
-  testSender = null;
-  await s?.close();
-}
-
-/** Sends a synthetic event to the handler now and reports what happened (not recorded as a delivery). */
-export async function sendTest(ctx: RecoveryDeps, row: SubscriptionRow): Promise<Attempt & { event: string }> {
-  testSender ??= new Sender({
-    connectTimeoutMs: ctx.connectTimeoutMs,
-    targets: ctx.targets,
-    connectionsPerOrigin: 4,
-  });
-  const id = uuidv7();
-  const action = isWildcard(row.action) ? 'amebo.test' : row.action;
-  const e: BrokerEvent = {
-    id,
-    action,
-    application: 'amebo',
-    deduper: null,
-    timestamp: new Date().toISOString(),
-    conversation_id: id,
-    payload: { test: true, message: 'This is a test event sent by Amebo.' },
-  };
-  const a = await testSender.send(
-    {
-      id: row.id,
-      label: `${row.application}/${row.name}`,
-      url: new URL(row.handler!),
-      timeoutMs: row.timeout_ms,
-      format: row.format,
-      keys: ctx.signingSecrets(row).map(secretKey),
-      encryptionKey: row.encryption_key ? Buffer.from(ctx.unseal(row.encryption_key), 'base64') : null,
-    },
-    { id, action, event: e },
-    1,
-  );
-  return { ...a, event: id };
 }

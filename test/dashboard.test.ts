@@ -13,6 +13,7 @@ import { extraParts, extraPlugins } from '../src/plugins.js';
 import { loadConfig } from '../src/config.js';
 import { FabricConnector } from '../src/fabric/index.js';
 import { flakyAndSteady, Receiver, seed } from './bridge/receiver.js';
+import { bridgeOf } from '../bridge/index.js';
 import { AMQP_URL, uniqueDomain } from './fabric/helpers.js';
 
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser', process.env.AMEBO_CHROMIUM ?? ''].find(
@@ -20,7 +21,8 @@ const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser', process.env.
 );
 const skip = CHROMIUM ? false : 'no Chromium here (`bash scripts/services.sh --extras` installs Debian chromium)';
 
-const env = testEnv();
+// Three failures open an endpoint's circuit (flaky fails only twice), and it stays open for the run.
+const env = testEnv({ breakerThreshold: 3, breakerCooldownMs: 300_000, breakerMaxCooldownMs: 300_000 });
 const rx = new Receiver();
 const domain = uniqueDomain();
 let srv: Running;
@@ -30,6 +32,8 @@ let svc: FabricConnector;
 let APP: [string, string];
 const subs: Record<string, string> = {};
 const events: string[] = [];
+/** order.shipped events: `down` (503) opened its circuit on the first three; `held` is paused. */
+const shipped: string[] = [];
 const consoleErrors: string[] = [];
 let failing = true;
 const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
@@ -39,9 +43,10 @@ before(async () => {
   if (skip) return;
   await rx.listen();
   rx.on('/flaky', () => ({ status: failing ? 500 : 200 }));
+  rx.on('/down', () => ({ status: 503, body: 'down for maintenance' }));
   const cfg = loadConfig(env.overrides, {});
   srv = await start(env, { plugins: await extraPlugins(cfg), parts: await extraParts(cfg) });
-  APP = await seed(call, 'shop', ['order.placed']);
+  APP = await seed(call, 'shop', ['order.placed', 'order.shipped']);
   const schema = await call(
     'POST',
     '/v1/actions',
@@ -65,6 +70,38 @@ before(async () => {
     const r = await call('POST', '/v1/events', { action: 'order.placed', payload: { sku: `sku-${i}` } }, APP);
     events.push(r.body.event);
   }
+  for (const [name, handler] of [
+    ['down', '/down'],
+    ['held', '/held'],
+  ] as const) {
+    const r = await call(
+      'POST',
+      '/v1/subscriptions',
+      {
+        application: 'shop',
+        subscription: name,
+        action: 'order.shipped',
+        handler: rx.url(handler),
+        retry_schedule: [60],
+      },
+      'admin',
+    );
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    subs[name] = r.body.id;
+  }
+  assert.equal((await call('POST', `/v1/subscriptions/${subs.held}/pause`, {}, 'admin')).status, 200);
+  await eventually(() => !bridgeOf(srv.amebo)!.subscriptions().includes(subs.held!), 30_000);
+  const ship = async () => {
+    const r = await call('POST', '/v1/events', { action: 'order.shipped', payload: { n: shipped.length } }, APP);
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    shipped.push(r.body.event);
+  };
+  for (let i = 0; i < 3; i++) await ship();
+  await eventually(async () => {
+    const h = await call('GET', `/v1/subscriptions/${subs.down}/health?window=5m`, undefined, 'admin');
+    return h.body.state === 'circuit_open';
+  }, 30_000);
+  await ship(); // never attempted by `down`: its circuit is open
   svc = new FabricConnector({
     amqpUrl: AMQP_URL,
     domain,
@@ -127,6 +164,36 @@ test('event detail: each subscription’s state, attempts, and retry of a dead d
     await page.reload();
     assert.equal(await page.getByTestId('delivery-flaky').getByTestId('badge').innerText(), 'delivered');
   });
+});
+
+test('event page: a paused subscription and an open circuit, neither ever attempted', { skip }, async () => {
+  await page.goto(`${srv.url}/#/events/${shipped[3]}`);
+  await page.getByTestId('event-detail').waitFor();
+  const held = page.getByTestId('delivery-held');
+  const down = page.getByTestId('delivery-down');
+  assert.equal(await held.getByTestId('badge').innerText(), 'paused');
+  assert.equal(await held.getByTestId('delivery-attempts').innerText(), '0');
+  assert.match(await held.getByTestId('delivery-reason').innerText(), /paused · 4 in its queue/);
+  assert.equal(await down.getByTestId('badge').innerText(), 'circuit_open');
+  assert.equal(await down.getByTestId('delivery-attempts').innerText(), '0');
+  assert.match(await down.getByTestId('delivery-reason').innerText(), /circuit is open.*next probe/);
+  // The first shipped event was attempted once by `down` (503) before its circuit opened.
+  await page.goto(`${srv.url}/#/events/${shipped[0]}`);
+  await page.getByRole('heading', { name: shipped[0] }).waitFor();
+  assert.equal(await page.getByTestId('delivery-down').getByTestId('delivery-attempts').innerText(), '1');
+  assert.equal(await page.getByTestId('delivery-held').getByTestId('badge').innerText(), 'paused');
+});
+
+test('subscriptions: state and backlog of each subscription', { skip }, async () => {
+  await page.click('[data-testid=nav-subscriptions]');
+  // Each row's health arrives on its own.
+  await page.getByTestId('backlog-held').getByText('4', { exact: true }).waitFor();
+  await page.getByTestId('state-down').getByText('next probe').waitFor();
+  await page.getByTestId('backlog-steady').getByText('0', { exact: true }).waitFor();
+  assert.equal(await page.getByTestId('state-held').getByTestId('badge').innerText(), 'paused');
+  assert.equal(await page.getByTestId('state-down').getByTestId('badge').innerText(), 'circuit_open');
+  assert.match(await page.getByTestId('backlog-down').innerText(), /^\d+$/);
+  assert.equal(await page.getByTestId('state-steady').getByTestId('badge').innerText(), 'active');
 });
 
 test('subscriptions: dead letters listed and resurrected with a button', { skip }, async () => {

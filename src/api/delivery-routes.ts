@@ -9,7 +9,7 @@ import { isUuid } from '../ids.js';
 import { parseTime } from './event-routes.js';
 import { subscriptionById, subscriptionOwner } from './owned.js';
 import { decodeCursor, page } from './paging.js';
-import { CURSOR, ID_PARAM, LIMIT, PAIR_PARAM, pageOf, replies, typed } from './schemas.js';
+import { CURSOR, ID_PARAM, LIMIT, PAIR_PARAM, pageOf, record, replies, typed } from './schemas.js';
 import type { ApiContext } from './server.js';
 import { deliveryView } from './views.js';
 
@@ -130,16 +130,11 @@ export async function deliveryRoutes(
         summary: 'The attempt log of one delivery',
         params: PAIR_PARAM,
         response: replies({
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              event: { type: 'string' },
-              subscription: { type: 'string' },
-              items: { type: 'array', items: { $ref: 'Attempt#' } },
-            },
-            required: ['event', 'subscription', 'items'],
-          },
+          200: record({
+            event: { type: 'string' },
+            subscription: { type: 'string' },
+            items: { type: 'array', items: { $ref: 'Attempt#' } },
+          }),
         }),
       },
     },
@@ -158,17 +153,12 @@ export async function deliveryRoutes(
         summary: 'Resend one stored event to one subscription now',
         params: PAIR_PARAM,
         response: replies({
-          202: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              event: { type: 'string' },
-              subscription: { type: 'string' },
-              state: { const: 'pending' },
-              attempt: { type: 'integer' },
-            },
-            required: ['event', 'subscription', 'state', 'attempt'],
-          },
+          202: record({
+            event: { type: 'string' },
+            subscription: { type: 'string' },
+            state: { const: 'pending' },
+            attempt: { type: 'integer' },
+          }),
         }),
       },
     },
@@ -189,20 +179,15 @@ export async function deliveryRoutes(
         summary: 'Send a synthetic event to the handler now',
         params: ID_PARAM,
         response: replies({
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              event: { type: 'string' },
-              delivered: { type: 'boolean' },
-              status: { type: ['integer', 'null'] },
-              latency_ms: { type: 'integer' },
-              error_class: { type: ['string', 'null'] },
-              error: { type: ['string', 'null'] },
-              response_excerpt: { type: ['string', 'null'] },
-            },
-            required: ['event', 'delivered', 'status', 'latency_ms', 'error_class', 'error', 'response_excerpt'],
-          },
+          200: record({
+            event: { type: 'string' },
+            delivered: { type: 'boolean' },
+            status: { type: ['integer', 'null'] },
+            latency_ms: { type: 'integer' },
+            error_class: { type: ['string', 'null'] },
+            error: { type: ['string', 'null'] },
+            response_excerpt: { type: ['string', 'null'] },
+          }),
         }),
       },
     },
@@ -237,17 +222,12 @@ export async function deliveryRoutes(
           required: ['from'],
         },
         response: replies({
-          202: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              subscription: { type: 'string' },
-              count: { type: 'integer' },
-              from: { type: 'string', format: 'date-time' },
-              to: { type: 'string', format: 'date-time' },
-            },
-            required: ['subscription', 'count', 'from', 'to'],
-          },
+          202: record({
+            subscription: { type: 'string' },
+            count: { type: 'integer' },
+            from: { type: 'string', format: 'date-time' },
+            to: { type: 'string', format: 'date-time' },
+          }),
         }),
       },
     },
@@ -272,16 +252,11 @@ export async function deliveryRoutes(
         params: ID_PARAM,
         querystring: { type: 'object', properties: { limit: LIMIT } },
         response: replies({
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              subscription: { type: 'string' },
-              count: { type: 'integer', description: 'dead letters in the queue (all of them, not only listed)' },
-              items: { type: 'array', items: { $ref: 'DeadLetter#' } },
-            },
-            required: ['subscription', 'count', 'items'],
-          },
+          200: record({
+            subscription: { type: 'string' },
+            count: { type: 'integer', description: 'dead letters in the queue (all of them, not only listed)' },
+            items: { type: 'array', items: { $ref: 'DeadLetter#' } },
+          }),
         }),
       },
     },
@@ -304,16 +279,11 @@ export async function deliveryRoutes(
           properties: { limit: { type: 'integer', minimum: 1, maximum: 100_000 } },
         },
         response: replies({
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              subscription: { type: 'string' },
-              resurrected: { type: 'integer' },
-              skipped: { type: 'integer', description: 'dead letters this subscription may no longer receive' },
-            },
-            required: ['subscription', 'resurrected', 'skipped'],
-          },
+          200: record({
+            subscription: { type: 'string' },
+            resurrected: { type: 'integer' },
+            skipped: { type: 'integer', description: 'dead letters this subscription may no longer receive' },
+          }),
         }),
       },
     },

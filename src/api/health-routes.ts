@@ -11,7 +11,7 @@ import { topicMatcher } from '../delivery/topic.js';
 import { pendingForSubscription, subscriptionHealthFigures, subscriptionStats } from '../store/deliveries.js';
 import type { SubscriptionRow } from '../store/registry.js';
 import { subscriptionById, subscriptionOwner } from './owned.js';
-import { ID_PARAM, LIMIT, replies, typed } from './schemas.js';
+import { ID_PARAM, LIMIT, record, replies, typed } from './schemas.js';
 import type { ApiContext } from './server.js';
 
 /** The windows a health or stats request may ask for, with the bucket width of its stats. */
@@ -28,16 +28,11 @@ const WINDOW_QUERY = {
   additionalProperties: false,
 } as const;
 
-const BREAKER = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    state: { enum: ['closed', 'open', 'half_open', 'unknown', 'none'] },
-    failures: { type: 'integer' },
-    next_probe_at: { type: ['string', 'null'], format: 'date-time' },
-  },
-  required: ['state', 'failures', 'next_probe_at'],
-} as const;
+const BREAKER = record({
+  state: { enum: ['closed', 'open', 'half_open', 'unknown', 'none'] },
+  failures: { type: 'integer' },
+  next_probe_at: { type: ['string', 'null'], format: 'date-time' },
+});
 
 const NUM_OR_NULL = { type: ['number', 'null'] } as const;
 const TIME_OR_NULL = { type: ['string', 'null'], format: 'date-time' } as const;
@@ -59,12 +54,7 @@ const HEALTH = {
     breaker: BREAKER,
     attempts: { type: 'integer' },
     success_rate: { ...NUM_OR_NULL, description: 'successes / attempts in the window; null without attempts' },
-    latency_ms: {
-      type: 'object',
-      additionalProperties: false,
-      properties: { p50: NUM_OR_NULL, p99: NUM_OR_NULL },
-      required: ['p50', 'p99'],
-    },
+    latency_ms: record({ p50: NUM_OR_NULL, p99: NUM_OR_NULL }),
     last_success_at: TIME_OR_NULL,
     last_failure_at: TIME_OR_NULL,
     last_error: { type: ['string', 'null'] },
@@ -81,20 +71,15 @@ const STATS = {
     bucket_seconds: { type: 'integer' },
     buckets: {
       type: 'array',
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
-          at: { type: 'string', format: 'date-time' },
-          attempts: { type: 'integer' },
-          successes: { type: 'integer' },
-          failures: { type: 'integer' },
-          p50_ms: NUM_OR_NULL,
-          p99_ms: NUM_OR_NULL,
-          backlog: { type: ['integer', 'null'], description: 'largest queue depth sampled in the bucket' },
-        },
-        required: ['at', 'attempts', 'successes', 'failures', 'p50_ms', 'p99_ms', 'backlog'],
-      },
+      items: record({
+        at: { type: 'string', format: 'date-time' },
+        attempts: { type: 'integer' },
+        successes: { type: 'integer' },
+        failures: { type: 'integer' },
+        p50_ms: NUM_OR_NULL,
+        p99_ms: NUM_OR_NULL,
+        backlog: { type: ['integer', 'null'], description: 'largest queue depth sampled in the bucket' },
+      }),
     },
   },
   required: ['subscription', 'window', 'bucket_seconds', 'buckets'],
@@ -107,10 +92,8 @@ const PENDING = {
     subscription: { type: 'string' },
     items: {
       type: 'array',
-      items: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
+      items: record(
+        {
           id: { type: 'string' },
           action: { type: 'string' },
           created_at: { type: 'string', format: 'date-time' },
@@ -119,8 +102,8 @@ const PENDING = {
           attempts: { type: 'integer' },
           next_attempt_at: TIME_OR_NULL,
         },
-        required: ['id', 'action', 'created_at', 'payload', 'state', 'attempts'],
-      },
+        ['next_attempt_at'],
+      ),
     },
   },
   required: ['subscription', 'items'],

@@ -277,6 +277,20 @@ export function replies<const T extends Record<number, object>>(
   return { ...ok, '4xx': ERROR_REF, '5xx': ERROR_REF };
 }
 
+/** A closed object (no other properties) whose properties are all required but those named optional. */
+export function record<const P extends Record<string, object>, const O extends keyof P & string = never>(
+  properties: P,
+  optional: readonly O[] = [],
+) {
+  const required = Object.keys(properties).filter((k) => !(optional as readonly string[]).includes(k));
+  return {
+    type: 'object',
+    additionalProperties: false,
+    properties,
+    required: required as Exclude<keyof P & string, O>[],
+  } as const;
+}
+
 /** `{ items: [...] }` of a shared schema. */
 export function listOf<const R extends string>(ref: R) {
   return {

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ManagedChannel } from '../broker/link.js';
 import type { Redis } from 'ioredis';
 import type { WebSocket } from 'ws';
+import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { sha256 } from '../secrets.js';
 import { AmeboError } from '../errors.js';
@@ -23,22 +24,51 @@ interface Client {
   patterns: ((key: string) => boolean)[] | null;
 }
 
+/** What the stream hub reports (tests wait on these instead of sleeping). */
+export interface StreamHubEvents {
+  /**
+   * The tap consumes from its queue, bound to both events exchanges, and the notes channel is
+   * subscribed (`notes: false` when Redis refused): from here on nothing published is missed. Again
+   * after every rebuild of the tap (reconnect, channel loss, consumer cancel).
+   */
+  ready: [{ queue: string; notes: boolean }];
+  /** The tap's channel was lost; it is rebuilt by itself (`ready` again). */
+  lost: [];
+  /**
+   * An event (from the tap) or a note (`delivery`, `service`... from Redis) was handled: sent to
+   * `clients` of the connected clients (those whose patterns match).
+   */
+  message: [{ type: string; action: string | null; clients: number }];
+  /** The tap or the notes subscription could not be opened; the tail goes on with what it has. */
+  error: [Error];
+  /** The tap and the notes subscription were closed (the last client left, or the server closes). */
+  closed: [];
+}
+
 /**
  * The live tail (`GET /v1/stream`): events come from a private auto-delete queue bound to the
  * events exchange (declared only while someone listens, redeclared after reconnects); delivery
  * and service notes come over Redis pub/sub from whichever process produced them.
  */
-class StreamHub {
+export class StreamHub extends EventEmitter<StreamHubEvents> {
   private readonly ctx: ApiContext;
   private readonly clients = new Set<Client>();
   /** The tap: a private queue on the events exchanges (ManagedChannel: rebuilt after any loss). */
   private tap: ManagedChannel | null = null;
   private sub: Redis | null = null;
+  private subscribed = false;
+  private tapQueue: string | null = null;
   private started = false;
   private starting: Promise<void> | null = null;
 
   constructor(ctx: ApiContext) {
+    super();
     this.ctx = ctx;
+  }
+
+  /** True while the tap consumes and the notes are subscribed (what `ready` announced). */
+  get listening(): boolean {
+    return this.started && this.sub !== null && this.tap?.ready === true;
   }
 
   /** Resolves once the tap consumes and the notes are subscribed (shared by concurrent callers). */
@@ -46,6 +76,10 @@ class StreamHub {
     this.started = true;
     this.starting ??= this.open();
     return this.starting;
+  }
+
+  private fail(err: unknown): void {
+    if (this.listenerCount('error')) this.emit('error', err instanceof Error ? err : new Error(String(err)));
   }
 
   private async open(): Promise<void> {
@@ -62,17 +96,30 @@ class StreamHub {
         await ch.consume(q.queue, (m) => (m ? this.onEvent(m.fields.routingKey, m.content) : tap.reset()), {
           noAck: true,
         });
+        this.tapQueue = q.queue;
       },
     });
+    // Rebuilds after the first announce themselves; the first `ready` waits for the notes below.
+    tap.on('ready', () => {
+      if (this.tap === tap && this.sub) this.emit('ready', { queue: this.tapQueue ?? '', notes: this.subscribed });
+    });
+    tap.on('lost', () => {
+      if (this.tap === tap) this.emit('lost');
+    });
     this.tap = tap;
-    await tap
-      .open({ wait: false })
-      .catch((err: unknown) => this.ctx.log.warn({ err: (err as Error).message }, 'stream tap unavailable'));
+    await tap.open({ wait: false }).catch((err: unknown) => {
+      this.ctx.log.warn({ err: (err as Error).message }, 'stream tap unavailable');
+      this.fail(err);
+    });
     const sub = this.ctx.redis.duplicate();
     sub.on('error', () => undefined);
     sub.on('message', (_c: string, msg: string) => this.onNote(msg));
-    await sub.subscribe(this.ctx.cfg.redis.streamChannel).catch(() => undefined);
+    this.subscribed = await sub.subscribe(this.ctx.cfg.redis.streamChannel).then(
+      () => true,
+      (err: unknown) => (this.fail(err), false),
+    );
     this.sub = sub;
+    if (this.tap === tap && tap.ready) this.emit('ready', { queue: this.tapQueue ?? '', notes: this.subscribed });
   }
 
   private async stop(): Promise<void> {
@@ -84,8 +131,11 @@ class StreamHub {
     const { tap, sub } = this;
     this.tap = null;
     this.sub = null;
+    this.subscribed = false;
+    this.tapQueue = null;
     sub?.disconnect();
     await tap?.close();
+    this.emit('closed');
   }
 
   get size(): number {
@@ -103,11 +153,14 @@ class StreamHub {
 
   private onEvent(action: string, content: Buffer): void {
     let event: unknown;
+    let sent = 0;
     for (const c of this.clients) {
       if (c.patterns && !c.patterns.some((p) => p(action))) continue;
       event ??= JSON.parse(content.toString());
       this.send(c, { type: 'event', event });
+      sent++;
     }
+    this.emit('message', { type: 'event', action, clients: sent });
   }
 
   private onNote(raw: string): void {
@@ -117,10 +170,13 @@ class StreamHub {
     } catch {
       return;
     }
+    let sent = 0;
     for (const c of this.clients) {
       if (note.type === 'delivery' && c.patterns && note.action && !c.patterns.some((p) => p(note.action!))) continue;
       this.send(c, note);
+      sent++;
     }
+    this.emit('message', { type: note.type ?? 'note', action: note.action ?? null, clients: sent });
   }
 
   private send(c: Client, msg: unknown): void {
@@ -183,9 +239,21 @@ class Tickets {
   }
 }
 
+/** The stream hub serving each API (by its context), for `streamHubOf`. */
+const hubs = new WeakMap<ApiContext, StreamHub>();
+
+/**
+ * The live-tail hub of a running Amebo (`streamHubOf(amebo)`), or null when it serves no API:
+ * tests (and embedders) listen to its events (`ready`, `message`, `closed`...).
+ */
+export function streamHubOf(amebo: { ctx: ApiContext }): StreamHub | null {
+  return hubs.get(amebo.ctx) ?? null;
+}
+
 export async function streamRoutes(scope: FastifyInstance, ctx: ApiContext): Promise<void> {
   const app = typed(scope);
   const hub = new StreamHub(ctx);
+  hubs.set(ctx, hub);
   const tickets = new Tickets(ctx);
   app.addHook('onClose', async () => hub.close());
 

@@ -82,19 +82,12 @@ export async function subscriptionRoutes(scope: FastifyInstance, ctx: ApiContext
           anyOf: [{ required: ['application'] }, { required: ['microservice'] }],
         },
         response: replies({
-          201: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              ...SubscriptionSchema.properties,
-              signing_secret: { type: 'string', description: 'shown only here' },
-              queue_declared: {
-                type: 'boolean',
-                description: 'false when RabbitMQ was away: the queues are declared when it is back',
-              },
+          201: subscriptionWith({
+            queue_declared: {
+              type: 'boolean',
+              description: 'false when RabbitMQ was away: the queues are declared when it is back',
             },
-            required: [...SubscriptionSchema.required, 'signing_secret', 'queue_declared'],
-          },
+          }),
         }),
       },
     },
@@ -232,19 +225,12 @@ export async function subscriptionRoutes(scope: FastifyInstance, ctx: ApiContext
         summary: 'A new signing secret; the previous ones keep signing for 24 h (both signatures are sent)',
         params: ID_PARAM,
         response: replies({
-          200: {
-            type: 'object',
-            additionalProperties: false,
-            properties: {
-              ...SubscriptionSchema.properties,
-              signing_secret: { type: 'string', description: 'shown only here' },
-              previous_valid_until: {
-                type: ['string', 'null'],
-                description: 'until when the previous secrets still sign (null: there were none)',
-              },
+          200: subscriptionWith({
+            previous_valid_until: {
+              type: ['string', 'null'],
+              description: 'until when the previous secrets still sign (null: there were none)',
             },
-            required: [...SubscriptionSchema.required, 'signing_secret', 'previous_valid_until'],
-          },
+          }),
         }),
       },
     },
@@ -255,4 +241,16 @@ export async function subscriptionRoutes(scope: FastifyInstance, ctx: ApiContext
       return { ...view(r.row), signing_secret: r.secret, previous_valid_until: r.previousValidUntil };
     },
   );
+} /** A subscription with its signing secret (shown only on create and rotate) and `extra` fields. */
+function subscriptionWith<const E extends Record<string, object>>(extra: E) {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      ...SubscriptionSchema.properties,
+      signing_secret: { type: 'string', description: 'shown only here' },
+      ...extra,
+    },
+    required: [...SubscriptionSchema.required, 'signing_secret', ...(Object.keys(extra) as (keyof E & string)[])],
+  } as const;
 }

@@ -13,8 +13,7 @@
  * Hooks run on every (re)connect, in registration order, before the connection is announced, so
  * nothing sees a half-built one.
  *
- * Events: `connect` (model) and `ready` when a connection is up and set up, `disconnect` (err) when
- * it is lost, `reconnecting` ({ node, attempt, delayMs, error }) after a failed attempt, `closed`.
+ * Events: see `ConnectionEvents` (the connection) and `ManagedChannelEvents` (a channel on it).
  */
 import { EventEmitter } from 'node:events';
 import amqp, { type Channel, type ChannelModel, type ConfirmChannel } from 'amqplib';
@@ -97,7 +96,37 @@ export function backoffMs(attempt: number, initialMs: number, maxMs: number): nu
   return Math.round(step / 2 + (Math.random() * step) / 2);
 }
 
-export class RecoveringConnection extends EventEmitter {
+/** A failed connection attempt, as `reconnecting` reports it. */
+export interface ReconnectAttempt {
+  /** The node tried (credentials redacted). */
+  node: string;
+  /** Failed attempts since the last connection (1, 2...). */
+  attempt: number;
+  /** Wait before the next attempt (0: the next node is tried at once). */
+  delayMs: number;
+  error: Error;
+}
+
+/** What a `RecoveringConnection` (so `Broker` and the fabric's `Link`) reports. */
+export interface ConnectionEvents {
+  /**
+   * A connection is up and every setup hook ran on it: the first one and after each recovery
+   * (`connects` says which). Nothing sees a half-built connection.
+   */
+  connect: [ChannelModel];
+  /** Emitted right after `connect`, with the same connection (what readiness gauges listen to). */
+  ready: [ChannelModel];
+  /** The live connection was lost (not after `close()`); recovery starts at once. */
+  disconnect: [Error];
+  /** A connection attempt (or the setup on it) failed; the next one follows after `delayMs`. */
+  reconnecting: [ReconnectAttempt];
+  /** The same failure as `reconnecting`, emitted only while someone listens (never unhandled). */
+  error: [Error];
+  /** `close()` was called: no more connections, waiters released. Emitted once. */
+  closed: [];
+}
+
+export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
   protected readonly opts: ConnectionOptions;
   protected readonly log: Logger;
   private readonly nodes: string[];
@@ -229,7 +258,7 @@ export class RecoveringConnection extends EventEmitter {
           { node, attempt: failures, delayMs, err: e.message },
           `${p}: cannot connect to ${node}${delayMs ? `; next attempt in ${delayMs} ms` : '; trying the next node'}`,
         );
-        this.emit('reconnecting', { node, attempt: failures, delayMs, error: e });
+        this.emit('reconnecting', { node, attempt: failures, delayMs, error: e } satisfies ReconnectAttempt);
         if (this.listenerCount('error') > 0) this.emit('error', e);
         if (delayMs) await this.pause.sleep(delayMs);
       }
@@ -393,12 +422,24 @@ export interface ChannelSpec {
   setup?: (ch: Channel) => Promise<void>;
 }
 
+/** What a `ManagedChannel` reports. */
+export interface ManagedChannelEvents {
+  /**
+   * A new channel is up and its spec's prefetch and setup ran on it (declarations bound,
+   * consumers consuming): on each (re)connect, after a rebuild following `lost`, after `reset()`.
+   * The channel is a `ConfirmChannel` when the spec says `confirm`.
+   */
+  ready: [Channel];
+  /** The live channel closed (channel error, consumer cancel + `reset()`, or the connection's loss); a rebuild follows unless closed. */
+  lost: [];
+}
+
 /**
  * A channel kept alive: built on every (re)connect, rebuilt with backoff after a channel-level
  * close (a deleted queue, a precondition) while the connection lives, and after `reset()` (what a
- * consumer does when the broker cancels it). Emits `ready` (channel) and `lost`.
+ * consumer does when the broker cancels it). Emits `ManagedChannelEvents`.
  */
-export class ManagedChannel extends EventEmitter {
+export class ManagedChannel extends EventEmitter<ManagedChannelEvents> {
   private readonly conn: RecoveringConnection;
   readonly spec: ChannelSpec;
   private ch: Channel | null = null;

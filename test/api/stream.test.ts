@@ -1,8 +1,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { destroy, http, start, testEnv, type Running } from '../helpers/harness.js';
-import { announceStream } from '../../src/api/stream.js';
+import { destroy, http, nextEvent, start, testEnv, type Running } from '../helpers/harness.js';
+import { announceStream, streamHubOf } from '../../src/api/stream.js';
 import { topicMatcher } from '../../src/delivery/topic.js';
 
 const env = testEnv();
@@ -64,10 +64,12 @@ function connect(
 }
 
 test('the stream sends matching events and delivery notes; other actions are filtered out', async () => {
+  const hub = streamHubOf(srv.amebo)!;
+  const ready = hub.listening ? null : nextEvent(hub, 'ready');
   const { ws, messages, next } = await connect(`?actions=user.*&token=${env.adminToken}`);
   try {
     await next((m) => m.type === 'hello');
-    await new Promise((r) => setTimeout(r, 300)); // the tap queue is bound
+    await ready; // the tap queue is bound and the notes channel subscribed
     const o = await http(srv.url, env, 'POST', '/v1/events', { action: 'order.placed', payload: { n: 1 } }, APP);
     const u = await http(srv.url, env, 'POST', '/v1/events', { action: 'user.created', payload: { n: 2 } }, APP);
     const got = await next((m) => m.type === 'event');

@@ -274,7 +274,7 @@ function EventDetail({ id }) {
                     }${d.next_attempt_at && d.state !== 'delivered' ? ` · next attempt ${when(d.next_attempt_at)}` : ''}
                   </div>
                 </td>
-                <td>${d.attempts}</td>
+                <td data-testid="delivery-attempts">${d.attempts}</td>
                 <td>${d.last_status ?? ''} <span class="mono">${d.last_error ?? ''}</span></td>
                 <td>
                   ${

@@ -172,7 +172,8 @@ export class Registry {
 
   /** True when these exact credentials were verified recently (no scrypt: a cache lookup). */
   knownGood(name: string, secret: string): boolean {
-    const row = this.apps.get(name)?.row;
+    const c = this.apps.get(name);
+    const row = c && Date.now() - c.at < CACHE_TTL_MS ? c.row : null;
     if (!row) return false;
     const at = this.verified.get(`${row.secret_hash}\u0000${sha256(secret)}`);
     return at !== undefined && Date.now() - at < 10 * CACHE_TTL_MS;

@@ -1,5 +1,7 @@
 import { hostname } from 'node:os';
+import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
+import type { Logger } from './log.js';
 import type { ApiContext } from './api/server.js';
 import type { PartStarter } from './app.js';
 import { announceStream } from './api/stream.js';
@@ -34,17 +36,10 @@ export const deliveryPlugin: NonNullable<ApiContext['plugins']>[number] = async 
 
 /** `GET /v1/services` (read from the presence role's Redis fleet) and the HTTP RPC gateway. */
 const fabricRoutes: NonNullable<ApiContext['plugins']>[number] = async (app, ctx) => {
-  const { Presence, servicesRoutes } = await import('./fabric/presence.js');
+  const { servicesRoutes } = await import('./fabric/presence.js');
   const { rpcGatewayRoutes } = await import('./fabric/gateway.js');
   const { FabricConnector } = await import('./fabric/connector.js');
-  const presence = new Presence({
-    amqpUrl: ctx.cfg.amqpUrl,
-    redis: ctx.redis,
-    redisPrefix: ctx.cfg.redis.presence,
-    discoveryExchange: ctx.cfg.discoveryExchange,
-    ttlSeconds: ctx.cfg.serviceTtlSeconds,
-    logger: ctx.log,
-  });
+  const presence = await newPresence(ctx.cfg, ctx.redis, ctx.log);
   // The gateway's own identity on the bus: it calls, it does not serve or announce itself.
   const fabric = new FabricConnector({
     amqpUrl: ctx.cfg.amqpUrl,
@@ -83,17 +78,22 @@ export async function extraParts(cfg: Config): Promise<PartStarter[]> {
   return out;
 }
 
+/** The fleet listing over this deployment's Redis (read by the API; kept by the presence role). */
+async function newPresence(cfg: Config, redis: Redis, logger: Logger) {
+  const { Presence } = await import('./fabric/presence.js');
+  return new Presence({
+    amqpUrl: cfg.amqpUrl,
+    redis,
+    redisPrefix: cfg.redis.presence,
+    discoveryExchange: cfg.discoveryExchange,
+    ttlSeconds: cfg.serviceTtlSeconds,
+    logger,
+  });
+}
+
 /** The presence role: keep-alives into Redis; service up/down onto the live stream. */
 const startPresence: PartStarter = async (amebo) => {
-  const { Presence } = await import('./fabric/presence.js');
-  const presence = new Presence({
-    amqpUrl: amebo.cfg.amqpUrl,
-    redis: amebo.redis,
-    redisPrefix: amebo.cfg.redis.presence,
-    discoveryExchange: amebo.cfg.discoveryExchange,
-    ttlSeconds: amebo.cfg.serviceTtlSeconds,
-    logger: amebo.ctx.log.child({ role: 'presence' }),
-  });
+  const presence = await newPresence(amebo.cfg, amebo.redis, amebo.ctx.log.child({ role: 'presence' }));
   presence.on('change', (change) => void announceStream(amebo.redis, amebo.cfg.redis, { ...change }));
   await presence.start(10_000);
   return { close: () => presence.stop() };

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d node_modules ] || npm ci --no-audit --no-fund
-bash scripts/services.sh
+# --extras: Chromium for the dashboard's browser tests and python3-aiormq for the interop tests
+# (installed once, best effort; the tests that need them fail saying how to install them).
+bash scripts/services.sh --extras
 shopt -s nullglob
 files=()
 for f in test/*.test.ts test/*/*.test.ts; do [[ $f == test/serial/* || $f == test/chaos/* ]] || files+=("$f"); done

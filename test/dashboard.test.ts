@@ -4,9 +4,9 @@
  * action search with its schema, services with uptime, and the live tail. Any console error
  * (a CSP violation, a failed module import, a runtime exception) fails the test.
  */
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { destroy, eventually, http, start, testEnv, type Running } from './helpers/harness.js';
 import { extraParts, extraPlugins } from '../src/plugins.js';
@@ -36,6 +36,12 @@ const events: string[] = [];
 const shipped: string[] = [];
 const consoleErrors: string[] = [];
 let failing = true;
+/** AMEBO_SCREENSHOTS=1 saves the views the README shows (docs/screenshots/); normal runs do not. */
+const shot = async (name: string) => {
+  if (process.env.AMEBO_SCREENSHOTS !== '1') return;
+  mkdirSync('docs/screenshots', { recursive: true });
+  await page.screenshot({ path: `docs/screenshots/${name}.png`, fullPage: true });
+};
 const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
   http(srv.url, env, m, p, body, auth);
 
@@ -117,6 +123,12 @@ before(async () => {
   page.on('pageerror', (e) => consoleErrors.push(e.message));
   page.setDefaultTimeout(15_000);
 });
+// Any console error (CSP violation, failed import, exception) fails the test that caused it.
+afterEach(() => {
+  if (skip) return;
+  const errors = consoleErrors.splice(0);
+  assert.deepEqual(errors, []);
+});
 after(async () => {
   await browser?.close();
   await svc?.close();
@@ -135,8 +147,10 @@ test('sign in: a wrong token is refused with the code, the right one opens the e
   consoleErrors.length = 0; // the refused sign-in logged its 401
   await page.fill('input[name=token]', env.adminToken);
   await page.click('button[type=submit]');
+  await page.getByTestId('home').waitFor();
+  await page.click('[data-testid=nav-events]');
   await page.getByTestId('events').waitFor();
-  for (const id of events) await page.getByText(id).waitFor();
+  for (const id of events) await page.getByTestId('events').getByRole('link', { name: id }).waitFor();
 });
 
 test('event detail: each subscription’s state, attempts, and retry of a dead delivery', { skip }, async () => {
@@ -144,13 +158,14 @@ test('event detail: each subscription’s state, attempts, and retry of a dead d
     const d = await call('GET', `/v1/events/${events[0]}`, undefined, 'admin');
     return d.body.deliveries?.length === 2 && d.body.deliveries.every((x: { state: string }) => x.state !== 'pending');
   }, 30_000);
-  await page.click(`text=${events[0]}`);
+  await page.getByTestId('events').getByRole('link', { name: events[0] }).click();
   await page.getByTestId('event-detail').waitFor();
   assert.match(await page.getByTestId('payload').innerText(), /"sku": "sku-0"/);
   assert.equal(await page.getByTestId('delivery-flaky').getByTestId('badge').innerText(), 'dead');
   assert.equal(await page.getByTestId('delivery-steady').getByTestId('badge').innerText(), 'delivered');
-  await page.getByTestId('delivery-flaky').getByRole('button', { name: 'attempts' }).click();
-  await page.getByTestId('attempts').getByRole('cell', { name: '500', exact: true }).waitFor();
+  // Every attempt of every delivery, with the handler's response excerpt.
+  await page.getByTestId('attempts-flaky').getByRole('cell', { name: '500', exact: true }).waitFor();
+  assert.equal(await page.getByTestId('attempts-flaky').getByTestId('excerpt').innerText(), 'ok');
   failing = false;
   await page.getByTestId('retry-flaky').click();
   await page.getByText('retry queued').waitFor();
@@ -194,6 +209,63 @@ test('subscriptions: state and backlog of each subscription', { skip }, async ()
   assert.equal(await page.getByTestId('state-down').getByTestId('badge').innerText(), 'circuit_open');
   assert.match(await page.getByTestId('backlog-down').innerText(), /^\d+$/);
   assert.equal(await page.getByTestId('state-steady').getByTestId('badge').innerText(), 'active');
+});
+
+test('home: every subscription at a glance, state, backlog, success, p99 and a sparkline', { skip }, async () => {
+  await page.click('[data-testid=nav-home]');
+  const steady = page.getByTestId('home-steady');
+  await steady.getByTestId('home-success').getByText('100%').waitFor();
+  assert.equal(await steady.getByTestId('home-state').getByTestId('badge').innerText(), 'active');
+  assert.equal(await steady.getByTestId('home-backlog').innerText(), '0');
+  assert.match(await steady.getByTestId('home-p99').innerText(), /^\d+ ms$/);
+  assert.equal(await steady.getByTestId('sparkline').locator('polyline').count(), 1);
+  const down = page.getByTestId('home-down');
+  await down.getByTestId('home-state').getByText('next probe').waitFor();
+  assert.equal(await down.getByTestId('home-state').getByTestId('badge').innerText(), 'circuit_open');
+  assert.equal(await down.getByTestId('home-success').innerText(), '0%');
+  // Failures drawn over the attempts.
+  assert.equal(await down.getByTestId('sparkline').locator('polyline.spark-bad').count(), 1);
+  const held = page.getByTestId('home-held');
+  await held.getByTestId('home-backlog').getByText('4', { exact: true }).waitFor();
+  assert.equal(await held.getByTestId('home-state').getByTestId('badge').innerText(), 'paused');
+  await shot('home');
+  await page.getByTestId('window').getByRole('button', { name: '5m' }).click();
+  await page.getByTestId('home-table').getByText('success (5m)').waitFor();
+  await steady.getByTestId('home-success').getByText('100%').waitFor();
+});
+
+test('subscription page: figures and uPlot charts over 5m / 1h / 24h', { skip }, async () => {
+  await page.getByTestId('home-steady').getByTestId('open').click();
+  const p = page.getByTestId('subscription-page');
+  await p.waitFor();
+  assert.match(await p.getByTestId('subscription-id').innerText(), new RegExp(subs.steady!));
+  await p.getByTestId('fig-attempts').getByText('2', { exact: true }).waitFor();
+  assert.equal(await p.getByTestId('fig-success').innerText(), '100%');
+  assert.equal(await p.getByTestId('fig-backlog').innerText(), '0');
+  for (const c of ['attempts', 'outcomes', 'latency', 'backlog']) {
+    const chart = p.getByTestId(`chart-${c}`);
+    await chart.locator('.uplot canvas').waitFor();
+    assert.ok((await chart.locator('.uplot canvas').boundingBox())!.width > 150);
+  }
+  assert.match(await p.getByTestId('chart-outcomes').innerText(), /successes[\s\S]*failures/);
+  // uPlot's stylesheet is a file under the CSP: its legend is laid out by it.
+  assert.equal(
+    await page.evaluate("getComputedStyle(document.querySelector('[data-testid=chart-latency] .u-legend')).textAlign"),
+    'center',
+  );
+  await shot('subscription');
+  for (const w of ['24h', '5m']) {
+    await p.getByTestId('window').getByRole('button', { name: w }).click();
+    await eventually(
+      async () =>
+        (await p.getByTestId('window').getByRole('button', { name: w }).getAttribute('aria-pressed')) === 'true',
+      5000,
+      100,
+    );
+    await p.getByTestId('chart-attempts').locator('.uplot canvas').waitFor();
+  }
+  const stats = await call('GET', `/v1/subscriptions/${subs.steady}/stats?window=5m`, undefined, 'admin');
+  assert.equal(stats.status, 200);
 });
 
 test('subscriptions: dead letters listed and resurrected with a button', { skip }, async () => {

@@ -1,11 +1,13 @@
 /**
- * The dashboard (design §10): served by the api role at `/`, no build step. Preact and htm come
- * straight from node_modules through an import map; the page talks to the same HTTP API and
- * websocket as everyone else, with the admin token the operator types in (kept in sessionStorage).
- * A strict Content-Security-Policy allows only this origin's scripts plus the import map's hash.
+ * The dashboard (design §10): served by the api role at `/`, no build step. Preact, htm and uPlot
+ * (charts) come straight from node_modules through an import map, uPlot's stylesheet as a file; the
+ * page talks to the same HTTP API and websocket as everyone else, with the admin token the operator
+ * types in (kept in sessionStorage, handed to the operator's other tabs over a BroadcastChannel).
+ * A strict Content-Security-Policy allows only this origin's scripts and styles plus the import
+ * map's hash: no inline script or style anywhere.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -21,12 +23,20 @@ const VENDOR: Record<string, string> = {
   'preact.mjs': beside('preact', 'preact.module.js'),
   'hooks.mjs': beside('preact/hooks', 'hooks.module.js'),
   'htm.mjs': beside('htm', 'htm.module.js'),
+  'uplot.mjs': beside('uplot', 'uPlot.esm.js'),
+  'uplot.css': beside('uplot', 'uPlot.min.css'),
 };
-const FILES: Record<string, string> = { 'app.js': 'text/javascript', 'style.css': 'text/css' };
+const TYPES: Record<string, string> = { js: 'text/javascript', mjs: 'text/javascript', css: 'text/css' };
+const typeOf = (name: string): string | undefined => TYPES[name.slice(name.lastIndexOf('.') + 1)];
 
 export async function dashboardRoutes(app: FastifyInstance): Promise<void> {
   const importMap = JSON.stringify({
-    imports: { preact: '/ui/vendor/preact.mjs', 'preact/hooks': '/ui/vendor/hooks.mjs', htm: '/ui/vendor/htm.mjs' },
+    imports: {
+      preact: '/ui/vendor/preact.mjs',
+      'preact/hooks': '/ui/vendor/hooks.mjs',
+      htm: '/ui/vendor/htm.mjs',
+      uplot: '/ui/vendor/uplot.mjs',
+    },
   });
   const mapHash = createHash('sha256').update(importMap).digest('base64');
   // The whole element is rewritten: the CSP hash covers the script's exact text, whitespace included.
@@ -46,9 +56,12 @@ export async function dashboardRoutes(app: FastifyInstance): Promise<void> {
   ].join('; ');
   const assets = new Map<string, { body: string; type: string }>();
   for (const [name, path] of Object.entries(VENDOR))
-    assets.set(`vendor/${name}`, { body: readFileSync(path, 'utf8'), type: 'text/javascript' });
-  for (const [name, type] of Object.entries(FILES))
-    assets.set(name, { body: readFileSync(new URL(name, STATIC), 'utf8'), type });
+    assets.set(`vendor/${name}`, { body: readFileSync(path, 'utf8'), type: typeOf(name)! });
+  // Every script and stylesheet of the static folder (the page's modules import each other).
+  for (const name of readdirSync(STATIC)) {
+    const type = typeOf(name);
+    if (type) assets.set(name, { body: readFileSync(new URL(name, STATIC), 'utf8'), type });
+  }
 
   const page = async (_req: unknown, reply: import('fastify').FastifyReply) =>
     reply

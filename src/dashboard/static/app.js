@@ -1,153 +1,55 @@
 // Amebo dashboard: Preact + htm, no build step. Every view reads the public HTTP API with the admin
 // token the operator typed in; the live tail uses the same websocket as `amebo monitor`.
-import { h, render } from 'preact';
-import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
-import htm from 'htm';
-
-const html = htm.bind(h);
-const TOKEN_KEY = 'amebo-admin-token';
-const token = () => sessionStorage.getItem(TOKEN_KEY) ?? '';
-
-/** One API call with a timeout; throws an Error carrying Amebo's error code and message. */
-async function api(method, path, body) {
-  const headers = { authorization: `Bearer ${token()}` };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(15_000),
-  });
-  const text = await res.text();
-  let data = {};
-  try {
-    data = text ? JSON.parse(text) : {};
-  } catch {
-    data = { raw: text };
-  }
-  if (!res.ok) {
-    const err = new Error(data?.error?.message ?? `HTTP ${res.status}`);
-    err.code = data?.error?.code ?? `HTTP_${res.status}`;
-    err.status = res.status;
-    throw err;
-  }
-  return data;
-}
-
-/** Loads `path` (null: nothing to load); `reload()` fetches again. */
-function useApi(path) {
-  const [state, setState] = useState({ data: null, error: null, loading: Boolean(path) });
-  const [n, setN] = useState(0);
-  useEffect(() => {
-    if (!path) return undefined;
-    let live = true;
-    setState((s) => ({ ...s, loading: true }));
-    api('GET', path).then(
-      (data) => live && setState({ data, error: null, loading: false }),
-      (error) => live && setState({ data: null, error, loading: false }),
-    );
-    return () => {
-      live = false;
-    };
-  }, [path, n]);
-  return { ...state, reload: useCallback(() => setN((x) => x + 1), []) };
-}
-
-/**
- * A cursor-paged listing of `path` (query included, `limit` set by the caller): `more` loads the next
- * page and appends it; a new `path` starts over.
- */
-function usePaged(path) {
-  // The cursor belongs to the path it was read from: a new path (filters) starts at its first page.
-  const [page, setPage] = useState({ path, cursor: null });
-  const cursor = page.path === path ? page.cursor : null;
-  const [items, setItems] = useState([]);
-  const sep = path.includes('?') ? '&' : '?';
-  const { data, error, loading, reload } = useApi(cursor ? `${path}${sep}cursor=${encodeURIComponent(cursor)}` : path);
-  useEffect(() => {
-    if (data) setItems((xs) => (cursor ? [...xs, ...data.items] : data.items));
-  }, [data]);
-  return {
-    items,
-    error,
-    loading,
-    empty: Boolean(data) && !cursor && !data.items.length,
-    more: data?.next_cursor ? () => setPage({ path, cursor: data.next_cursor }) : null,
-    reload: cursor ? () => setPage({ path, cursor: null }) : reload,
-  };
-}
-
-const useHash = () => {
-  const [hash, setHash] = useState(location.hash || '#/events');
-  useEffect(() => {
-    const on = () => setHash(location.hash || '#/events');
-    addEventListener('hashchange', on);
-    return () => removeEventListener('hashchange', on);
-  }, []);
-  return hash;
-};
-
-const when = (t) => (t ? new Date(t).toLocaleString() : '—');
-const qs = (o) => {
-  const p = new URLSearchParams();
-  for (const [k, v] of Object.entries(o)) if (v !== undefined && v !== null && v !== '') p.set(k, String(v));
-  const s = p.toString();
-  return s ? `?${s}` : '';
-};
-const Badge = ({ s }) => html`<span class=${`badge ${s}`} data-testid="badge">${s}</span>`;
-const Failure = ({ error }) =>
-  error ? html`<div class="error" role="alert">${error.code ? `${error.code}: ` : ''}${error.message}</div>` : null;
-function duration(ms) {
-  if (!Number.isFinite(ms) || ms < 0) return '—';
-  const s = Math.floor(ms / 1000);
-  const d = Math.floor(s / 86400);
-  const hh = Math.floor((s % 86400) / 3600);
-  const mm = Math.floor((s % 3600) / 60);
-  return d ? `${d}d ${hh}h` : hh ? `${hh}h ${mm}m` : mm ? `${mm}m ${s % 60}s` : `${s}s`;
-}
-
-/** A button that runs an API action, shows its outcome and then calls `done`. */
-function Action({ label, run, done, confirmText, testid }) {
-  const [busy, setBusy] = useState(false);
-  const [msg, setMsg] = useState(null);
-  const go = async () => {
-    if (confirmText && !confirm(confirmText)) return;
-    setBusy(true);
-    setMsg(null);
-    try {
-      const r = await run();
-      setMsg({ ok: true, text: typeof r === 'string' ? r : 'done' });
-      done?.();
-    } catch (e) {
-      setMsg({ ok: false, text: `${e.code}: ${e.message}` });
-    } finally {
-      setBusy(false);
-    }
-  };
-  return html`<span
-    ><button disabled=${busy} onClick=${go} data-testid=${testid}>${label}</button>
-    ${msg && html` <span class=${msg.ok ? 'note' : 'error'} data-testid="action-result">${msg.text}</span>`}</span
-  >`;
-}
+import { render } from 'preact';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import {
+  Action,
+  api,
+  askOtherTabs,
+  Badge,
+  Empty,
+  Failure,
+  html,
+  Id,
+  isoOf,
+  localOf,
+  onAuth,
+  qs,
+  setToken,
+  shareToken,
+  signOut,
+  Table,
+  token,
+  useApi,
+  useHash,
+  usePaged,
+  when,
+} from './lib.js';
+import { DeadLetters, HealthState, Home, SubscriptionPage } from './health.js';
+import { EventDetail, Events } from './events.js';
+import { ServicePage, Services } from './fabric.js';
+import { Manage } from './manage.js';
 
 function Login({ onDone }) {
   const [value, setValue] = useState('');
   const [error, setError] = useState(null);
   const submit = async (e) => {
     e.preventDefault();
-    sessionStorage.setItem(TOKEN_KEY, value.trim());
+    setToken(value.trim());
     try {
       await api('GET', '/v1/applications');
+      shareToken();
       onDone();
     } catch (err) {
-      sessionStorage.removeItem(TOKEN_KEY);
+      signOut();
       setError(err);
     }
   };
   return html`<form class="login" onSubmit=${submit}>
     <h2>Amebo</h2>
     <p class="muted">
-      The admin token (printed by <code>amebo serve</code> on first start, or <code>AMEBO_ADMIN_TOKEN</code>).
+      The admin token (printed by <code>amebo serve</code> on first start, or <code>AMEBO_ADMIN_TOKEN</code>). It is
+      kept for this browser session only, and shared with the dashboard's other tabs while one is open.
     </p>
     <input
       type="password"
@@ -160,147 +62,6 @@ function Login({ onDone }) {
     <button class="primary" type="submit">Sign in</button>
     <${Failure} error=${error} />
   </form>`;
-}
-
-function Events() {
-  const [filters, setFilters] = useState({ action: '', application: '' });
-  const { items, error, empty, more } = usePaged(`/v1/events${qs({ ...filters, limit: 50 })}`);
-  const submit = (e) => {
-    e.preventDefault();
-    const f = new FormData(e.target);
-    setFilters({ action: f.get('action'), application: f.get('application') });
-  };
-  return html`<section>
-    <form class="filters" onSubmit=${submit}>
-      <input name="action" placeholder="action" value=${filters.action} />
-      <input name="application" placeholder="application" value=${filters.application} />
-      <button type="submit">Filter</button>
-    </form>
-    <${Failure} error=${error} />
-    <table data-testid="events">
-      <thead>
-        <tr>
-          <th>created</th>
-          <th>action</th>
-          <th>application</th>
-          <th>event</th>
-          <th>published</th>
-        </tr>
-      </thead>
-      <tbody>
-        ${items.map(
-          (e) =>
-            html`<tr key=${e.id}>
-              <td>${when(e.created_at)}</td>
-              <td>${e.action}</td>
-              <td>${e.application}</td>
-              <td class="mono"><a href=${`#/events/${e.id}`}>${e.id}</a></td>
-              <td>${e.published ? 'yes' : html`<span class="muted">relay</span>`}</td>
-            </tr>`,
-        )}
-      </tbody>
-    </table>
-    ${empty && html`<p class="muted">No events.</p>`} ${more && html`<button onClick=${more}>More</button>`}
-  </section>`;
-}
-
-function Attempts({ event, sub }) {
-  const { data, error } = useApi(`/v1/deliveries/${event}/${sub}/attempts`);
-  if (error) return html`<${Failure} error=${error} />`;
-  if (!data) return html`<span class="muted">loading…</span>`;
-  return html`<table data-testid="attempts">
-    <thead>
-      <tr>
-        <th>#</th>
-        <th>at</th>
-        <th>status</th>
-        <th>latency</th>
-        <th>error</th>
-      </tr>
-    </thead>
-    <tbody>
-      ${data.items.map(
-        (a) =>
-          html`<tr key=${a.attempt + a.created_at}>
-            <td>${a.attempt}</td>
-            <td>${when(a.created_at)}</td>
-            <td>${a.status ?? a.error_class ?? ''}</td>
-            <td>${a.latency_ms ?? '—'} ms</td>
-            <td class="mono">${a.error ?? ''}</td>
-          </tr>`,
-      )}
-    </tbody>
-  </table>`;
-}
-
-function EventDetail({ id }) {
-  const { data: e, error, reload } = useApi(`/v1/events/${id}`);
-  const [open, setOpen] = useState(null);
-  if (error) return html`<${Failure} error=${error} />`;
-  if (!e) return html`<p class="muted">Loading…</p>`;
-  return html`<section data-testid="event-detail">
-    <h2>${e.action} <span class="mono muted">${e.id}</span></h2>
-    <div class="grid">
-      <span class="muted">application</span><span>${e.application}</span> <span class="muted">created</span
-      ><span>${when(e.created_at)}</span> <span class="muted">published</span
-      ><span>${e.published ? 'yes' : 'not yet (the relay will)'}</span> <span class="muted">deduper</span
-      ><span>${e.deduper ?? '—'}</span> <span class="muted">conversation</span
-      ><span class="mono">${e.conversation_id}</span> <span class="muted">schema version</span
-      ><span>${e.schema_version}</span>
-    </div>
-    <pre data-testid="payload">${JSON.stringify(e.payload, null, 2)}</pre>
-    <h3>Deliveries</h3>
-    ${!e.deliveries.length && html`<p class="muted">No subscription matches this action.</p>`}
-    <table data-testid="deliveries">
-      <thead>
-        <tr>
-          <th>subscription</th>
-          <th>state</th>
-          <th>attempts</th>
-          <th>last</th>
-          <th></th>
-        </tr>
-      </thead>
-      <tbody>
-        ${e.deliveries.map(
-          (d) =>
-            html`<tr key=${d.subscription} data-testid=${`delivery-${d.subscription_name}`}>
-                <td>${d.application}/${d.subscription_name}</td>
-                <td>
-                  <${Badge} s=${d.state} />
-                  <div class="muted" data-testid="delivery-reason">
-                    ${d.reason}${typeof d.backlog === 'number' ? ` · ${d.backlog} in its queue` : ''}${
-                      d.next_probe_at ? ` · next probe ${when(d.next_probe_at)}` : ''
-                    }${d.next_attempt_at && d.state !== 'delivered' ? ` · next attempt ${when(d.next_attempt_at)}` : ''}
-                  </div>
-                </td>
-                <td data-testid="delivery-attempts">${d.attempts}</td>
-                <td>${d.last_status ?? ''} <span class="mono">${d.last_error ?? ''}</span></td>
-                <td>
-                  ${
-                    d.attempts > 0 &&
-                    html`<button onClick=${() => setOpen(open === d.subscription ? null : d.subscription)}>
-                        attempts
-                      </button>
-                      <${Action}
-                        label="retry"
-                        testid=${`retry-${d.subscription_name}`}
-                        run=${async () => (await api('POST', `/v1/deliveries/${e.id}/${d.subscription}/retry`), 'retry queued')}
-                        done=${() => setTimeout(reload, 1000)}
-                      />`
-                  }
-                </td>
-              </tr>
-              ${
-                open === d.subscription &&
-                html`<tr>
-                  <td colspan="5"><${Attempts} event=${e.id} sub=${d.subscription} /></td>
-                </tr>`
-              }`,
-        )}
-      </tbody>
-    </table>
-  </section>`;
 }
 
 function Actions() {
@@ -316,29 +77,25 @@ function Actions() {
         onInput=${(e) => setQ(e.target.value)}
         data-testid="action-search"
       />
+      <a href="#/manage">register or edit actions in Manage</a>
     </div>
     <${Failure} error=${error} />
-    <table data-testid="actions">
-      <thead>
-        <tr>
-          <th>action</th>
-          <th>application</th>
-          <th>version</th>
-          <th>description</th>
-        </tr>
-      </thead>
-      <tbody>
-        ${(data?.items ?? []).map(
-          (a) =>
-            html`<tr key=${a.action}>
-              <td><a href="#/actions" onClick=${(ev) => (ev.preventDefault(), setPicked(a))}>${a.action}</a></td>
-              <td>${a.application}</td>
-              <td>${a.version}</td>
-              <td>${a.description ?? ''}</td>
-            </tr>`,
-        )}
-      </tbody>
-    </table>
+    <${Table} testid="actions" head=${['action', 'application', 'version', 'description']}>
+      ${(data?.items ?? []).map(
+        (a) =>
+          html`<tr key=${a.action}>
+            <td><a href="#/actions" onClick=${(ev) => (ev.preventDefault(), setPicked(a))}>${a.action}</a></td>
+            <td>${a.application}</td>
+            <td>${a.version}</td>
+            <td>${a.description ?? ''}</td>
+          </tr>`,
+      )}
+    <//>
+    ${
+      data &&
+      !data.items.length &&
+      html`<${Empty}>${q ? `No action matches “${q}”.` : 'No action registered yet: register one in Manage.'}<//>`
+    }
     ${picked && html`<${Schema} action=${picked} />`}
   </section>`;
 }
@@ -361,93 +118,10 @@ function Schema({ action }) {
   </div>`;
 }
 
-function Applications() {
-  const { data, error } = useApi('/v1/applications');
-  return html`<section>
-    <${Failure} error=${error} />
-    <table data-testid="applications">
-      <thead>
-        <tr>
-          <th>application</th>
-          <th>address</th>
-          <th>created</th>
-        </tr>
-      </thead>
-      <tbody>
-        ${(data?.items ?? []).map(
-          (a) =>
-            html`<tr key=${a.application}>
-              <td>${a.application}</td>
-              <td>${a.address ?? ''}</td>
-              <td>${when(a.created_at)}</td>
-            </tr>`,
-        )}
-      </tbody>
-    </table>
-  </section>`;
-}
-
-function DeadLetters({ sub }) {
-  const { data, error, reload } = useApi(`/v1/subscriptions/${sub.id}/dead-letters?limit=20`);
-  return html`<div data-testid=${`dead-${sub.subscription}`}>
-    <${Failure} error=${error} />
-    ${
-      data &&
-      html`<p>
-        <span data-testid="dead-count">${data.count}</span> dead letter(s)
-        ${
-          data.count > 0 &&
-          html` <${Action}
-            label="resurrect all"
-            testid=${`resurrect-${sub.subscription}`}
-            confirmText=${`Move ${data.count} dead letter(s) back to ${sub.subscription}?`}
-            run=${async () => `resurrected ${(await api('POST', `/v1/subscriptions/${sub.id}/dead-letters/resurrect`, {})).resurrected}`}
-            done=${() => setTimeout(reload, 500)}
-          />`
-        }
-      </p>`
-    }
-    ${
-      data?.items?.length > 0 &&
-      html`<table>
-        <thead>
-          <tr>
-            <th>event</th>
-            <th>reason</th>
-            <th>attempts</th>
-            <th>last error</th>
-            <th>dead at</th>
-          </tr>
-        </thead>
-        <tbody>
-          ${data.items.map(
-            (d) =>
-              html`<tr key=${d.event}>
-                <td class="mono"><a href=${`#/events/${d.event}`}>${d.event}</a></td>
-                <td><${Badge} s=${d.reason} /></td>
-                <td>${d.attempts}</td>
-                <td class="mono">${d.last_error ?? ''}</td>
-                <td>${when(d.dead_at)}</td>
-              </tr>`,
-          )}
-        </tbody>
-      </table>`
-    }
-  </div>`;
-}
-
 /** State (circuit open included), backlog and success rate of one subscription, from its health. */
 function SubscriptionHealth({ s }) {
   const { data: h } = useApi(`/v1/subscriptions/${s.id}/health?window=1h`);
-  const fallback = s.disabled_reason ? 'disabled' : s.paused ? 'paused' : '…';
-  return html`<td data-testid=${`state-${s.subscription}`}>
-      <${Badge} s=${h?.state ?? fallback} />
-      ${
-        h?.state === 'circuit_open' && h.breaker.next_probe_at
-          ? html`<div class="muted">next probe ${when(h.breaker.next_probe_at)}</div>`
-          : ''
-      }
-    </td>
+  return html`<td data-testid=${`state-${s.subscription}`}><${HealthState} h=${h} s=${s} /></td>
     <td data-testid=${`backlog-${s.subscription}`}>${h ? (h.backlog ?? '?') : ''}</td>
     <td>${h && h.success_rate !== null ? `${Math.round(h.success_rate * 1000) / 10}%` : '—'}</td>`;
 }
@@ -457,23 +131,16 @@ function Subscriptions() {
   const [open, setOpen] = useState(null);
   return html`<section>
     <${Failure} error=${error} />
-    <table data-testid="subscriptions">
-      <thead>
-        <tr>
-          <th>subscription</th>
-          <th>action</th>
-          <th>transport</th>
-          <th>state</th>
-          <th>backlog</th>
-          <th>success (1 h)</th>
-          <th></th>
-        </tr>
-      </thead>
-      <tbody>
-        ${(data?.items ?? []).map((s) => {
-          return html`<tr key=${s.id} data-testid=${`sub-${s.subscription}`}>
+    <${Table}
+      testid="subscriptions"
+      head=${['subscription', 'action', 'transport', 'state', 'backlog', 'success (1 h)', '']}
+    >
+      ${(data?.items ?? []).map(
+        (s) =>
+          html`<tr key=${s.id} data-testid=${`sub-${s.subscription}`}>
               <td>
-                ${s.application}/${s.subscription}
+                <a href=${`#/subscriptions/${s.id}`}>${s.application}/${s.subscription}</a>
+                <div><${Id} id=${s.id} /></div>
                 <div class="muted mono">${s.handler ?? s.queue}</div>
               </td>
               <td>${s.action}</td>
@@ -498,15 +165,41 @@ function Subscriptions() {
               html`<tr>
                 <td colspan="7"><${DeadLetters} sub=${s} /></td>
               </tr>`
-            }`;
-        })}
-      </tbody>
-    </table>
+            }`,
+      )}
+    <//>
+    ${data && !data.items.length && html`<${Empty}>No subscription yet: create one in <a href="#/manage">Manage</a>.<//>`}
   </section>`;
+}
+
+/** Every dead delivery updated since `since` (paged through), each retried; at most `cap`. */
+async function retryDeadSince(since, cap = 1000) {
+  const found = [];
+  let cursor = null;
+  do {
+    const page = await api('GET', `/v1/deliveries${qs({ state: 'dead', limit: 200, cursor })}`);
+    for (const d of page.items) if (Date.parse(d.updated_at) >= since) found.push(d);
+    // Newest change first: once a page reaches before `since`, the rest is older.
+    const last = page.items[page.items.length - 1];
+    cursor = last && Date.parse(last.updated_at) >= since ? page.next_cursor : null;
+  } while (cursor && found.length < cap);
+  let ok = 0;
+  const failed = [];
+  for (let i = 0; i < Math.min(found.length, cap); i += 4)
+    await Promise.all(
+      found.slice(i, i + 4).map((d) =>
+        api('POST', `/v1/deliveries/${d.event}/${d.subscription}/retry`).then(
+          () => ok++,
+          (e) => failed.push(`${d.event}: ${e.code}`),
+        ),
+      ),
+    );
+  return `retried ${ok} of ${Math.min(found.length, cap)}${failed.length ? ` (${failed.length} refused: ${failed.slice(0, 3).join(', ')})` : ''}`;
 }
 
 function Deliveries() {
   const [state, setState] = useState('dead');
+  const [since, setSince] = useState(() => localOf(new Date(Date.now() - 3600_000)));
   const { items, error, empty, more, reload } = usePaged(`/v1/deliveries${qs({ state, limit: 100 })}`);
   return html`<section>
     <div class="toolbar">
@@ -515,89 +208,65 @@ function Deliveries() {
       </select>
       <button onClick=${reload}>refresh</button>
     </div>
+    <form class="filters" onSubmit=${(e) => e.preventDefault()} data-testid="bulk-retry">
+      <label
+        >everything dead since
+        <input type="datetime-local" name="since" value=${since} onInput=${(e) => setSince(e.target.value)}
+      /></label>
+      <${Action}
+        label="retry all"
+        testid="retry-dead-since"
+        confirmText="Retry every delivery that died since then?"
+        run=${() => retryDeadSince(Date.parse(isoOf(since)))}
+        done=${() => setTimeout(reload, 1000)}
+      />
+    </form>
     <${Failure} error=${error} />
-    <table data-testid="delivery-list">
-      <thead>
-        <tr>
-          <th>event</th>
-          <th>subscription</th>
-          <th>state</th>
-          <th>attempts</th>
-          <th>last</th>
-          <th>updated</th>
-          <th></th>
-        </tr>
-      </thead>
-      <tbody>
-        ${items.map(
-          (d) =>
-            html`<tr key=${d.event + d.subscription}>
-              <td class="mono"><a href=${`#/events/${d.event}`}>${d.event}</a></td>
-              <td>${d.application}/${d.subscription_name}</td>
-              <td><${Badge} s=${d.state} /></td>
-              <td>${d.attempts}</td>
-              <td>${d.last_status ?? ''} <span class="mono">${d.last_error ?? ''}</span></td>
-              <td>${when(d.updated_at)}</td>
-              <td>
-                <${Action}
-                  label="retry"
-                  run=${async () => (await api('POST', `/v1/deliveries/${d.event}/${d.subscription}/retry`), 'retry queued')}
-                  done=${() => setTimeout(reload, 1000)}
-                />
-              </td>
-            </tr>`,
-        )}
-      </tbody>
-    </table>
-    ${empty && html`<p class="muted">Nothing ${state}.</p>`} ${more && html`<button onClick=${more}>More</button>`}
+    <${Table} testid="delivery-list" head=${['event', 'subscription', 'state', 'attempts', 'last', 'updated', '']}>
+      ${items.map(
+        (d) =>
+          html`<tr key=${d.event + d.subscription}>
+            <td><${Id} id=${d.event} href=${`#/events/${d.event}`} /></td>
+            <td><a href=${`#/subscriptions/${d.subscription}`}>${d.application}/${d.subscription_name}</a></td>
+            <td><${Badge} s=${d.state} /></td>
+            <td>${d.attempts}</td>
+            <td>${d.last_status ?? ''} <span class="mono">${d.last_error ?? ''}</span></td>
+            <td>${when(d.updated_at)}</td>
+            <td>
+              <${Action}
+                label="retry"
+                run=${async () => (await api('POST', `/v1/deliveries/${d.event}/${d.subscription}/retry`), 'retry queued')}
+                done=${() => setTimeout(reload, 1000)}
+              />
+            </td>
+          </tr>`,
+      )}
+    <//>
+    ${
+      empty &&
+      html`<${Empty}
+        >${
+          state === 'dead'
+            ? 'Nothing dead: every delivery succeeded or is still being tried.'
+            : `Nothing ${state} right now.`
+        }<//
+      >`
+    }
+    ${more && html`<button onClick=${more}>More</button>`}
   </section>`;
 }
 
-function Services() {
-  const { data, error, reload } = useApi('/v1/services');
-  useEffect(() => {
-    const t = setInterval(reload, 5000);
-    return () => clearInterval(t);
-  }, [reload]);
-  return html`<section>
-    <${Failure} error=${error} />
-    <table data-testid="services">
-      <thead>
-        <tr>
-          <th>service</th>
-          <th>status</th>
-          <th>instances</th>
-          <th>version</th>
-          <th>host</th>
-          <th>uptime</th>
-          <th>last seen</th>
-        </tr>
-      </thead>
-      <tbody>
-        ${(data?.items ?? []).map(
-          (s) =>
-            html`<tr key=${s.fqn} data-testid=${`service-${s.fqn}`}>
-              <td>${s.fqn}</td>
-              <td><${Badge} s=${s.status} /></td>
-              <td>${s.instances}</td>
-              <td>${s.version ?? '—'}</td>
-              <td>${s.host ?? '—'}</td>
-              <td>${s.started_at && s.status !== 'down' ? duration(Date.now() - Date.parse(s.started_at)) : '—'}</td>
-              <td>${when(s.last_seen)}</td>
-            </tr>`,
-        )}
-      </tbody>
-    </table>
-    ${data && !data.items.length && html`<p class="muted">No service heard from.</p>`}
-  </section>`;
-}
-
+/** One live-tail line: what happened, to which event, for which subscription, and how it ended. */
 function describe(m) {
   if (m.type === 'event')
     return html`<b>event</b> ${m.event.action} <a class="mono" href=${`#/events/${m.event.id}`}>${m.event.id}</a>`;
   if (m.type === 'delivery')
-    return html`<b>delivery</b> ${m.application}/${m.subscription_name} <${Badge} s=${m.state} /> attempt ${m.attempt}
-      ${m.status ?? ''}`;
+    return html`<b>delivery</b> <a class="mono" href=${`#/events/${m.event}`} data-testid="live-event">${m.event}</a> →
+      <a href=${`#/subscriptions/${m.subscription}`} data-testid="live-subscription"
+        >${m.application}/${m.subscription_name}</a
+      >
+      <${Badge} s=${m.state} /> attempt ${m.attempt} ${m.status ?? ''}
+      ${m.error ? html`<span class="mono error-text" data-testid="live-error">${m.error}</span>` : ''}`;
   if (m.type === 'service') return html`<b>service</b> ${m.fqn} <${Badge} s=${m.status} />`;
   return html`<span class="mono">${JSON.stringify(m)}</span>`;
 }
@@ -606,6 +275,9 @@ function Live() {
   const [pattern, setPattern] = useState('');
   const [items, setItems] = useState([]);
   const [status, setStatus] = useState('connecting');
+  const [paused, setPaused] = useState(false);
+  const held = useRef([]);
+  const pausedRef = useRef(false);
   const seq = useRef(0);
   useEffect(() => {
     // A browser cannot set headers on a websocket, and the admin token must not ride in a URL: the
@@ -624,9 +296,17 @@ function Live() {
         ws.onopen = () => setStatus('subscribing');
         ws.onclose = () => setStatus('closed');
         ws.onmessage = (ev) => {
-          const m = JSON.parse(ev.data);
+          let m;
+          try {
+            m = JSON.parse(ev.data);
+          } catch {
+            return;
+          }
           if (m.type === 'hello') return setStatus('live'); // the server is subscribed: nothing is missed from here
-          setItems((xs) => [{ k: ++seq.current, at: new Date(), m }, ...xs].slice(0, 200));
+          const line = { k: ++seq.current, at: new Date(), m };
+          // Paused: lines are held (the newest 1000), shown again on resume.
+          if (pausedRef.current) held.current = [line, ...held.current].slice(0, 1000);
+          else setItems((xs) => [line, ...xs].slice(0, 200));
         };
       },
       () => setStatus('closed'),
@@ -636,62 +316,96 @@ function Live() {
       ws?.close();
     };
   }, [pattern]);
+  const toggle = () => {
+    pausedRef.current = !paused;
+    if (paused) {
+      const h = held.current;
+      held.current = [];
+      setItems((xs) => [...h, ...xs].slice(0, 200));
+    }
+    setPaused(!paused);
+  };
   return html`<section class="live">
     <form class="filters" onSubmit=${(e) => (e.preventDefault(), setPattern(new FormData(e.target).get('pattern')))}>
       <input name="pattern" placeholder="user.*, order.#" />
       <button type="submit">Tail</button>
       <span class=${`badge ${status === 'live' ? 'up' : 'down'}`} data-testid="live-status">${status}</span>
+      <button type="button" onClick=${toggle} data-testid="live-pause">${paused ? 'resume' : 'pause'}</button>
+      ${paused && html`<span class="muted" data-testid="live-held">paused: ${held.current.length} new line(s) held</span>`}
       <button type="button" onClick=${() => setItems([])}>clear</button>
     </form>
+    ${
+      !items.length &&
+      html`<${Empty} testid="live-empty">
+        Waiting for traffic${pattern ? ` matching ${pattern}` : ''}: events and delivery outcomes appear here as they
+        happen. Publish one with <code>amebo publish</code>, or send a test event from a subscription's page.
+      <//>`
+    }
     <ul data-testid="live">
-      ${items.map((x) => html`<li key=${x.k}><span class="muted">${x.at.toLocaleTimeString()}</span> ${describe(x.m)}</li>`)}
+      ${items.map(
+        (x) =>
+          html`<li key=${x.k} data-testid=${`live-${x.m.type}`}>
+            <span class="muted">${x.at.toLocaleTimeString()}</span> ${describe(x.m)}
+          </li>`,
+      )}
     </ul>
   </section>`;
 }
 
 const VIEWS = [
+  ['home', 'Home'],
   ['events', 'Events'],
   ['deliveries', 'Failed deliveries'],
   ['subscriptions', 'Subscriptions'],
   ['actions', 'Actions'],
-  ['applications', 'Applications'],
+  ['manage', 'Manage'],
   ['services', 'Services'],
   ['live', 'Live'],
 ];
 
+function route(view, arg) {
+  if (view === 'events' && arg) return html`<${EventDetail} id=${arg} />`;
+  if (view === 'subscriptions' && arg) return html`<${SubscriptionPage} id=${decodeURIComponent(arg)} />`;
+  if (view === 'services' && arg) return html`<${ServicePage} fqn=${decodeURIComponent(arg)} />`;
+  if (view === 'events') return html`<${Events} />`;
+  if (view === 'deliveries') return html`<${Deliveries} />`;
+  if (view === 'subscriptions') return html`<${Subscriptions} />`;
+  if (view === 'actions') return html`<${Actions} />`;
+  if (view === 'manage' || view === 'applications') return html`<${Manage} />`;
+  if (view === 'services') return html`<${Services} />`;
+  if (view === 'live') return html`<${Live} />`;
+  return html`<${Home} />`;
+}
+
 function App() {
   const hash = useHash();
-  const [signedIn, setSignedIn] = useState(Boolean(token()));
+  // unknown: asking the other tabs for the token (a new tab of a signed-in session).
+  const [signedIn, setSignedIn] = useState(token() ? true : null);
+  useEffect(() => {
+    const off = onAuth(setSignedIn);
+    if (signedIn === null) askOtherTabs().then((ok) => setSignedIn(ok));
+    return off;
+  }, []);
+  if (signedIn === null) return html`<p class="muted login">…</p>`;
   if (!signedIn) return html`<${Login} onDone=${() => setSignedIn(true)} />`;
   const [, view, arg] = hash.split('/');
-  const body =
-    view === 'events' && arg
-      ? html`<${EventDetail} id=${arg} />`
-      : view === 'deliveries'
-        ? html`<${Deliveries} />`
-        : view === 'subscriptions'
-          ? html`<${Subscriptions} />`
-          : view === 'actions'
-            ? html`<${Actions} />`
-            : view === 'applications'
-              ? html`<${Applications} />`
-              : view === 'services'
-                ? html`<${Services} />`
-                : view === 'live'
-                  ? html`<${Live} />`
-                  : html`<${Events} />`;
   return html`<div>
     <header>
       <h1>Amebo</h1>
       <nav>
-        ${VIEWS.map(([k, label]) => html`<a href=${`#/${k}`} class=${view === k ? 'active' : ''} data-testid=${`nav-${k}`}>${label}</a>`)}
+        ${VIEWS.map(
+          ([k, label]) =>
+            html`<a href=${`#/${k}`} class=${(view || 'home') === k ? 'active' : ''} data-testid=${`nav-${k}`}
+              >${label}</a
+            >`,
+        )}
       </nav>
       <span class="right"
         ><a href="/docs" class="muted">API docs</a> ·
-        <button onClick=${() => (sessionStorage.removeItem(TOKEN_KEY), setSignedIn(false))}>sign out</button></span
+        <button onClick=${() => (signOut(), setSignedIn(false))} data-testid="sign-out">sign out</button></span
       >
     </header>
-    <main>${body}</main>
+    <main>${route(view, arg)}</main>
   </div>`;
 }
 

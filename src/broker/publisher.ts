@@ -1,4 +1,4 @@
-import type { ConfirmChannel, Options } from 'amqplib';
+import type { Options } from 'amqplib';
 import type { ManagedChannel } from './link.js';
 import type { Logger } from '../log.js';
 import { BrokerUnavailableError, type Broker } from './connection.js';
@@ -27,7 +27,7 @@ export class ConfirmPublisher {
   constructor(broker: Broker, opts: PublisherOptions) {
     this.window = opts.window ?? 2048;
     this.mc = broker.channel({ name: opts.name ?? 'publisher', confirm: true });
-    this.mc.on('ready', (ch: ConfirmChannel) => {
+    this.mc.on('ready', (ch) => {
       this.draining = false;
       ch.on('drain', () => {
         this.draining = false;

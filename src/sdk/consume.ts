@@ -3,6 +3,7 @@
  * letters as the HTTP bridge, and async_service's rule: a message is acked only after the handler
  * resolved and everything it published is confirmed by the broker.
  */
+import { EventEmitter } from 'node:events';
 import type { Channel, ConsumeMessage, Options } from 'amqplib';
 import { pino, type Logger } from 'pino';
 import { Broker } from '../broker/connection.js';
@@ -77,9 +78,62 @@ export interface ConsumeOptions<P = unknown> {
   name?: string;
 }
 
-export interface Consumer {
+/** How one message was settled, as `settled` reports it. */
+export interface Settlement {
+  /** The event's id (the message id), or null when the message carried none. */
+  id: string | null;
+  /** The attempt that was handled (1 on the first delivery). */
+  attempt: number;
+  /** `ack`: handled; `retry`: a copy waits in a retry queue (confirmed) before the ack; `dead`: dead-lettered. */
+  outcome: 'ack' | 'retry' | 'dead';
+  /** For `retry`: the wait before the next attempt. */
+  delayMs?: number;
+  /** For `dead`: why (`max_attempts`, `max_age`, `permanent_error`). */
+  reason?: string;
+  /** The handler's error (null on `ack`). */
+  error: string | null;
+}
+
+/** What a consumer reports (tests and embedders wait on these). */
+export interface ConsumerEvents {
+  /**
+   * Consuming from the queue: on every rebuild of the consumer (reconnect, channel loss, the
+   * broker's cancel). The first one comes before `consume()` resolves; `consuming` tells the state.
+   */
+  ready: [{ queue: string; consumerTag: string }];
+  /** Consuming again after `lost` or `cancelled` (right after that `ready`). */
+  recovered: [{ queue: string; consumerTag: string }];
+  /** The channel was lost (connection loss, channel error); it is rebuilt by itself. */
+  lost: [];
+  /** The broker cancelled the consumer (queue deleted?); it consumes again once it can. */
+  cancelled: [{ queue: string }];
+  /** A message was handled and settled (after the broker confirmed any retry copy or dead letter). */
+  settled: [Settlement];
+  /** A message could not be settled (it is requeued after a pause); emitted only while someone listens. */
+  error: [Error];
+  /** `close()` finished: nothing more is consumed. */
+  closed: [];
+}
+
+export interface Consumer extends EventEmitter<ConsumerEvents> {
+  /** True while the consumer is registered with the broker. */
+  readonly consuming: boolean;
   /** Stops taking messages, waits for handlers in flight (at most `graceMs`), closes the connection. */
   close(graceMs?: number): Promise<void>;
+}
+
+class RunningConsumer extends EventEmitter<ConsumerEvents> implements Consumer {
+  /** Set by `consume()` once the channel exists. */
+  isConsuming: () => boolean = () => false;
+  stop: (graceMs: number) => Promise<void> = async () => undefined;
+
+  get consuming(): boolean {
+    return this.isConsuming();
+  }
+
+  close(graceMs = 10_000): Promise<void> {
+    return this.stop(graceMs);
+  }
 }
 
 /** Consumes an Amebo queue with `handler`; reconnects by itself. */
@@ -100,6 +154,7 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
   const publisher = new ConfirmPublisher(broker, { logger: log });
   await publisher.start();
   const settle = { publisher, topology };
+  const events = new RunningConsumer();
   const declared = new Set<number>();
   let stopping = false;
   let inflight = 0;
@@ -111,13 +166,15 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
     declared.add(ms);
   };
 
-  const handle = async (ch: Channel, msg: ConsumeMessage): Promise<void> => {
+  const handle = async (ch: Channel, msg: ConsumeMessage): Promise<Settlement> => {
     const headers = (msg.properties.headers ?? {}) as Record<string, unknown>;
     const { attempt, firstAt } = attemptOf(msg);
     const published: Promise<void>[] = [];
     let error: Error | null = null;
+    let id = typeof msg.properties.messageId === 'string' ? msg.properties.messageId : null;
     try {
       const event = JSON.parse(msg.content.toString('utf8')) as AmeboEvent<P>;
+      id ??= typeof event.id === 'string' ? event.id : null;
       await opts.handler(event, {
         attempt,
         headers,
@@ -142,24 +199,31 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
     }
     const fatal = error instanceof PermanentError || error instanceof SyntaxError;
     const d = decide({ status: error ? null : 200, fatal }, attempt, firstAt, Date.now(), ladder);
-    if (d.kind === 'delivered') return ack(ch, msg);
+    if (d.kind === 'delivered') {
+      ack(ch, msg);
+      return { id, attempt, outcome: 'ack', error: null };
+    }
     if (d.kind === 'retry') {
       await ensureRetry(d.delayMs);
       await retryLater(settle, ch, msg, opts.queue, { attempt: attempt + 1, firstAt, delayMs: d.delayMs });
       log.debug({ attempt, delayMs: d.delayMs, err: error?.message }, 'handler failed; retry scheduled');
-      return;
+      return { id, attempt, outcome: 'retry', delayMs: d.delayMs, error: error?.message ?? null };
     }
+    const reason = d.kind === 'dead' && d.reason !== 'fatal' ? d.reason : 'permanent_error';
     await deadLetter(settle, ch, msg, opts.queue, {
-      reason: d.kind === 'dead' && d.reason !== 'fatal' ? d.reason : 'permanent_error',
+      reason,
       attempts: attempt,
       lastError: error?.message ?? null,
     });
     log.warn({ attempt, err: error?.message }, 'event dead-lettered');
+    return { id, attempt, outcome: 'dead', reason, error: error?.message ?? null };
   };
 
   // One recovery path (ManagedChannel): the consumer is rebuilt on reconnect, after a
   // channel-level error and after the broker cancels it, with backoff.
   let tag: string | null = null;
+  /** A `lost` or `cancelled` came since the last `ready`: the next one is a recovery. */
+  let interrupted = false;
   const mc = broker.channel({
     name: `consumer ${opts.queue}`,
     prefetch: opts.prefetch ?? 50,
@@ -169,15 +233,22 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
       const { consumerTag } = await ch.consume(opts.queue, (msg) => {
         if (!msg) {
           log.warn({ queue: opts.queue }, 'the broker cancelled the consumer (queue deleted?); consuming again');
+          tag = null;
+          interrupted = true;
+          events.emit('cancelled', { queue: opts.queue });
           mc.reset();
           return;
         }
         inflight++;
         void handle(ch, msg)
-          .catch((err: unknown) => {
-            log.warn({ err: (err as Error).message }, 'message not settled; requeued');
-            return requeueLater(ch, msg, () => mc.channel === ch);
-          })
+          .then(
+            (s) => void events.emit('settled', s),
+            (err: unknown) => {
+              log.warn({ err: (err as Error).message }, 'message not settled; requeued');
+              if (events.listenerCount('error')) events.emit('error', err as Error);
+              return requeueLater(ch, msg, () => mc.channel === ch);
+            },
+          )
           .finally(() => {
             inflight--;
             if (inflight === 0) for (const r of idle.splice(0)) r();
@@ -186,19 +257,33 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
       tag = consumerTag;
     },
   });
-  await mc.open({ wait: false });
-
-  return {
-    async close(graceMs = 10_000) {
-      if (stopping) return;
-      stopping = true;
-      const ch = mc.channel;
-      if (ch && tag) await ch.cancel(tag).catch(() => undefined);
-      if (inflight > 0)
-        await Promise.race([new Promise<void>((r) => idle.push(r)), new Promise((r) => setTimeout(r, graceMs))]);
-      await mc.close();
-      await publisher.close();
-      await broker.close();
-    },
+  mc.on('ready', () => {
+    if (stopping || !tag) return;
+    const at = { queue: opts.queue, consumerTag: tag };
+    events.emit('ready', at);
+    if (interrupted) events.emit('recovered', at);
+    interrupted = false;
+  });
+  mc.on('lost', () => {
+    tag = null;
+    if (stopping) return;
+    interrupted = true;
+    events.emit('lost');
+  });
+  events.isConsuming = () => !stopping && tag !== null && mc.ready;
+  events.stop = async (graceMs) => {
+    if (stopping) return;
+    stopping = true;
+    const ch = mc.channel;
+    if (ch && tag) await ch.cancel(tag).catch(() => undefined);
+    if (inflight > 0)
+      await Promise.race([new Promise<void>((r) => idle.push(r)), new Promise((r) => setTimeout(r, graceMs))]);
+    await mc.close();
+    await publisher.close();
+    await broker.close();
+    tag = null;
+    events.emit('closed');
   };
+  await mc.open({ wait: false });
+  return events;
 }

@@ -137,10 +137,12 @@ async function overtaking(): Promise<void> {
   await subscribe('queue-a', 'ops.slow', { ordered: true, retry_schedule: [1, 2], max_attempts: 1000 });
   await subscribe('queue-b', 'ops.slow', { retry_schedule: [1, 2], max_attempts: 1000 });
   let down = false;
+  /** Requests to /queue-a refused while it is down (deliveries, then the breaker's probes). */
+  let refused = 0;
   const first = new Map<string, number>();
   const order: number[] = [];
   rx.on('/queue-a', (r) => {
-    if (down) return { status: 503 };
+    if (down) return (refused++, { status: 503 });
     const n = (r.json as { payload: { k: number } }).payload.k;
     if (!first.has(r.json.id as string)) order.push(n);
     first.set(r.json.id as string, n);
@@ -161,8 +163,10 @@ async function overtaking(): Promise<void> {
   // The circuit opens while the ordered consumer holds its head event...
   const open = env.cfg.redis.breaker('state', Breaker.id(rx.url('/queue-a')));
   await eventually(async () => (await srv.amebo.redis.exists(open)) === 1, 30_000);
-  // ...and the receiver stays down a while longer (the scenario: cool-downs, failed probes, retries).
-  await new Promise((r) => setTimeout(r, 3000));
+  // ...and the receiver stays down a while longer (the scenario): until two probes, each after a
+  // cool-down, have failed against it.
+  const atOpen = refused;
+  await eventually(() => refused >= atOpen + 2, 30_000);
   down = false;
   await pub(20);
   await eventually(() => order.length >= ids.length, 60_000);

@@ -88,6 +88,8 @@ describe('outcomes', { concurrency: true }, () => {
     const g2 = a3!.at - a2!.at;
     assert.ok(g1 >= 950, `first retry after the 1 s step, was ${g1} ms`);
     assert.ok(g2 >= 1950, `second retry after the 2 s step, was ${g2} ms`);
+    // The third attempt's handler reads the second's record before it answers: wait for that read.
+    await eventually(() => steps.length >= 2, 30_000);
     assert.equal(steps.length, 2);
     assert.ok(steps[0]! > 0 && steps[0]! <= 1000, `the first failure chose the 1 s step: ${steps[0]} ms`);
     assert.ok(steps[1]! > 1000 && steps[1]! <= 2000, `the second failure chose the 2 s step: ${steps[1]} ms`);
@@ -278,8 +280,11 @@ describe('outcomes', { concurrency: true }, () => {
     const from = new Date(Date.now() - 1000).toISOString();
     const ids = [await publish('t.replayed', { i: 1 }), await publish('t.replayed', { i: 2 })];
     await eventually(() => rx.at('/replayed').length >= 2);
-    // The scenario, not a synchronisation: the range ends strictly after the two events' timestamps.
-    await new Promise((r) => setTimeout(r, 50));
+    // The range ends strictly after the two events' timestamps (stored to the microsecond, sent to
+    // the millisecond): once the clock is past the later one's millisecond.
+    const stamps = rx.at('/replayed').map((x) => Date.parse(x.json.timestamp as string));
+    assert.ok(stamps.every(Number.isFinite), 'the events carry their timestamps');
+    await eventually(() => Date.now() > Math.max(...stamps), 5000, 1);
     const to = new Date().toISOString();
     const late = await publish('t.replayed', { i: 3 }); // outside the range
     await eventually(() => rx.at('/replayed').length >= 3);

@@ -4,10 +4,11 @@ import { isUuid } from '../ids.js';
 import { depth, violations } from '../schema.js';
 import type { PublishRequest, PublishResult } from '../publish.js';
 import { NAME } from '../registry.js';
-import { getEvent, listEvents, type EventRow } from '../store/events.js';
+import { deliveryStateCounts, getEvent, listEvents, type EventRow } from '../store/events.js';
+import { isTopicPattern, isWildcard, topicMatcher } from '../delivery/topic.js';
 import type { Principal } from './auth.js';
 import { decodeCursor, page } from './paging.js';
-import { CURSOR, EventSchema, LIMIT, pageOf, PublishResultSchema, replies, typed } from './schemas.js';
+import { CURSOR, EventSchema, LIMIT, PublishResultSchema, replies, typed } from './schemas.js';
 import type { ApiContext } from './server.js';
 import { EVENT_DELIVERY, eventDeliveries } from './event-status.js';
 
@@ -67,6 +68,24 @@ interface EventInput {
 }
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+/** Delivery-record states an event listing may filter on. */
+const RECORD_STATES = ['pending', 'delivered', 'retrying', 'dead'] as const;
+
+/** A listed event: the Event schema, plus its delivery records by state when asked (`?with=states`). */
+const ListedEvent = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    ...EventSchema.properties,
+    delivery_states: {
+      type: 'object',
+      additionalProperties: { type: 'integer' },
+      description: 'with=states: how many of its delivery records are in each state ({} before any attempt)',
+    },
+  },
+  required: EventSchema.required,
+} as const;
 
 export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Promise<void> {
   const app = typed(scope);
@@ -238,9 +257,18 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
         querystring: {
           type: 'object',
           properties: {
-            action: { type: 'string', maxLength: 255 },
+            action: {
+              type: 'string',
+              maxLength: 255,
+              description: 'an action, or a topic pattern (`order.*` one word, `order.#` any)',
+            },
             application: { type: 'string', maxLength: 63 },
             deduper: { type: 'string', maxLength: 255 },
+            state: {
+              enum: RECORD_STATES,
+              description: 'only events with a delivery to some subscription in this state',
+            },
+            with: { enum: ['states'], description: 'states: add each event’s delivery_states' },
             from: { type: 'string', maxLength: 64 },
             to: { type: 'string', maxLength: 64 },
             timeline: { enum: ['today', 'week', 'month'] },
@@ -248,7 +276,17 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
             cursor: CURSOR,
           },
         },
-        response: replies({ 200: pageOf('Event#') }),
+        response: replies({
+          200: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              items: { type: 'array', items: ListedEvent },
+              next_cursor: { type: ['string', 'null'], description: 'pass as ?cursor= for the next page' },
+            },
+            required: ['items', 'next_cursor'],
+          },
+        }),
       },
     },
     async (req) => {
@@ -265,8 +303,23 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
       }
       if (who.kind === 'app' && q.application && q.application !== who.name)
         throw new AmeboError('FORBIDDEN', 'applications list their own events');
+      // A pattern is resolved to the registered actions it matches (topic.ts, linear time): the SQL
+      // compares names, never runs a user-supplied pattern.
+      let actions: string[] | undefined;
+      if (q.action && isWildcard(q.action)) {
+        if (!isTopicPattern(q.action))
+          throw new AmeboError(
+            'VALIDATION',
+            'action must be an action name or a topic pattern (`order.*`, `order.#`)',
+            [{ instancePath: '/action', message: 'not a topic pattern' }],
+          );
+        const matches = topicMatcher(q.action);
+        actions = (await registry.listActions({})).map((a) => a.name).filter((n) => matches(n));
+      }
       const rows = await listEvents(pool, {
-        action: q.action,
+        action: actions ? undefined : q.action,
+        actions,
+        deliveryState: q.state,
         application: who.kind === 'app' ? who.name : q.application,
         deduper: q.deduper,
         from,
@@ -274,7 +327,13 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
         cursor: decodeCursor(q.cursor, eventCursor),
         limit: q.limit,
       });
-      return page(rows, q.limit, eventView, (e) => [e.id]);
+      const listed = page(rows, q.limit, eventView, (e) => [e.id]);
+      if (q.with !== 'states') return listed;
+      const counts = await deliveryStateCounts(
+        pool,
+        listed.items.map((e) => e.id),
+      );
+      return { ...listed, items: listed.items.map((e) => ({ ...e, delivery_states: counts.get(e.id) ?? {} })) };
     },
   );
 

@@ -144,6 +144,10 @@ export const RELAY_DONE = 'DELETE FROM outbox WHERE id = ANY($1::uuid[])';
 
 export interface EventFilter {
   action?: string;
+  /** Any of these actions (a topic pattern resolved against the registry); an empty list matches none. */
+  actions?: string[];
+  /** Only events with a delivery record in this state for at least one subscription. */
+  deliveryState?: string;
   application?: string;
   deduper?: string;
   from?: Date;
@@ -161,6 +165,8 @@ export async function listEvents(pool: Pool, f: EventFilter): Promise<EventRow[]
       WHERE ($1::text IS NULL OR action = $1) AND ($2::text IS NULL OR application = $2)
         AND ($3::text IS NULL OR deduper = $3) AND ($4::timestamptz IS NULL OR created_at >= $4)
         AND ($5::timestamptz IS NULL OR created_at < $5) AND ($6::uuid IS NULL OR id ${cmp} $6)
+        AND ($8::text[] IS NULL OR action = ANY($8))
+        AND ($9::text IS NULL OR EXISTS (SELECT 1 FROM deliveries d WHERE d.event = e.id AND d.state = $9))
       ORDER BY id ${f.ascending ? 'ASC' : 'DESC'} LIMIT $7`,
     [
       f.action ?? null,
@@ -170,9 +176,23 @@ export async function listEvents(pool: Pool, f: EventFilter): Promise<EventRow[]
       f.to ?? null,
       f.cursor ?? null,
       f.limit,
+      f.actions ?? null,
+      f.deliveryState ?? null,
     ],
   );
   return r.rows;
+}
+
+/** How many of each event's delivery records are in each state (`{ delivered: 2, dead: 1 }`). */
+export async function deliveryStateCounts(pool: Pool, ids: string[]): Promise<Map<string, Record<string, number>>> {
+  const out = new Map<string, Record<string, number>>();
+  if (!ids.length) return out;
+  const r = await pool.query<{ event: string; state: string; n: number }>(
+    `SELECT event, state, count(*)::int AS n FROM deliveries WHERE event = ANY($1::uuid[]) GROUP BY event, state`,
+    [ids],
+  );
+  for (const row of r.rows) out.set(row.event, { ...out.get(row.event), [row.state]: row.n });
+  return out;
 }
 
 export async function getEvent(pool: Pool, id: string): Promise<EventRow | null> {

@@ -52,27 +52,38 @@ export async function insertEvents(pool: Pool, evs: NewEvent[], owner: string): 
     name: 'amebo_insert_events',
     text: `WITH ins AS (
        INSERT INTO events (id, action, application, schema_version, payload, deduper, conversation_id, deliver_at, created_at)
-       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::json[], $6::text[], $7::text[],
-                            $8::timestamptz[], $9::timestamptz[])
+       SELECT id, action, application, schema_version, payload::json, deduper, conversation_id, deliver_at, created_at
+       FROM json_to_recordset($1::json) AS x(id uuid, action text, application text, schema_version int,
+                                             payload text, deduper text, conversation_id text,
+                                             deliver_at timestamptz, created_at timestamptz)
        ON CONFLICT (application, deduper) WHERE deduper IS NOT NULL DO NOTHING
        RETURNING id, deliver_at, created_at)
      INSERT INTO outbox (id, due_at, deferred, owner)
-       SELECT id, coalesce(deliver_at, created_at), deliver_at IS NOT NULL, $10::uuid FROM ins
+       SELECT id, coalesce(deliver_at, created_at), deliver_at IS NOT NULL, $2::uuid FROM ins
      RETURNING id`,
-    values: [
-      evs.map((e) => e.id),
-      evs.map((e) => e.action),
-      evs.map((e) => e.application),
-      evs.map((e) => e.schemaVersion),
-      evs.map((e) => e.payloadJson),
-      evs.map((e) => e.deduper),
-      evs.map((e) => e.conversationId),
-      evs.map((e) => e.deliverAt),
-      evs.map((e) => e.createdAt),
-      owner,
-    ],
+    values: [batchJson(evs), owner],
   });
   return new Set(r.rows.map((x) => x.id));
+}
+
+/**
+ * The group commit as one JSON text: one string parameter instead of nine text arrays, so pg
+ * neither builds array literals nor escapes every payload character by character in JavaScript
+ * (the profile's `escapeElement`). Each payload rides as a JSON string (V8's native escaping) and
+ * is cast back to json by PostgreSQL, so what was sent is stored as sent (a lone surrogate escape
+ * included, which a nested json value would have to decode).
+ */
+function batchJson(evs: NewEvent[]): string {
+  let out = '[';
+  for (let i = 0; i < evs.length; i++) {
+    const e = evs[i]!;
+    out +=
+      `${i ? ',' : ''}{"id":"${e.id}","action":${JSON.stringify(e.action)},"application":${JSON.stringify(e.application)},` +
+      `"schema_version":${e.schemaVersion},"payload":${JSON.stringify(e.payloadJson)},"deduper":${JSON.stringify(e.deduper)},` +
+      `"conversation_id":${JSON.stringify(e.conversationId)},` +
+      `"deliver_at":${e.deliverAt ? `"${e.deliverAt.toISOString()}"` : 'null'},"created_at":"${e.createdAt.toISOString()}"}`;
+  }
+  return out + ']';
 }
 
 export async function findByDedupers(

@@ -118,7 +118,7 @@ before(async () => {
   });
   await svc.open({ timeoutMs: 10_000 });
   browser = await chromium.launch({ executablePath: CHROMIUM!, headless: true, args: ['--no-sandbox'] });
-  page = await browser.newPage();
+  page = await (await browser.newContext()).newPage();
   page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
   page.on('pageerror', (e) => consoleErrors.push(e.message));
   page.setDefaultTimeout(15_000);
@@ -427,6 +427,113 @@ test(
     assert.deepEqual(consoleErrors, []);
   },
 );
+
+test(
+  'live tail: delivery lines name the event, subscription, outcome and error; pausable; an empty state',
+  { skip },
+  async () => {
+    await page.click('[data-testid=nav-live]');
+    await page.getByTestId('live-status').getByText('live').waitFor();
+    await page.getByRole('button', { name: 'clear' }).click();
+    await page.getByTestId('live-empty').getByText('Waiting for traffic').waitFor();
+    failing = true;
+    const r = await call('POST', '/v1/events', { action: 'order.placed', payload: { sku: 'tail-1' } }, APP);
+    const line = page
+      .getByTestId('live-delivery')
+      .filter({ has: page.getByTestId('live-subscription').getByText('shop/flaky') })
+      .filter({ has: page.getByTestId('live-event').getByText(r.body.event) });
+    await line.waitFor();
+    failing = false;
+    assert.equal(await line.getByTestId('badge').innerText(), 'dead');
+    assert.match(await line.getByTestId('live-error').innerText(), /500/);
+    assert.equal(await line.getByTestId('live-event').getAttribute('href'), `#/events/${r.body.event}`);
+    // Paused: new lines are held, not shown, until resumed.
+    await page.getByTestId('live-pause').click();
+    const r2 = await call('POST', '/v1/events', { action: 'order.placed', payload: { sku: 'tail-2' } }, APP);
+    await eventually(() => rx.at('/steady').some((x) => x.headers['webhook-id'] === r2.body.event), 30_000);
+    await page
+      .getByTestId('live-held')
+      .getByText(/[1-9]\d* new line/)
+      .waitFor();
+    assert.equal(await page.getByTestId('live').getByText(r2.body.event).count(), 0);
+    await page.getByTestId('live-pause').click();
+    await page.getByTestId('live').getByText(r2.body.event).first().waitFor();
+  },
+);
+
+test('ids are shown whole with a copy button', { skip }, async () => {
+  await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: srv.url });
+  await page.goto(`${srv.url}/#/subscriptions/${subs.steady}`);
+  const id = page.getByTestId('subscription-id');
+  await id.getByText(subs.steady!).waitFor();
+  await id.getByTestId('copy').click();
+  await id.getByText('copied').waitFor();
+  assert.equal(await page.evaluate('navigator.clipboard.readText()'), subs.steady);
+});
+
+test('empty states say what to do next', { skip }, async () => {
+  await page.goto(`${srv.url}/#/subscriptions/${subs.steady}`);
+  await page.getByTestId('pending-empty').getByText('Nothing waits for it').waitFor();
+  await page.click('[data-testid=nav-deliveries]');
+  await page.getByTestId('delivery-state').selectOption('retrying');
+  await page.getByTestId('delivery-list').getByText('shop/down').first().waitFor();
+  await page.getByTestId('delivery-state').selectOption('pending');
+  await page.getByTestId('empty').getByText('Nothing pending right now').waitFor();
+  await page.click('[data-testid=nav-services]');
+  await page.getByTestId('service-filters').locator('input[name=domain]').fill('no-such-domain');
+  await page.getByTestId('service-filters').getByRole('button', { name: 'Filter' }).click();
+  await page.getByTestId('empty').getByText('No service matches').waitFor();
+});
+
+test('sign-in is shared with the other tabs of the session, and sign-out too', { skip }, async () => {
+  const tab = await page.context().newPage();
+  const errors: string[] = [];
+  tab.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+  await tab.goto(`${srv.url}/#/home`);
+  await tab.getByTestId('home').waitFor();
+  assert.equal(await tab.locator('input[name=token]').count(), 0);
+  // Another browser session (no tab to ask) must sign in.
+  const other = await browser.newPage();
+  await other.goto(`${srv.url}/`);
+  await other.locator('input[name=token]').waitFor();
+  await other.close();
+  // Signing out in one tab signs out the others.
+  await tab.getByTestId('sign-out').click();
+  await page.locator('input[name=token]').waitFor();
+  await tab.close();
+  assert.deepEqual(errors, []);
+  await page.fill('input[name=token]', env.adminToken);
+  await page.click('button[type=submit]');
+  await page.getByTestId('nav-home').waitFor();
+});
+
+test('at 375 px wide nothing overflows the page', { skip }, async () => {
+  const narrow = await page.context().newPage();
+  await narrow.setViewportSize({ width: 375, height: 740 });
+  const errors: string[] = [];
+  narrow.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+  narrow.on('pageerror', (e) => errors.push(e.message));
+  const views: [string, string][] = [
+    ['#/home', 'home'],
+    ['#/events', 'events'],
+    [`#/events/${shipped[0]}`, 'timeline'],
+    [`#/subscriptions/${subs.steady}`, 'charts'],
+    ['#/deliveries', 'delivery-list'],
+    ['#/subscriptions', 'subscriptions'],
+    ['#/manage', 'manage'],
+    ['#/services', 'services'],
+    ['#/live', 'live-status'],
+  ];
+  for (const [hash, testid] of views) {
+    await narrow.goto(`${srv.url}/${hash}`);
+    await narrow.getByTestId(testid).first().waitFor();
+    await narrow.waitForTimeout(150); // late rows (health, charts) laid out
+    const width = Number(await narrow.evaluate('document.documentElement.scrollWidth'));
+    assert.ok(width <= 375, `${hash}: ${width}px wide`);
+  }
+  await narrow.close();
+  assert.deepEqual(errors, []);
+});
 
 test('/docs renders the API under its Content-Security-Policy, without a console error', { skip }, async () => {
   const docs = await browser.newPage();

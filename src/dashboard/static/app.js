@@ -276,6 +276,7 @@ function Live() {
   const [items, setItems] = useState([]);
   const [status, setStatus] = useState('connecting');
   const [paused, setPaused] = useState(false);
+  const [heldN, setHeldN] = useState(0);
   const held = useRef([]);
   const pausedRef = useRef(false);
   const seq = useRef(0);
@@ -305,8 +306,10 @@ function Live() {
           if (m.type === 'hello') return setStatus('live'); // the server is subscribed: nothing is missed from here
           const line = { k: ++seq.current, at: new Date(), m };
           // Paused: lines are held (the newest 1000), shown again on resume.
-          if (pausedRef.current) held.current = [line, ...held.current].slice(0, 1000);
-          else setItems((xs) => [line, ...xs].slice(0, 200));
+          if (pausedRef.current) {
+            held.current = [line, ...held.current].slice(0, 1000);
+            setHeldN(held.current.length);
+          } else setItems((xs) => [line, ...xs].slice(0, 200));
         };
       },
       () => setStatus('closed'),
@@ -321,6 +324,7 @@ function Live() {
     if (paused) {
       const h = held.current;
       held.current = [];
+      setHeldN(0);
       setItems((xs) => [...h, ...xs].slice(0, 200));
     }
     setPaused(!paused);
@@ -331,7 +335,7 @@ function Live() {
       <button type="submit">Tail</button>
       <span class=${`badge ${status === 'live' ? 'up' : 'down'}`} data-testid="live-status">${status}</span>
       <button type="button" onClick=${toggle} data-testid="live-pause">${paused ? 'resume' : 'pause'}</button>
-      ${paused && html`<span class="muted" data-testid="live-held">paused: ${held.current.length} new line(s) held</span>`}
+      ${paused && html`<span class="muted" data-testid="live-held">paused: ${heldN} new line(s) held</span>`}
       <button type="button" onClick=${() => setItems([])}>clear</button>
     </form>
     ${

@@ -88,6 +88,11 @@ test('the stream sends matching events and delivery notes; other actions are fil
       !messages.some((m) => m.type === 'event' && m.event.id === o.body.event),
       'order.placed was filtered out',
     );
+    // The last client gone, the hub closes its tap and its notes subscription.
+    const closed = nextEvent(hub, 'closed');
+    ws.close();
+    await closed;
+    assert.equal(hub.listening, false);
   } finally {
     ws.close();
   }

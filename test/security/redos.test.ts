@@ -61,7 +61,15 @@ async function slowestHealthDuring(work: () => Promise<unknown>): Promise<number
   return best;
 }
 
-test('a schema pattern of ^(a+)+$ validates hostile strings in linear time; /health stays under 100 ms', async () => {
+/**
+ * Not a speed target (those live in `npm run bench`): the line between answering and a frozen
+ * process. A backtracking engine freezes it for 2-10 s on 27 characters and for hours on 40, and
+ * the exponential topic matcher for 2-10 s; a loaded 2-core machine can still delay one /health by
+ * a few hundred ms, so the bound sits well between the two.
+ */
+const FROZEN_MS = 1000;
+
+test('a schema pattern of ^(a+)+$ validates hostile strings in linear time; /health is never frozen', async () => {
   const schemata = {
     type: 'object',
     properties: { s: { type: 'string', pattern: '^(a+)+$' }, h: { type: 'string', format: 'hostname' } },
@@ -84,7 +92,7 @@ test('a schema pattern of ^(a+)+$ validates hostile strings in linear time; /hea
     );
     rs.forEach((r, i) => assert.equal(r.status, hostile[i]![1], JSON.stringify(r.body).slice(0, 300)));
   });
-  assert.ok(slowest < 100, `the slowest /health took ${slowest.toFixed(1)} ms`);
+  assert.ok(slowest < FROZEN_MS, `the slowest /health took ${slowest.toFixed(1)} ms`);
   // Matching still means what it meant.
   const good = await call('POST', '/v1/events', { action: 'redos.pattern', payload: { s: 'aaaa', xxy: 1 } }, SHOP);
   assert.equal(good.status, 202, JSON.stringify(good.body));
@@ -142,7 +150,7 @@ test('a topic pattern of eleven # over 20-segment actions: replay and the live t
   });
   ws.close();
   assert.equal(replayed, 0, 'the pattern matches none of them');
-  assert.ok(slowest < 100, `the slowest /health took ${slowest.toFixed(1)} ms`);
+  assert.ok(slowest < FROZEN_MS, `the slowest /health took ${slowest.toFixed(1)} ms`);
 });
 
 test('a 40,000-value enum: the compatibility check is linear and answers', async () => {
@@ -165,5 +173,5 @@ test('a 40,000-value enum: the compatibility check is linear and answers', async
     assert.match(JSON.stringify(r.body.error.details), /enum value 0 was removed/);
   });
   assert.equal(status, 409);
-  assert.ok(slowest < 100, `the slowest /health took ${slowest.toFixed(1)} ms`);
+  assert.ok(slowest < FROZEN_MS, `the slowest /health took ${slowest.toFixed(1)} ms`);
 });

@@ -461,6 +461,141 @@ test(
   },
 );
 
+test('manage: applications, actions with the schema editor and a diff, subscriptions', { skip }, async () => {
+  rx.on('/crm', () => ({ status: 200, body: 'thanks' }));
+  page.on('dialog', (d) => void d.accept());
+  await page.click('[data-testid=nav-manage]');
+  const apps = page.getByTestId('manage-applications');
+  await apps.getByText('Register an application').click();
+  await apps.getByTestId('new-application').locator('input[name=application]').fill('crm');
+  await apps.getByTestId('new-application').getByRole('button', { name: 'register' }).click();
+  await apps.getByTestId('form-result').getByText('registered crm').waitFor();
+  const secret = await apps.getByTestId('app-secret').getByTestId('secret-value').innerText();
+  assert.ok(secret.length >= 16, secret);
+  const crm = apps.getByTestId('app-crm');
+  await crm.locator('input[name=address]').fill('https://crm.example');
+  await crm.getByTestId('save-address').getByRole('button', { name: 'save' }).click();
+  await crm.getByTestId('save-address').getByTestId('form-result').waitFor();
+  assert.match(
+    (await call('GET', '/v1/applications/crm', undefined, 'admin')).body.address,
+    /^https:\/\/crm\.example\/?$/,
+  );
+
+  // An action, then a new version: an incompatible one is refused with the checker's answer.
+  const acts = page.getByTestId('manage-actions');
+  await acts.getByText('Register an action').click();
+  const na = acts.getByTestId('new-action');
+  await na.locator('input[name=action]').fill('crm.contact.created');
+  await na.locator('select[name=application]').selectOption('crm');
+  await na
+    .locator('textarea[name=schemata]')
+    .fill('{"type":"object","properties":{"email":{"type":"string","format":"email"}},"required":["email"]}');
+  await na.getByRole('button', { name: 'register' }).click();
+  await na.getByTestId('form-result').getByText('registered crm.contact.created').waitFor();
+  await acts.getByTestId('action-crm.contact.created').getByTestId('edit-action').click();
+  const editor = acts.getByTestId('action-editor');
+  const v1 = JSON.parse(await editor.getByTestId('schema-text').inputValue());
+  const incompatible = {
+    ...v1,
+    properties: { ...v1.properties, phone: { type: 'string' } },
+    required: ['email', 'phone'],
+  };
+  await editor.getByTestId('schema-text').fill(JSON.stringify(incompatible, null, 2));
+  await editor.getByTestId('schema-editor').getByRole('button').click();
+  await editor.getByRole('alert').filter({ hasText: 'AMEBO_ERR_SCHEMA_INCOMPATIBLE' }).waitFor();
+  consoleErrors.splice(0); // the refused PUT (409) was logged by the browser
+  await editor.getByTestId('schema-text').fill('{ not json');
+  await editor.getByTestId('schema-parse-error').waitFor();
+  const compatible = { ...v1, properties: { ...v1.properties, name: { type: 'string' } } };
+  await editor.getByTestId('schema-text').fill(JSON.stringify(compatible, null, 2));
+  await editor.getByTestId('schema-editor').getByRole('button').click();
+  await editor.getByTestId('form-result').getByText('compatible (BACKWARD): saved as v2').waitFor();
+  // The diff between versions (v1 → v2): the new property added, nothing of v1 removed.
+  await editor.getByTestId('diff-to').locator('option[value="2"]').waitFor({ state: 'attached' });
+  const diff = editor.getByTestId('diff').first();
+  await diff.locator('span.add').filter({ hasText: '"name"' }).first().waitFor();
+  assert.equal(
+    await diff
+      .locator('span.del')
+      .filter({ hasText: /"(email|required|type)"/ })
+      .count(),
+    0,
+  );
+
+  // A subscription to the whole crm namespace, with its settings.
+  const subsView = page.getByTestId('manage-subscriptions');
+  await subsView.getByText('Create a subscription').click();
+  const ns = subsView.getByTestId('new-subscription');
+  await ns.locator('select[name=application]').selectOption('crm');
+  await ns.locator('input[name=subscription]').fill('hooks');
+  await ns.locator('input[name=action]').fill('crm.#');
+  await ns.locator('input[name=handler]').fill(rx.url('/crm'));
+  await ns.locator('input[name=retry_schedule]').fill('1, 2');
+  await ns.locator('input[name=rate_limit]').fill('50');
+  await ns.locator('input[name=ordered]').check();
+  await ns.getByRole('button', { name: 'create' }).click();
+  await ns.getByTestId('form-result').getByText('created hooks').waitFor();
+  assert.match(
+    await subsView.getByTestId('new-subscription-secret').getByTestId('secret-value').innerText(),
+    /^whsec_/,
+  );
+  const hooks = (await call('GET', '/v1/subscriptions/crm%2Fhooks', undefined, 'admin')).body;
+  assert.deepEqual([hooks.action, hooks.ordered, hooks.rate_limit, hooks.retry_schedule], ['crm.#', true, 50, [1, 2]]);
+  await subsView.getByTestId('msub-hooks').getByTestId('edit-subscription').click();
+  const se = subsView.getByTestId('subscription-editor');
+  await se.locator('input[name=max_attempts]').fill('3');
+  await se.getByRole('button', { name: 'save' }).click();
+  await se.getByTestId('form-result').waitFor();
+  assert.equal((await call('GET', '/v1/subscriptions/crm%2Fhooks', undefined, 'admin')).body.max_attempts, 3);
+
+  // A test event built from the schema reaches it.
+  const te = editor.getByTestId('test-event');
+  assert.match(await te.locator('textarea[name=payload]').inputValue(), /"email": "someone@example.com"/);
+  await te.getByRole('button').click();
+  const link = te.getByTestId('test-event-link');
+  await link.waitFor();
+  const published = await link.innerText();
+  await eventually(() => rx.ids('/crm').includes(published), 30_000);
+  await shot('manage');
+});
+
+test(
+  'operate a subscription: test send, rotate its secret (shown once), replay a range, bulk retry',
+  { skip },
+  async () => {
+    const hooks = (await call('GET', '/v1/subscriptions/crm%2Fhooks', undefined, 'admin')).body;
+    await page.goto(`${srv.url}/#/subscriptions/${hooks.id}`);
+    const p = page.getByTestId('subscription-page');
+    await p.getByTestId('test-send').click();
+    await p.getByText(/delivered: 200 in \d+ ms/).waitFor();
+    assert.match(await p.getByTestId('test-result').innerText(), /status\s+200/);
+    await p.getByTestId('rotate-secret').click();
+    assert.match(await p.getByTestId('new-secret').getByTestId('secret-value').innerText(), /^whsec_/);
+    const before = rx.ids('/crm').length;
+    await p.getByTestId('replay').click();
+    await p.getByText(/replayed [1-9]/).waitFor();
+    await eventually(() => rx.ids('/crm').length > before, 30_000);
+    // Everything that died since an hour ago, retried at once (flaky's dead letters, its handler fixed).
+    const dead = await call('GET', '/v1/deliveries?state=dead', undefined, 'admin');
+    assert.ok(dead.body.items.length >= 1, 'a dead delivery to retry');
+    await page.click('[data-testid=nav-deliveries]');
+    await page.getByTestId('retry-dead-since').click();
+    await page
+      .getByTestId('bulk-retry')
+      .getByText(new RegExp(`retried ${dead.body.items.length} of ${dead.body.items.length}`))
+      .waitFor();
+    for (const d of dead.body.items)
+      await eventually(() => rx.at('/flaky').some((r) => r.headers['webhook-id'] === d.event && r.json), 30_000);
+    // Deleting: the subscription, then the application.
+    await page.click('[data-testid=nav-manage]');
+    await page.getByTestId('msub-hooks').getByTestId('delete-subscription').click();
+    await page.getByTestId('msub-hooks').waitFor({ state: 'detached' });
+    await page.getByTestId('app-crm').getByTestId('delete-app').click();
+    await page.getByTestId('app-crm').waitFor({ state: 'detached' });
+    assert.equal((await call('GET', '/v1/applications/crm', undefined, 'admin')).status, 404);
+  },
+);
+
 test('ids are shown whole with a copy button', { skip }, async () => {
   await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: srv.url });
   await page.goto(`${srv.url}/#/subscriptions/${subs.steady}`);

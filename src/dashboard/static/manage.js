@@ -50,22 +50,18 @@ function Applications({ apps: { data, error, reload } }) {
           html`<tr key=${a.application} data-testid=${`app-${a.application}`}>
             <td>${a.application}</td>
             <td>
-              <form
-                class="inline"
-                onSubmit=${async (e) => {
-                  e.preventDefault();
-                  const address = fields(e.target).address;
-                  try {
-                    await api('PATCH', `/v1/applications/${enc(a.application)}`, { address: address || null });
-                    reload();
-                  } catch (err) {
-                    alert(`${err.code}: ${err.message}`);
-                  }
+              <${ApiForm}
+                cls="inline"
+                label="save"
+                testid="save-address"
+                run=${async (f) => {
+                  await api('PATCH', `/v1/applications/${enc(a.application)}`, { address: f.address || null });
+                  reload();
+                  return 'saved';
                 }}
               >
                 <input name="address" value=${a.address ?? ''} placeholder="address (optional)" aria-label="address" />
-                <button type="submit" data-testid="save-address">save</button>
-              </form>
+              <//>
             </td>
             <td>${when(a.created_at)}</td>
             <td>

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # --extras: Chromium for the dashboard's browser tests and python3-aiormq for the interop tests
 # (installed once, best effort; the tests that need them fail saying how to install them).
 bash scripts/services.sh --extras
+# What killed runs left on the shared services (databases older than 2 h, their queues and keys).
+node --import tsx test/helpers/sweep.ts || true
 shopt -s nullglob
 files=()
 for f in test/*.test.ts test/*/*.test.ts; do [[ $f == test/serial/* || $f == test/chaos/* ]] || files+=("$f"); done

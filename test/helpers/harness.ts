@@ -81,8 +81,10 @@ export async function destroy(env: TestEnv): Promise<void> {
   }
 }
 
-/** Deletes queues and exchanges whose names start with `prefix.` (via the management-free way: names we know). */
-export async function dropBrokerObjects(prefix: string): Promise<void> {
+/** Deletes queues and exchanges whose names start with `prefix.` (one prefix or several), listed by rabbitmqctl. */
+export async function dropBrokerObjects(prefix: string | string[]): Promise<number> {
+  const prefixes = (Array.isArray(prefix) ? prefix : [prefix]).map((p) => p + '.');
+  if (!prefixes.length) return 0;
   const { execFile } = await import('node:child_process');
   const list = (what: string): Promise<string[]> =>
     new Promise((resolve) => {
@@ -93,7 +95,7 @@ export async function dropBrokerObjects(prefix: string): Promise<void> {
             : out
                 .split('\n')
                 .map((s) => s.trim())
-                .filter((s) => s.startsWith(prefix + '.')),
+                .filter((s) => prefixes.some((p) => s.startsWith(p))),
         ),
       );
     });
@@ -115,6 +117,7 @@ export async function dropBrokerObjects(prefix: string): Promise<void> {
   } finally {
     await conn.close().catch(() => undefined);
   }
+  return queues.length + exchanges.length;
 }
 
 export interface Reply {

@@ -182,7 +182,9 @@ export const Failure = ({ error }) =>
             ? html`<ul class="details">
                 ${error.details.slice(0, 20).map((d) => html`<li>${d.instancePath ?? ''} ${d.message ?? ''}</li>`)}
               </ul>`
-            : ''
+            : error.details && typeof error.details === 'object' && !Array.isArray(error.details)
+              ? html`<pre class="details" data-testid="error-details">${JSON.stringify(error.details, null, 2)}</pre>`
+              : ''
         }
       </div>`
     : null;

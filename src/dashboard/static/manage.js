@@ -165,7 +165,7 @@ export function exampleOf(s, depth = 0) {
 function Diff({ from, to }) {
   return html`<pre class="diff" data-testid="diff">
 ${diffLines(pretty(from), pretty(to)).map(
-      ([k, line]) => html`<span class=${k === '+' ? 'add' : k === '-' ? 'del' : ''}>${k} ${line} </span>`,
+      ([k, line]) => html`<span class=${k === '+' ? 'add' : k === '-' ? 'del' : ''}>${`${k} ${line}\n`}</span>`,
     )}</pre>`;
 }
 
@@ -288,28 +288,27 @@ function Actions({ apps }) {
       ${items.map(
         (a) =>
           html`<tr key=${a.action} data-testid=${`action-${a.action}`}>
-              <td>${a.action}</td>
-              <td>${a.application}</td>
-              <td>v${a.version}</td>
-              <td>${a.description ?? ''}</td>
-              <td>
-                <button
-                  type="button"
-                  onClick=${() => setOpen(open === a.action ? null : a.action)}
-                  data-testid="edit-action"
-                >
-                  ${open === a.action ? 'close' : 'schema, test event'}
-                </button>
-              </td>
-            </tr>
-            ${
-              open === a.action &&
-              html`<tr>
-                <td colspan="5"><${ActionEditor} action=${a} done=${reload} /></td>
-              </tr>`
-            }`,
+            <td>${a.action}</td>
+            <td>${a.application}</td>
+            <td>v${a.version}</td>
+            <td>${a.description ?? ''}</td>
+            <td>
+              <button
+                type="button"
+                onClick=${() => setOpen(open === a.action ? null : a.action)}
+                data-testid="edit-action"
+              >
+                ${open === a.action ? 'close' : 'schema, test event'}
+              </button>
+            </td>
+          </tr>`,
       )}
     <//>
+    ${(() => {
+      // Below the table, not in a row of it: a long schema line must not widen the table.
+      const a = items.find((x) => x.action === open);
+      return a ? html`<${ActionEditor} key=${a.action} action=${a} done=${reload} />` : '';
+    })()}
     ${data && !items.length && html`<${Empty}>No action yet: register one below (an application must exist first).<//>`}
     <details>
       <summary>Register an action</summary>

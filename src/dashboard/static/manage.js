@@ -189,6 +189,25 @@ function ActionEditor({ action, done }) {
   }
   return html`<div class="editor" data-testid="action-editor">
     <h4>${action.action} <span class="muted">v${action.version} · ${action.application}</span></h4>
+    <${ApiForm}
+      testid="action-settings"
+      label="save"
+      cls="inline"
+      run=${async (f) => {
+        const subscribers = f.subscribers ? f.subscribers.split(/[\s,]+/).filter(Boolean) : null;
+        await api('PATCH', `/v1/actions/${enc(action.action)}`, { description: f.description || null, subscribers });
+        done?.();
+        return 'saved';
+      }}
+    >
+      <input name="description" value=${action.description ?? ''} placeholder="description" aria-label="description" />
+      <input
+        name="subscribers"
+        value=${action.subscribers?.join(', ') ?? ''}
+        placeholder="who may subscribe (empty: everyone)"
+        aria-label="subscribers"
+      />
+    <//>
     ${
       versions.length > 1 &&
       html`<div>

@@ -2,7 +2,7 @@
 // (per tab in sessionStorage, handed to the operator's other tabs over a BroadcastChannel), hooks
 // and small components. Everything user-supplied is rendered as text (htm never sets innerHTML).
 import { h } from 'preact';
-import { useCallback, useEffect, useState } from 'preact/hooks';
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
 import htm from 'htm';
 
 export const html = htm.bind(h);
@@ -105,10 +105,12 @@ export function useApi(path) {
 
 /** Calls `f` every `ms` while mounted. */
 export function useEvery(ms, f) {
+  const latest = useRef(f);
+  latest.current = f;
   useEffect(() => {
-    const t = setInterval(f, ms);
+    const t = setInterval(() => latest.current(), ms);
     return () => clearInterval(t);
-  }, [ms, f]);
+  }, [ms]);
 }
 
 /**

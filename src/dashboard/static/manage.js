@@ -60,7 +60,12 @@ function Applications({ apps: { data, error, reload } }) {
                   return 'saved';
                 }}
               >
-                <input name="address" value=${a.address ?? ''} placeholder="address (optional)" aria-label="address" />
+                <input
+                  name="address"
+                  defaultValue=${a.address ?? ''}
+                  placeholder="address (optional)"
+                  aria-label="address"
+                />
               <//>
             </td>
             <td>${when(a.created_at)}</td>
@@ -200,10 +205,15 @@ function ActionEditor({ action, done }) {
         return 'saved';
       }}
     >
-      <input name="description" value=${action.description ?? ''} placeholder="description" aria-label="description" />
+      <input
+        name="description"
+        defaultValue=${action.description ?? ''}
+        placeholder="description"
+        aria-label="description"
+      />
       <input
         name="subscribers"
-        value=${action.subscribers?.join(', ') ?? ''}
+        defaultValue=${action.subscribers?.join(', ') ?? ''}
         placeholder="who may subscribe (empty: everyone)"
         aria-label="subscribers"
       />
@@ -382,16 +392,18 @@ function settings(f, form) {
 }
 
 const SettingsFields = ({ s }) => html`
-  <label>handler URL <input name="handler" value=${s?.handler ?? ''} placeholder="https://example.com/hooks" /></label>
-  <label>max attempts <input name="max_attempts" type="number" min="1" value=${s?.max_attempts ?? ''} /></label>
-  <label>max age (s) <input name="max_age" type="number" min="1" value=${s?.max_age ?? ''} /></label>
+  <label
+    >handler URL <input name="handler" defaultValue=${s?.handler ?? ''} placeholder="https://example.com/hooks"
+  /></label>
+  <label>max attempts <input name="max_attempts" type="number" min="1" defaultValue=${s?.max_attempts ?? ''} /></label>
+  <label>max age (s) <input name="max_age" type="number" min="1" defaultValue=${s?.max_age ?? ''} /></label>
   <label
     >retry schedule (s)
-    <input name="retry_schedule" value=${s?.retry_schedule?.join(', ') ?? ''} placeholder="5, 30, 120"
+    <input name="retry_schedule" defaultValue=${s?.retry_schedule?.join(', ') ?? ''} placeholder="5, 30, 120"
   /></label>
-  <label>timeout (ms) <input name="timeout_ms" type="number" min="100" value=${s?.timeout_ms ?? ''} /></label>
-  <label>rate limit (/s) <input name="rate_limit" type="number" min="1" value=${s?.rate_limit ?? ''} /></label>
-  <label>description <input name="description" value=${s?.description ?? ''} /></label>
+  <label>timeout (ms) <input name="timeout_ms" type="number" min="100" defaultValue=${s?.timeout_ms ?? ''} /></label>
+  <label>rate limit (/s) <input name="rate_limit" type="number" min="1" defaultValue=${s?.rate_limit ?? ''} /></label>
+  <label>description <input name="description" defaultValue=${s?.description ?? ''} /></label>
 `;
 
 function Subscriptions({ apps }) {
@@ -440,7 +452,8 @@ function Subscriptions({ apps }) {
                     label="save"
                     run=${async (f) => {
                       const body = settings(f);
-                      if (s.transport !== 'http') delete body.handler;
+                      // The handler is shown with its credentials redacted: sent only when changed.
+                      if (s.transport !== 'http' || body.handler === s.handler) delete body.handler;
                       await api('PATCH', `/v1/subscriptions/${s.id}`, body);
                       reload();
                       return 'saved';

@@ -18,7 +18,7 @@ const COLORS = {
  * A time-series chart of `buckets` (the stats endpoint's), one line per `series` entry
  * (`{ key, label, color }`), as wide as its box.
  */
-export function TimeChart({ title, buckets, series, testid, unit = '' }) {
+export function TimeChart({ title, buckets, series, testid, unit = '', integer = !unit }) {
   const box = useRef(null);
   useEffect(() => {
     const el = box.current;
@@ -34,7 +34,15 @@ export function TimeChart({ title, buckets, series, testid, unit = '' }) {
         height: 150,
         cursor: { drag: { x: false, y: false } },
         scales: { y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1)] } },
-        axes: [{}, { size: unit ? 64 : 48, values: (_u, ticks) => ticks.map((t) => `${t}${unit}`) }],
+        axes: [
+          {},
+          {
+            size: unit ? 64 : 48,
+            values: (_u, ticks) => ticks.map((t) => `${t}${unit}`),
+            // Counts (attempts, backlog) tick on whole numbers.
+            ...(integer ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 1e6] } : {}),
+          },
+        ],
         series: [
           {},
           ...series.map((s) => ({

@@ -33,7 +33,7 @@ export function TimeChart({ title, buckets, series, testid, unit = '', integer =
         width: width(),
         height: 150,
         cursor: { drag: { x: false, y: false } },
-        scales: { y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, max ?? 1)] } },
+        scales: { y: { range: (_u, min, max) => [Math.min(0, min ?? 0), Math.max(1, (max ?? 1) * 1.15)] } },
         axes: [
           {},
           {

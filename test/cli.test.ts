@@ -63,19 +63,24 @@ test('a bad flag value is a clear configuration error', async () => {
 test("seed 000's `amebo --workers 2 --address HOST:PORT` starts two workers sharing the port, and SIGTERM drains", async () => {
   const e = testEnv();
   const port = await freePort();
-  const p = run(['--workers', '2', '--address', `127.0.0.1:${port}`], envVars(e), 60_000);
+  const p = run(['--workers', '2', '--address', `127.0.0.1:${port}`], envVars(e), 200_000);
   try {
     const pids = new Set<number>();
+    // Two workers each compile and start every role: ~25 s on a loaded 2-core machine. The bound
+    // is a hang guard; a worker that died says why (its stderr).
     await eventually(
       async () => {
+        if (p.child.exitCode !== null) throw new Error(`amebo exited ${p.child.exitCode}: ${p.err()}`);
         const r = await request(`http://127.0.0.1:${port}/health`, { reset: true, headersTimeout: 2000 });
         const body = (await r.body.json()) as { pid: number };
         pids.add(body.pid);
         return pids.size >= 2;
       },
-      40_000,
-      20,
-    );
+      120_000,
+      50,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}\n--- amebo stderr ---\n${p.err().slice(-3000)}`);
+    });
     const ready = await request(`http://127.0.0.1:${port}/ready`);
     assert.equal(ready.statusCode, 200, await ready.body.text());
 

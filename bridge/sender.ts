@@ -1,6 +1,6 @@
 import { Agent, buildConnector, request, errors as undiciErrors } from 'undici';
 import { isIP } from 'node:net';
-import { traceparent as childTraceparent } from '../src/broker/message.js';
+import { HEADER, traceparent as childTraceparent } from '../src/broker/message.js';
 import { buildBody, signatureHeader, splicedBody, type BrokerEvent, type Outgoing } from './envelope.js';
 import { parseRetryAfter, type AttemptResult } from '../src/delivery/ladder.js';
 import { TargetForbiddenError, TargetPolicy } from '../src/targets.js';
@@ -110,9 +110,9 @@ export class Sender {
           'webhook-id': e.id,
           'webhook-timestamp': String(ts),
           'webhook-signature': signatureHeader(t.keys, e.id, ts, body),
-          'x-amebo-action': e.action,
-          'x-amebo-attempt': String(attempt),
-          'x-amebo-subscription': t.label,
+          [HEADER.action]: e.action,
+          [HEADER.attempt]: String(attempt),
+          [HEADER.subscription]: t.label,
           traceparent: childTraceparent(parentTrace),
         },
         body,

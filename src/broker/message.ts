@@ -65,6 +65,8 @@ export const HEADER = {
   subscriptionId: 'x-amebo-subscription-id',
   /** On webhook requests: the subscription's label. */
   subscription: 'x-amebo-subscription',
+  /** On copies re-enqueued by a replay of the event log. */
+  replay: 'x-amebo-replay',
 } as const;
 
 /** A W3C traceparent with a fresh trace id, or a child span of the one given. */

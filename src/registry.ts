@@ -321,22 +321,58 @@ export class Registry {
     return row;
   }
 
+  /**
+   * Deletes an action with its schema versions. Refused (409 CONFLICT, the subscriptions in the
+   * details) while a subscription names it exactly: deleting would leave it bound to a name no
+   * producer can publish, silently. Topic patterns that match it are not references and do not
+   * block. Stored events keep their action name (no foreign key: the log is history, not registry).
+   * Null when there was no such action.
+   */
+  async deleteAction(name: string): Promise<sql.ActionRow | null> {
+    const r = await sql.deleteAction(this.pool, name);
+    if (r === null) return null;
+    if ('subscribedBy' in r)
+      throw new AmeboError(
+        'CONFLICT',
+        `action "${name}" has ${r.subscribedBy.length} subscription(s): delete them (or the action's subscribers) first`,
+        r.subscribedBy.map((s) => ({ subscription: s.id, name: `${s.application}/${s.name}` })),
+      );
+    this.invalidate(`action:${name}`);
+    // A restricted action had its own bindings (by name) for the patterns that matched it.
+    if (r.deleted.subscribers !== null) await this.rebindRestricted(r.deleted, false);
+    return r.deleted;
+  }
+
   /** True when `application` may receive events of `action` (the owner, everyone, or listed). */
   async mayReceive(application: string, action: string): Promise<boolean> {
     const a = await this.getAction(action);
     return a !== null && canSubscribe(application, a.row);
   }
 
-  async updateSchema(name: string, schemata: unknown, mode?: Compatibility): Promise<sql.ActionRow> {
+  /**
+   * The compatibility check a schema update runs, without storing anything: the current version,
+   * the normalized new schema, the mode applied and each break (none: a save would be accepted).
+   * A schema that is not valid JSON Schema is refused here as on save (422 SCHEMA_INVALID).
+   */
+  async checkSchema(
+    name: string,
+    schemata: unknown,
+    mode?: Compatibility,
+  ): Promise<{ current: sql.ActionRow; schema: unknown; mode: Compatibility; problems: string[] }> {
     const current = await sql.getAction(this.pool, name);
     if (!current) throw new AmeboError('ACTION_NOT_FOUND', `no action "${name}"`);
     const schema = normalizeSchema(schemata, this.cfg.maxSchemaBytes);
     compileSchema(schema);
-    const problems = compatibilityProblems(current.schemata, schema, mode ?? (this.cfg.compatibility as Compatibility));
+    const applied = mode ?? (this.cfg.compatibility as Compatibility);
+    return { current, schema, mode: applied, problems: compatibilityProblems(current.schemata, schema, applied) };
+  }
+
+  async updateSchema(name: string, schemata: unknown, mode?: Compatibility): Promise<sql.ActionRow> {
+    const { current, schema, mode: applied, problems } = await this.checkSchema(name, schemata, mode);
     if (problems.length)
       throw new AmeboError(
         'SCHEMA_INCOMPATIBLE',
-        `the new schema breaks ${mode ?? this.cfg.compatibility} compatibility with version ${current.version}`,
+        `the new schema breaks ${applied} compatibility with version ${current.version}`,
         problems.map((p) => ({ message: p })),
       );
     const row = await sql.addActionVersion(this.pool, name, current.version, schema);
@@ -623,8 +659,11 @@ export class Registry {
       .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not delete subscription queues'));
   }
 
-  /** Binds (or unbinds) each subscription whose pattern matches `action` on the restricted exchange. */
-  private async rebindRestricted(action: sql.ActionRow): Promise<void> {
+  /**
+   * Binds (or unbinds) each subscription whose pattern matches `action` on the restricted exchange;
+   * `bindable` false unbinds them all (the action is gone).
+   */
+  private async rebindRestricted(action: sql.ActionRow, bindable = true): Promise<void> {
     const { broker, topology } = this;
     if (!broker?.connected || !topology) return; // the next reconcile does it
     const subs = (await sql.listSubscriptions(this.pool)).filter((s) => topicMatcher(s.action)(action.name));
@@ -636,7 +675,7 @@ export class Registry {
             s.application,
             s.name,
             action.name,
-            action.subscribers !== null && canSubscribe(s.application, action),
+            bindable && action.subscribers !== null && canSubscribe(s.application, action),
           );
       })
       .catch((err: unknown) =>

@@ -272,17 +272,30 @@ export async function deliveryRoutes(
       config: { auth: { owner } },
       schema: {
         tags: ['subscriptions'],
-        summary: 'Move dead letters back to the subscription queue, attempts reset',
+        summary:
+          'Move dead letters back to the subscription queue, attempts reset; with since, only those that died at or after it (the others stay in the dead queue, in order)',
         params: ID_PARAM,
         body: {
           type: ['object', 'null'],
-          properties: { limit: { type: 'integer', minimum: 1, maximum: 100_000 } },
+          properties: {
+            limit: { type: 'integer', minimum: 1, maximum: 100_000 },
+            since: {
+              type: 'string',
+              maxLength: 64,
+              description:
+                'RFC 3339 time: resurrect only dead letters that died at or after it (those without a dead-at time count as older)',
+            },
+          },
         },
         response: replies({
           200: record({
             subscription: { type: 'string' },
             resurrected: { type: 'integer' },
             skipped: { type: 'integer', description: 'dead letters this subscription may no longer receive' },
+            older: {
+              type: 'integer',
+              description: 'dead letters left in the dead queue because they died before since',
+            },
           }),
         }),
       },
@@ -290,7 +303,8 @@ export async function deliveryRoutes(
     async (req) => {
       const row = await subscriptionById(registry, req.params.id);
       const limit = req.body?.limit ?? 1000;
-      return { subscription: row.id, ...(await onBroker(() => resurrect(deps, row, limit))) };
+      const since = parseTime(req.body?.since, '/since');
+      return { subscription: row.id, ...(await onBroker(() => resurrect(deps, row, limit, since))) };
     },
   );
 }

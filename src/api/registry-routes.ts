@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AmeboError } from '../errors.js';
 import type { ApplicationRow, ActionRow } from '../store/registry.js';
 import { bodyString, param } from './auth.js';
-import { listOf, NAME_PARAM, NO_CONTENT, replies, typed } from './schemas.js';
+import { listOf, NAME_PARAM, NO_CONTENT, record, replies, typed } from './schemas.js';
 import type { ApiContext } from './server.js';
 
 const appView = (r: ApplicationRow) => ({
@@ -285,6 +285,25 @@ export async function registryRoutes(scope: FastifyInstance, ctx: ApiContext): P
     },
   );
 
+  app.delete(
+    '/v1/actions/:name',
+    {
+      config: { auth: { owner: actionOwner } },
+      schema: {
+        tags: ['actions'],
+        summary:
+          'Delete an action with its schema versions (the owner or admin); 409 AMEBO_ERR_CONFLICT while a subscription names it exactly (details list them). Patterns that match it do not block; stored events keep their action name',
+        params: NAME_PARAM,
+        response: replies({ 204: NO_CONTENT }),
+      },
+    },
+    async (req, reply) => {
+      const { name } = req.params;
+      if (!(await registry.deleteAction(name))) throw new AmeboError('ACTION_NOT_FOUND', `no action "${name}"`);
+      return reply.status(204).send(null);
+    },
+  );
+
   app.get(
     '/v1/actions/:name/versions',
     {
@@ -322,5 +341,60 @@ export async function registryRoutes(scope: FastifyInstance, ctx: ApiContext): P
       },
     },
     async (req) => actionView(await registry.updateSchema(req.params.name, req.body.schemata, req.query.compatibility)),
+  );
+
+  app.post(
+    '/v1/actions/:name/schema/check',
+    {
+      config: { auth: { bodySecret: true, fallbackApplication: actionOwner, owner: actionOwner } },
+      schema: {
+        tags: ['actions'],
+        summary:
+          'Dry run of PUT /v1/actions/:name/schema: the same compatibility check, nothing stored. 200 with compatible true and the version a save would create, or compatible false with each violation (422 when not a valid JSON Schema)',
+        params: NAME_PARAM,
+        querystring: {
+          type: 'object',
+          properties: { compatibility: { enum: ['BACKWARD', 'FORWARD', 'FULL', 'NONE'] } },
+        },
+        body: {
+          type: 'object',
+          properties: {
+            schemata: { type: ['object', 'string', 'boolean'] },
+            secret: { type: 'string', maxLength: 512 },
+          },
+          required: ['schemata'],
+        },
+        response: replies({
+          200: record(
+            {
+              action: { type: 'string' },
+              compatible: { type: 'boolean' },
+              mode: { enum: ['BACKWARD', 'FORWARD', 'FULL', 'NONE'] },
+              current_version: { type: 'integer', description: 'the version checked against' },
+              version: { type: 'integer', description: 'the version a save would create (when compatible)' },
+              violations: {
+                type: 'array',
+                items: { type: 'string' },
+                description: 'each break of the mode (empty when compatible)',
+              },
+            },
+            ['version'],
+          ),
+        }),
+      },
+    },
+    async (req) => {
+      const { name } = req.params;
+      const c = await registry.checkSchema(name, req.body.schemata, req.query.compatibility);
+      const compatible = c.problems.length === 0;
+      return {
+        action: name,
+        compatible,
+        mode: c.mode,
+        current_version: c.current.version,
+        ...(compatible ? { version: c.current.version + 1 } : {}),
+        violations: c.problems,
+      };
+    },
   );
 }

@@ -116,16 +116,25 @@ export async function listDeadLetters(
   return listed;
 }
 
+/** When a dead letter died (its x-amebo-dead-at), or null when it does not say. */
+function diedAt(m: GetMessage): number | null {
+  const t = Number(m.properties.headers?.[HEADER.deadAt]);
+  return Number.isFinite(t) && t > 0 ? t : null;
+}
+
 /**
  * Moves up to `limit` dead letters back to the subscription queue with their attempts reset. Each
  * is re-published (confirmed) before it is acked off the dead-letter queue: a crash in between
- * duplicates, never loses.
+ * duplicates, never loses. With `since`, only those that died at or after it go back; the older
+ * ones (and any that does not say when it died) stay, never acked: they are returned to the dead
+ * queue in the order they were read, as are those the subscription may no longer receive.
  */
 export async function resurrect(
   ctx: RecoveryDeps,
   row: SubscriptionRow,
   limit: number,
-): Promise<{ resurrected: number; skipped: number }> {
+  since?: Date,
+): Promise<{ resurrected: number; skipped: number; older: number }> {
   const { queue, dead } = names(ctx, row);
   const at = new Date();
   const matches = topicMatcher(row.action);
@@ -134,14 +143,25 @@ export async function resurrect(
     const pending: Promise<void>[] = [];
     const events: string[] = [];
     const skipped: GetMessage[] = [];
+    const kept: GetMessage[] = [];
+    let older = 0;
     while (n < limit) {
       const m = await ch.get(dead, { noAck: false });
       if (!m) break;
+      if (since) {
+        const t = diedAt(m);
+        if (t === null || t < since.getTime()) {
+          older++;
+          kept.push(m); // held unacked like the skipped ones, returned in order at the end
+          continue;
+        }
+      }
       // Only what this subscription may receive goes back: its binding matches the action and the
       // action lets its application subscribe (the list may have changed since it died).
       const action = m.properties.headers?.[HEADER.action] as string | undefined;
       if (!action || !matches(action) || !(await ctx.mayReceive(row.application, action))) {
         skipped.push(m); // held unacked until the end (so `get` moves on), then returned
+        kept.push(m);
         continue;
       }
       n++;
@@ -160,10 +180,12 @@ export async function resurrect(
       if (id) events.push(id);
       pending.push(ctx.publisher.publish(ctx.topology.redeliver, queue, m.content, props).then(() => ch.ack(m)));
     }
+    // Every re-publish confirmed (and its original acked) before the kept ones go back: a failed
+    // confirm rejects here, the channel closes, and the broker returns everything unacked.
     await Promise.all(pending);
-    for (const m of skipped) ch.nack(m, false, true);
+    for (const m of kept) ch.nack(m, false, true);
     await markPending(ctx, row, events, 0, at);
-    return { resurrected: n, skipped: skipped.length };
+    return { resurrected: n, skipped: skipped.length, older };
   });
 }
 

@@ -220,6 +220,43 @@ export async function updateAction(
   return r.rowCount ? getAction(pool, name) : null;
 }
 
+/**
+ * Deletes an action with its schema versions (they cascade), unless a subscription names it
+ * exactly: then nothing is deleted and those subscriptions are returned. The action row is locked
+ * first, so a concurrent schema update or delete waits for this decision. Null: no such action.
+ */
+export async function deleteAction(
+  pool: Pool,
+  name: string,
+): Promise<{ deleted: ActionRow } | { subscribedBy: Pick<SubscriptionRow, 'id' | 'application' | 'name'>[] } | null> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const found = await client.query<ActionRow>(`${ACTION_SELECT} WHERE a.name = $1 FOR UPDATE OF a`, [name]);
+    const row = found.rows[0];
+    if (!row) {
+      await client.query('ROLLBACK');
+      return null;
+    }
+    const subs = await client.query<Pick<SubscriptionRow, 'id' | 'application' | 'name'>>(
+      'SELECT id, application, name FROM subscriptions WHERE action = $1 ORDER BY application, name',
+      [name],
+    );
+    if (subs.rowCount) {
+      await client.query('ROLLBACK');
+      return { subscribedBy: subs.rows };
+    }
+    await client.query('DELETE FROM actions WHERE name = $1', [name]);
+    await client.query('COMMIT');
+    return { deleted: row };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
 /** Actions that name their subscribers: the ones routed through the restricted exchange. */
 export async function listRestrictedActions(pool: Pool): Promise<RestrictedAction[]> {
   const r = await pool.query<RestrictedAction>(

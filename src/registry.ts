@@ -334,7 +334,12 @@ export class Registry {
     if ('subscribedBy' in r)
       throw new AmeboError(
         'CONFLICT',
-        `action "${name}" has ${r.subscribedBy.length} subscription(s): delete them (or the action's subscribers) first`,
+        `action "${name}" is still subscribed by ${r.subscribedBy
+          .slice(0, 5)
+          .map((s) => `${s.application}/${s.name}`)
+          .join(
+            ', ',
+          )}${r.subscribedBy.length > 5 ? ` and ${r.subscribedBy.length - 5} more` : ''}: delete those subscriptions first`,
         r.subscribedBy.map((s) => ({ subscription: s.id, name: `${s.application}/${s.name}` })),
       );
     this.invalidate(`action:${name}`);

@@ -4,9 +4,10 @@
  * view and a subscription's page with uPlot charts; the event explorer (wildcard, application,
  * delivery-state and time filters) and an event's page (every subscription's state, paused and
  * circuit-open included, every attempt with its response excerpt, a timeline); Manage (applications,
- * actions with the schema editor and a diff, subscriptions, test send, secret rotation, replay,
- * bulk retry); Fabric (services filtered, a call through the gateway); the live tail; ids copyable,
- * empty states, 375 px, hostile payloads kept as text. Any console error (a CSP violation, a failed
+ * actions with the schema editor, its compatibility check and a diff, deleting an action,
+ * subscriptions, test send, secret rotation, replay, bulk resurrect since a time); Fabric (services
+ * filtered, a call through the gateway); the live tail; ids copyable, empty states, 375 px, hostile
+ * payloads kept as text. Any console error (a CSP violation, a failed
  * module import, a runtime exception) fails the test that caused it. AMEBO_SCREENSHOTS=1 also saves
  * docs/screenshots/{home,subscription,event,manage}.png.
  */
@@ -619,14 +620,26 @@ test('manage: applications, actions with the schema editor and a diff, subscript
     required: ['email', 'phone'],
   };
   await editor.getByTestId('schema-text').fill(JSON.stringify(incompatible, null, 2));
-  await editor.getByTestId('schema-editor').getByRole('button').click();
+  // The check's answer before saving: each break listed, nothing stored.
+  const check = editor.getByTestId('schema-check');
+  await check.getByRole('button', { name: 'check compatibility' }).click();
+  await check.getByTestId('schema-check-result').getByText('not compatible (BACKWARD) with v1').waitFor();
+  assert.ok((await check.getByTestId('schema-violation').count()) >= 1);
+  assert.match(await check.getByTestId('schema-check-result').innerText(), /phone|required/);
+  assert.equal((await call('GET', '/v1/actions/crm.contact.created', undefined, 'admin')).body.version, 1);
+  const save = editor.getByTestId('schema-editor').getByRole('button', { name: 'check and save as a new version' });
+  await save.click();
   await editor.getByRole('alert').filter({ hasText: 'AMEBO_ERR_SCHEMA_INCOMPATIBLE' }).waitFor();
   consoleErrors.splice(0); // the refused PUT (409) was logged by the browser
   await editor.getByTestId('schema-text').fill('{ not json');
   await editor.getByTestId('schema-parse-error').waitFor();
   const compatible = { ...v1, properties: { ...v1.properties, name: { type: 'string' } } };
   await editor.getByTestId('schema-text').fill(JSON.stringify(compatible, null, 2));
-  await editor.getByTestId('schema-editor').getByRole('button').click();
+  assert.equal(await check.getByTestId('schema-check-result').count(), 0); // the edit cleared the old answer
+  await check.getByRole('button', { name: 'check compatibility' }).click();
+  await check.getByTestId('schema-check-result').getByText('compatible (BACKWARD) with v1: saving makes v2').waitFor();
+  assert.equal((await call('GET', '/v1/actions/crm.contact.created', undefined, 'admin')).body.version, 1);
+  await save.click();
   await editor
     .getByTestId('schema-editor')
     .getByTestId('form-result')
@@ -689,7 +702,7 @@ test('manage: applications, actions with the schema editor and a diff, subscript
 });
 
 test(
-  'operate a subscription: test send, rotate its secret (shown once), replay a range, bulk retry',
+  'operate a subscription: test send, rotate its secret (shown once), replay a range, resurrect since T, delete an action',
   { skip },
   async () => {
     const hooks = (await call('GET', '/v1/subscriptions/crm%2Fhooks', undefined, 'admin')).body;
@@ -704,22 +717,45 @@ test(
     await p.getByTestId('replay').click();
     await p.getByText(/replayed [1-9]/).waitFor();
     await eventually(() => rx.ids('/crm').length > before, 30_000);
-    // Everything that died since an hour ago, retried at once (flaky's dead letters, its handler fixed).
+    // Everything that died since an hour ago, resurrected at once (flaky's dead letters, its handler
+    // fixed): every dead letter of the run died within the hour, so all of them go back.
     const dead = await call('GET', '/v1/deliveries?state=dead', undefined, 'admin');
-    assert.ok(dead.body.items.length >= 1, 'a dead delivery to retry');
+    assert.ok(dead.body.items.length >= 1, 'a dead delivery to resurrect');
+    const deadLetters = async () => {
+      let n = 0;
+      for (const s of (await call('GET', '/v1/subscriptions', undefined, 'admin')).body.items)
+        n += (await call('GET', `/v1/subscriptions/${s.id}/dead-letters?limit=1`, undefined, 'admin')).body.count;
+      return n;
+    };
+    const letters = await deadLetters();
+    assert.ok(letters >= dead.body.items.length, `${letters} dead letters`);
     await page.click('[data-testid=nav-deliveries]');
-    await page.getByTestId('retry-dead-since').click();
+    await page.getByTestId('resurrect-dead-since').click();
     await page
-      .getByTestId('bulk-retry')
-      .getByText(new RegExp(`retried ${dead.body.items.length} of ${dead.body.items.length}`))
+      .getByTestId('bulk-resurrect')
+      .getByText(new RegExp(`resurrected ${letters} dead letter\\(s\\) from \\d+ subscription\\(s\\); 0 older left`))
       .waitFor();
+    assert.equal(await deadLetters(), 0);
     // Those of flaky (fixed) arrive; gone's wait in its queue (the subscription is disabled).
     const flakyDead = dead.body.items.filter((d: { subscription: string }) => d.subscription === subs.flaky);
     assert.ok(flakyDead.length >= 1);
     for (const d of flakyDead)
       await eventually(() => rx.at('/flaky').some((r) => r.headers['webhook-id'] === d.event && r.json), 30_000);
-    // Deleting: the subscription, then the application.
+    // Deleting an action: refused while a subscription names it (shop/gone names order.refunded);
+    // one only a pattern (crm.#) matches goes, with its versions.
     await page.click('[data-testid=nav-manage]');
+    const refunded = page.getByTestId('action-order.refunded');
+    await refunded.getByTestId('delete-action').click();
+    await refunded
+      .getByTestId('action-result')
+      .getByText(/AMEBO_ERR_CONFLICT: .*shop\/gone/)
+      .waitFor();
+    consoleErrors.splice(0); // the refused DELETE (409) was logged by the browser
+    assert.equal((await call('GET', '/v1/actions/order.refunded', undefined, 'admin')).status, 200);
+    await page.getByTestId('action-crm.contact.created').getByTestId('delete-action').click();
+    await page.getByTestId('action-crm.contact.created').waitFor({ state: 'detached' });
+    assert.equal((await call('GET', '/v1/actions/crm.contact.created', undefined, 'admin')).status, 404);
+    // Deleting: the subscription, then the application.
     await page.getByTestId('msub-hooks').getByTestId('delete-subscription').click();
     await page.getByTestId('msub-hooks').waitFor({ state: 'detached' });
     await page.getByTestId('app-crm').getByTestId('delete-app').click();
@@ -744,7 +780,7 @@ test('empty states say what to do next', { skip }, async () => {
   await page.click('[data-testid=nav-deliveries]');
   await page.getByTestId('delivery-state').selectOption('retrying');
   await page.getByTestId('delivery-list').getByText('shop/down').first().waitFor();
-  // Every dead delivery was retried in bulk above.
+  // Every dead letter was resurrected in bulk above.
   await page.getByTestId('delivery-state').selectOption('dead');
   await page.getByTestId('empty').getByText('Nothing dead').waitFor();
   await page.click('[data-testid=nav-services]');

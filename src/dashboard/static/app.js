@@ -172,29 +172,25 @@ function Subscriptions() {
   </section>`;
 }
 
-/** Every dead delivery updated since `since` (paged through), each retried; at most `cap`. */
-async function retryDeadSince(since, cap = 1000) {
-  const found = [];
-  let cursor = null;
-  do {
-    const page = await api('GET', `/v1/deliveries${qs({ state: 'dead', limit: 200, cursor })}`);
-    for (const d of page.items) if (Date.parse(d.updated_at) >= since) found.push(d);
-    // Newest change first: once a page reaches before `since`, the rest is older.
-    const last = page.items[page.items.length - 1];
-    cursor = last && Date.parse(last.updated_at) >= since ? page.next_cursor : null;
-  } while (cursor && found.length < cap);
-  let ok = 0;
+/**
+ * Every dead letter that died since `since`, in every subscription, moved back to its queue (the
+ * server's resurrect with `since`: older dead letters stay in their dead queues, in order).
+ */
+async function resurrectDeadSince(since) {
+  const { items } = await api('GET', '/v1/subscriptions');
+  let resurrected = 0;
+  let older = 0;
   const failed = [];
-  for (let i = 0; i < Math.min(found.length, cap); i += 4)
+  for (let i = 0; i < items.length; i += 4)
     await Promise.all(
-      found.slice(i, i + 4).map((d) =>
-        api('POST', `/v1/deliveries/${d.event}/${d.subscription}/retry`).then(
-          () => ok++,
-          (e) => failed.push(`${d.event}: ${e.code}`),
+      items.slice(i, i + 4).map((s) =>
+        api('POST', `/v1/subscriptions/${s.id}/dead-letters/resurrect`, { since: new Date(since).toISOString() }).then(
+          (r) => ((resurrected += r.resurrected), (older += r.older)),
+          (e) => failed.push(`${s.application}/${s.subscription}: ${e.code}`),
         ),
       ),
     );
-  return `retried ${ok} of ${Math.min(found.length, cap)}${failed.length ? ` (${failed.length} refused: ${failed.slice(0, 3).join(', ')})` : ''}`;
+  return `resurrected ${resurrected} dead letter(s) from ${items.length - failed.length} subscription(s); ${older} older left${failed.length ? ` (${failed.length} refused: ${failed.slice(0, 3).join(', ')})` : ''}`;
 }
 
 function Deliveries() {
@@ -208,16 +204,16 @@ function Deliveries() {
       </select>
       <button onClick=${reload}>refresh</button>
     </div>
-    <form class="filters" onSubmit=${(e) => e.preventDefault()} data-testid="bulk-retry">
+    <form class="filters" onSubmit=${(e) => e.preventDefault()} data-testid="bulk-resurrect">
       <label
         >everything dead since
         <input type="datetime-local" name="since" value=${since} onInput=${(e) => setSince(e.target.value)}
       /></label>
       <${Action}
-        label="retry all"
-        testid="retry-dead-since"
-        confirmText="Retry every delivery that died since then?"
-        run=${() => retryDeadSince(Date.parse(isoOf(since)))}
+        label="resurrect all"
+        testid="resurrect-dead-since"
+        confirmText="Move every dead letter that died since then back to its subscription (attempts reset)?"
+        run=${() => resurrectDeadSince(Date.parse(isoOf(since)))}
         done=${() => setTimeout(reload, 1000)}
       />
     </form>

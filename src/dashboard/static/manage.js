@@ -174,6 +174,20 @@ ${diffLines(pretty(from), pretty(to)).map(
     )}</pre>`;
 }
 
+/** What the compatibility check answered: the version a save would make, or each break. */
+function CheckAnswer({ r }) {
+  if (r.compatible)
+    return html`<span class="note" data-testid="schema-check-result"
+      >compatible (${r.mode}) with v${r.current_version}: saving makes v${r.version}</span
+    >`;
+  return html`<div class="error" data-testid="schema-check-result">
+    not compatible (${r.mode}) with v${r.current_version}: a save would be refused
+    <ul>
+      ${r.violations.map((v) => html`<li data-testid="schema-violation">${v}</li>`)}
+    </ul>
+  </div>`;
+}
+
 /** One action: its versions with a diff, a new version through the editor, a test event. */
 function ActionEditor({ action, done }) {
   const { data, reload } = useApi(`/v1/actions/${enc(action.action)}/versions`);
@@ -183,6 +197,21 @@ function ActionEditor({ action, done }) {
   const [draft, setDraft] = useState(() => pretty(action.schemata));
   const [parseError, setParseError] = useState(null);
   const [payload, setPayload] = useState(() => pretty(exampleOf(action.schemata)));
+  const [mode, setMode] = useState('BACKWARD');
+  // The compatibility check's answer for this draft and mode (cleared when either changes).
+  const [check, setCheck] = useState(null);
+  const runCheck = async () => {
+    if (parsed === undefined) return setCheck({ err: { code: 'INVALID_JSON', message: 'the schema is not JSON' } });
+    setCheck({ busy: true });
+    try {
+      const r = await api('POST', `/v1/actions/${enc(action.action)}/schema/check?compatibility=${mode}`, {
+        schemata: parsed,
+      });
+      setCheck({ r });
+    } catch (err) {
+      setCheck({ err });
+    }
+  };
   const last = versions[versions.length - 1];
   const va = versions.find((v) => v.version === a) ?? versions[versions.length - 2] ?? last;
   const vb = versions.find((v) => v.version === b) ?? last;
@@ -258,6 +287,7 @@ function ActionEditor({ action, done }) {
           value=${draft}
           onInput=${(e) => {
             setDraft(e.target.value);
+            setCheck(null);
             try {
               JSON.parse(e.target.value);
               setParseError(null);
@@ -279,10 +309,19 @@ function ActionEditor({ action, done }) {
       }
       <label
         >compatibility
-        <select name="compatibility" data-testid="compatibility">
+        <select
+          name="compatibility"
+          value=${mode}
+          onChange=${(e) => (setMode(e.target.value), setCheck(null))}
+          data-testid="compatibility"
+        >
           ${['BACKWARD', 'FORWARD', 'FULL', 'NONE'].map((c) => html`<option value=${c}>${c}</option>`)}
         </select>
       </label>
+      <div data-testid="schema-check">
+        <button type="button" onClick=${runCheck} disabled=${check?.busy}>check compatibility</button>
+        ${check?.r && html` <${CheckAnswer} r=${check.r} />`} ${check?.err && html`<${Failure} error=${check.err} />`}
+      </div>
     <//>
     <${ApiForm}
       testid="test-event"
@@ -329,6 +368,14 @@ function Actions({ apps }) {
               >
                 ${open === a.action ? 'close' : 'schema, test event'}
               </button>
+              <${Action}
+                label="delete"
+                cls="danger"
+                testid="delete-action"
+                confirmText=${`Delete the action ${a.action} and its schema versions? Stored events keep their action name; it is refused while a subscription names it.`}
+                run=${() => api('DELETE', `/v1/actions/${enc(a.action)}`)}
+                done=${() => (open === a.action && setOpen(null), reload())}
+              />
             </td>
           </tr>`,
       )}

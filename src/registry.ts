@@ -393,18 +393,8 @@ export class Registry {
       throw new AmeboError('VALIDATION', 'subscription must match ^[a-z0-9][a-z0-9_-]{0,62}$', [
         { instancePath: '/subscription', message: 'invalid name' },
       ]);
-    if (!isTopicPattern(input.action))
-      throw new AmeboError(
-        'VALIDATION',
-        `action must be an action name or a topic pattern (segments of [A-Za-z0-9_-], * or #; at most ${TOPIC_LIMITS.maxSegments} segments and ${TOPIC_LIMITS.maxLength} characters)`,
-        [{ instancePath: '/action', message: 'invalid action or pattern' }],
-      );
+    await this.checkSubscribable(input.application, input.action);
     const app = await this.requireApplication(input.application);
-    if (!isWildcard(input.action)) {
-      const action = await this.requireAction(input.action);
-      if (!canSubscribe(input.application, action.row))
-        throw new AmeboError('FORBIDDEN', `application "${input.application}" may not subscribe to "${input.action}"`);
-    }
     const transport = input.transport ?? 'http';
     let handler: string | null = null;
     if (transport === 'http') {
@@ -436,6 +426,25 @@ export class Registry {
       if (err instanceof sql.MissingReference)
         throw new AmeboError('APPLICATION_NOT_FOUND', `no application "${input.application}"`);
       throw err;
+    }
+  }
+
+  /**
+   * An application may subscribe to a topic pattern, or to an action that exists and lets it
+   * subscribe (the owner, everyone, or listed); restricted actions a pattern matches are bound
+   * only where allowed (topologyOf). The same rule on create and on a pattern change.
+   */
+  private async checkSubscribable(application: string, pattern: string): Promise<void> {
+    if (!isTopicPattern(pattern))
+      throw new AmeboError(
+        'VALIDATION',
+        `action must be an action name or a topic pattern (segments of [A-Za-z0-9_-], * or #; at most ${TOPIC_LIMITS.maxSegments} segments and ${TOPIC_LIMITS.maxLength} characters)`,
+        [{ instancePath: '/action', message: 'invalid action or pattern' }],
+      );
+    if (!isWildcard(pattern)) {
+      const action = await this.requireAction(pattern);
+      if (!canSubscribe(application, action.row))
+        throw new AmeboError('FORBIDDEN', `application "${application}" may not subscribe to "${pattern}"`);
     }
   }
 
@@ -475,6 +484,11 @@ export class Registry {
    */
   async updateSubscription(row: sql.SubscriptionRow, change: SubscriptionChange): Promise<sql.SubscriptionRow | null> {
     const patch: sql.SubscriptionPatch = {};
+    const moving = change.action !== undefined && change.action !== row.action ? change.action : null;
+    if (moving !== null) {
+      await this.checkSubscribable(row.application, moving);
+      patch.action = moving;
+    }
     if (change.handler !== undefined) {
       if (row.transport !== 'http')
         throw new AmeboError('VALIDATION', 'amqp subscriptions have no handler', [{ instancePath: '/handler' }]);
@@ -495,11 +509,64 @@ export class Registry {
     Object.assign(patch, merged);
     if (change.encryption_key === undefined) delete patch.encryption_key;
     if (change.encryption_key === null) patch.encryption_key = null;
-    const updated = await sql.updateSubscription(this.pool, row.id, patch);
-    if (!updated) return null;
+    // A new pattern is bound before the row says so, and the old one unbound only after: an event
+    // matching both is never missed (a duplicate at worst, which webhook-id deduplicates).
+    if (moving !== null) await this.bindPattern({ ...row, action: moving });
+    let updated: sql.SubscriptionRow | null;
+    try {
+      updated = await sql.updateSubscription(this.pool, row.id, patch);
+    } catch (err) {
+      if (moving !== null) await this.unbindPattern({ ...row, action: moving }, row);
+      throw err;
+    }
+    if (!updated) {
+      if (moving !== null) await this.removeQueues(row.application, row.name); // deleted meanwhile
+      return null;
+    }
+    if (moving !== null) await this.unbindPattern(row, updated);
     await this.declareQueues(updated); // a new retry step needs its queue
     await this.announceSubscription(row.id);
     return updated;
+  }
+
+  /**
+   * Binds a subscription's queue to its (new) pattern, and to the restricted actions it matches and
+   * may receive. Refused with 503 when RabbitMQ is away: the reconcile on reconnect adds bindings
+   * but never removes one, so a pattern change must happen on a live broker or not at all.
+   */
+  private async bindPattern(next: sql.SubscriptionRow): Promise<void> {
+    // The whole declaration, idempotent: also right when the queue was never declared (RabbitMQ away
+    // at create), and it unbinds restricted actions the pattern matches but may not receive.
+    if (!(await this.declareQueues(next)))
+      throw new AmeboError(
+        'UNAVAILABLE',
+        'RabbitMQ is not connected: a new pattern needs its binding; try again shortly',
+      );
+  }
+
+  /**
+   * Removes what `old`'s pattern bound and `next`'s does not: the old pattern on the events
+   * exchange, and restricted actions only the old pattern matched. A failure is logged (the queue
+   * then receives the old pattern's events too, until the binding is removed by hand).
+   */
+  private async unbindPattern(old: sql.SubscriptionRow, next: sql.SubscriptionRow): Promise<void> {
+    const { broker, topology } = this;
+    if (!topology || !broker) return;
+    const restricted = await sql.listRestrictedActions(this.pool);
+    const keep = new Set(this.topologyOf(next, restricted).restricted.bind);
+    const drop = this.topologyOf(old, restricted).restricted.bind.filter((a) => !keep.has(a));
+    const q = topology.subscriptionQueue(old.application, old.name);
+    await broker
+      .withThrowawayChannel(async (ch) => {
+        if (old.action !== next.action) await ch.unbindQueue(q, topology.events, old.action);
+        for (const a of drop) await ch.unbindQueue(q, topology.restrictedEvents, a);
+      })
+      .catch((err: unknown) =>
+        this.log.error(
+          { err: (err as Error).message, subscription: old.id, pattern: old.action },
+          'could not unbind the previous pattern',
+        ),
+      );
   }
 
   /** Pauses, or resumes (clearing a disabled reason). Null when the subscription is gone. */
@@ -744,6 +811,8 @@ export interface SubscriptionInput {
 
 /** What PATCH may change on a subscription (absent: unchanged; null: cleared where allowed). */
 export interface SubscriptionChange {
+  /** The action name or topic pattern: the queue is rebound (new binding first). */
+  action?: string;
   handler?: string;
   max_attempts?: number;
   max_age?: number;

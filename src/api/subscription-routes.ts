@@ -154,15 +154,34 @@ export async function subscriptionRoutes(scope: FastifyInstance, ctx: ApiContext
       config: { auth: { owner } },
       schema: {
         tags: ['subscriptions'],
-        summary: 'Change the handler or delivery settings',
+        summary:
+          'Change the handler, the delivery settings or the action (topic pattern: the queue is bound to the new one before the old is unbound). ordered is set at creation only',
         params: ID_PARAM,
-        body: { type: 'object', properties: settingsProps, additionalProperties: false },
+        body: {
+          type: 'object',
+          properties: {
+            ...settingsProps,
+            action: {
+              type: 'string',
+              maxLength: 255,
+              description: 'an action name or a topic pattern the application may receive',
+            },
+            ordered: { type: 'boolean', description: 'refused: set at creation only' },
+          },
+          additionalProperties: false,
+        },
         response: replies({ 200: { $ref: 'Subscription#' } }),
       },
     },
     async (req) => {
       const row = await subscriptionById(registry, req.params.id);
-      const { retry_schedule, ...b } = req.body;
+      const { retry_schedule, ordered, ...b } = req.body;
+      if (ordered !== undefined && ordered !== row.ordered)
+        throw new AmeboError(
+          'VALIDATION',
+          'ordered is set at creation only: it is a queue argument (single active consumer) RabbitMQ cannot change on an existing queue; create a new subscription with the ordering you need',
+          [{ instancePath: '/ordered', message: 'create-only' }],
+        );
       const updated = await registry.updateSubscription(row, {
         ...b,
         ...(retry_schedule ? { retry_schedule: [...retry_schedule] } : {}),

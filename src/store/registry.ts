@@ -419,6 +419,7 @@ export async function listSubscriptions(
 }
 
 const SUB_PATCHABLE = [
+  'action',
   'handler',
   'max_attempts',
   'max_age',

@@ -227,3 +227,61 @@ test('resurrect since T: only what died at or after T goes back; the older stay 
   for (const id of old)
     await eventually(() => rx.at('/flaky').filter((x) => x.headers['webhook-id'] === id).length >= 2, 30_000);
 });
+
+test('a subscription’s pattern changed: rebound, within what the application may receive; ordered stays', async () => {
+  for (const [action, subscribers] of [
+    ['mgr.x.y', null],
+    ['mgr.secret', []],
+  ] as const)
+    assert.equal(
+      (await call('POST', '/v1/actions', { action, application: 'mgr', schemata: {}, subscribers }, APP)).status,
+      201,
+    );
+  const created = await call(
+    'POST',
+    '/v1/subscriptions',
+    { application: 'other', subscription: 'mover', action: 'mgr.done', handler: rx.url('/mover') },
+    'admin',
+  );
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+  const publish = async (action: string) => {
+    const r = await call('POST', '/v1/events', { action, payload: {} }, APP);
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    return r.body.event as string;
+  };
+  const got = (event: string) => rx.at('/mover').some((x) => x.headers['webhook-id'] === event);
+  const first = await publish('mgr.done');
+  await eventually(() => got(first), 30_000);
+
+  // Refused: an action the application may not receive (403), an unknown one (404), a bad pattern
+  // (400), a change of ordered (400 saying why); nothing changed.
+  const forbidden = await call('PATCH', `/v1/subscriptions/${id}`, { action: 'mgr.secret' }, OTHER);
+  assert.equal(forbidden.status, 403, JSON.stringify(forbidden.body));
+  assert.equal((await call('PATCH', `/v1/subscriptions/${id}`, { action: 'mgr.nope' }, OTHER)).status, 404);
+  assert.equal((await call('PATCH', `/v1/subscriptions/${id}`, { action: 'mgr..x' }, OTHER)).status, 400);
+  const ordered = await call('PATCH', `/v1/subscriptions/${id}`, { ordered: true }, OTHER);
+  assert.equal(ordered.status, 400);
+  assert.match(ordered.body.error.message, /creation only.*single active consumer/);
+  assert.equal((await call('PATCH', `/v1/subscriptions/${id}`, { ordered: false }, OTHER)).status, 200);
+  assert.equal((await call('GET', `/v1/subscriptions/${id}`, undefined, 'admin')).body.action, 'mgr.done');
+
+  // A pattern over the namespace: mgr.x.y and mgr.done arrive; mgr.secret (restricted to mgr) never.
+  const moved = await call('PATCH', `/v1/subscriptions/${id}`, { action: 'mgr.#' }, OTHER);
+  assert.equal(moved.status, 200, JSON.stringify(moved.body));
+  assert.equal(moved.body.action, 'mgr.#');
+  const secret = await publish('mgr.secret');
+  const xy = await publish('mgr.x.y');
+  const done = await publish('mgr.done');
+  await eventually(() => got(xy) && got(done), 30_000);
+  // Then a narrower one: mgr.x.* only; the old binding is gone.
+  const narrowed = await call('PATCH', `/v1/subscriptions/${id}`, { action: 'mgr.x.*' }, 'admin');
+  assert.equal(narrowed.status, 200, JSON.stringify(narrowed.body));
+  const notAnyMore = await publish('mgr.done');
+  const xy2 = await publish('mgr.x.y');
+  await eventually(() => got(xy2), 30_000);
+  await eventually(() => rx.at('/steady').some((x) => x.headers['webhook-id'] === notAnyMore), 30_000);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(!got(notAnyMore), 'mgr.done no longer reaches mgr.x.*');
+  assert.ok(!got(secret), 'a restricted action never reaches an application it leaves out');
+});

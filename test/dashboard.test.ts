@@ -686,9 +686,14 @@ test('manage: applications, actions with the schema editor and a diff, subscript
   await subsView.getByTestId('msub-hooks').getByTestId('edit-subscription').click();
   const se = subsView.getByTestId('subscription-editor');
   await se.locator('input[name=max_attempts]').fill('3');
+  // The pattern narrowed (the queue rebound); ordered is shown, not editable.
+  assert.equal(await se.locator('input[name=action]').inputValue(), 'crm.#');
+  assert.ok(await se.getByTestId('ordered-readonly').isDisabled());
+  await se.locator('input[name=action]').fill('crm.contact.*');
   await se.getByRole('button', { name: 'save' }).click();
   await se.getByTestId('form-result').waitFor();
-  assert.equal((await call('GET', '/v1/subscriptions/crm%2Fhooks', undefined, 'admin')).body.max_attempts, 3);
+  const edited = (await call('GET', '/v1/subscriptions/crm%2Fhooks', undefined, 'admin')).body;
+  assert.deepEqual([edited.max_attempts, edited.action, edited.ordered], [3, 'crm.contact.*', true]);
 
   // A test event built from the schema reaches it.
   const te = editor.getByTestId('test-event');

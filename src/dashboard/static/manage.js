@@ -1,6 +1,7 @@
 // Manage: applications (create, edit the address, rotate the secret, delete), actions (register with
 // a schema, new versions through an editor with the compatibility check's answer, a diff between
-// versions, a test event built from the schema) and subscriptions (create, edit, delete).
+// versions, a test event built from the schema, delete) and subscriptions (create, edit with the
+// pattern, delete).
 import { useState } from 'preact/hooks';
 import { Action, api, Empty, enc, Failure, html, Id, Table, useApi, when } from './lib.js';
 import { ShownOnce } from './health.js';
@@ -501,11 +502,21 @@ function Subscriptions({ apps }) {
                       const body = settings(f);
                       // The handler is shown with its credentials redacted: sent only when changed.
                       if (s.transport !== 'http' || body.handler === s.handler) delete body.handler;
+                      // A new pattern rebinds the queue (the new binding first, then the old one goes).
+                      if (f.action && f.action !== s.action) body.action = f.action;
                       await api('PATCH', `/v1/subscriptions/${s.id}`, body);
                       reload();
                       return 'saved';
                     }}
                   >
+                    <label
+                      >action or pattern
+                      <input name="action" required defaultValue=${s.action} placeholder="order.* or order.#"
+                    /></label>
+                    <label class="check"
+                      ><input type="checkbox" checked=${s.ordered} disabled data-testid="ordered-readonly" /> ordered
+                      <span class="muted">(set at creation only: a queue argument RabbitMQ cannot change)</span></label
+                    >
                     <${SettingsFields} s=${s} />
                   <//>
                 </td>

@@ -105,6 +105,8 @@ const POLICY: Record<string, Policy> = {
   'POST /v1/subscriptions/{id}/replay': 'owner',
   'GET /v1/subscriptions/{id}/dead-letters': 'owner',
   'POST /v1/subscriptions/{id}/dead-letters/resurrect': 'owner',
+  'DELETE /v1/actions/{name}': 'owner',
+  'POST /v1/actions/{name}/schema/check': 'owner',
   'GET /v1/deliveries': 'any',
   'GET /v1/deliveries/{event}/{subscription}/attempts': 'owner',
   'POST /v1/deliveries/{event}/{subscription}/retry': 'owner',
@@ -140,6 +142,7 @@ function bodyFor(route: string, kind: Kind): unknown {
     case 'POST /v1/actions':
       return { action: `${who}.m${kind}`, application: who, schemata: {} };
     case 'PUT /v1/actions/{name}/schema':
+    case 'POST /v1/actions/{name}/schema/check':
       return { schemata: {} };
     case 'POST /v1/events':
       return { action, payload: {} };

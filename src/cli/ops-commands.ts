@@ -167,14 +167,10 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
             return;
           }
           if (m.type === 'hello') {
-            // From here on nothing published is missed.
-            if (!o.json)
-              process.stderr.write(
-                styleText(
-                  'dim',
-                  `monitoring ${patterns.length ? patterns.join(', ') : 'everything'} (Ctrl-C to stop)\n`,
-                ),
-              );
+            // From here on nothing published is missed (said on stderr, so --json's stdout stays JSON).
+            process.stderr.write(
+              styleText('dim', `monitoring ${patterns.length ? patterns.join(', ') : 'everything'} (Ctrl-C to stop)\n`),
+            );
             return;
           }
           if (save) saveMessage(save, ++saved, m);

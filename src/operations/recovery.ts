@@ -40,6 +40,15 @@ export interface RecoveryDeps {
   mayReceive(application: string, action: string): Promise<boolean>;
 }
 
+/** What a dead letter carries of its previous life; a resurrected copy drops them all. */
+const DEATH_HEADERS = new Set<string>([
+  HEADER.reason,
+  HEADER.firstAttemptAt,
+  HEADER.deadAt,
+  HEADER.lastStatus,
+  HEADER.lastError,
+]);
+
 export interface DeadLetterView {
   event: string | null;
   action: string | null;
@@ -166,15 +175,7 @@ export async function resurrect(
       }
       n++;
       // Resurrected: a first attempt again, without the traces of its previous life.
-      const props = copyProperties(
-        m,
-        { [HEADER.attempt]: 1 },
-        (k) =>
-          k === HEADER.reason ||
-          k === HEADER.firstAttemptAt ||
-          k === 'x-amebo-dead-at' ||
-          k.startsWith('x-amebo-last-'),
-      );
+      const props = copyProperties(m, { [HEADER.attempt]: 1 }, (k) => DEATH_HEADERS.has(k));
       const p = m.properties;
       const id = (p.messageId as string | undefined) ?? null;
       if (id) events.push(id);
@@ -217,7 +218,7 @@ async function markPending(
 function message(r: ReplayRow, attempt: number) {
   const input = fromStoredRow(r);
   const props = eventProperties(input);
-  props.headers = { ...props.headers, [HEADER.attempt]: attempt, 'x-amebo-replay': true };
+  props.headers = { ...props.headers, [HEADER.attempt]: attempt, [HEADER.replay]: true };
   return { body: eventBody(input), props };
 }
 

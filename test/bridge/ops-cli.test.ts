@@ -18,9 +18,9 @@ const subs: Record<string, string> = {};
 const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
   http(srv.url, env, m, p, body, auth);
 
-function amebo(args: string[], extra: Record<string, string> = {}) {
-  const p = runCli(args, { AMEBO_URL: srv.url, AMEBO_ADMIN_TOKEN: env.adminToken, NO_COLOR: '1', ...extra });
-  return { done: p.done.then((code) => ({ code, out: p.out(), err: p.err() })), out: p.out };
+function amebo(args: string[], extra: Record<string, string> = {}, timeoutMs = 30_000) {
+  const p = runCli(args, { AMEBO_URL: srv.url, AMEBO_ADMIN_TOKEN: env.adminToken, NO_COLOR: '1', ...extra }, timeoutMs);
+  return { done: p.done.then((code) => ({ code, out: p.out(), err: p.err() })), out: p.out, err: p.err };
 }
 const run = (args: string[], extra: Record<string, string> = {}) => amebo(args, extra).done;
 
@@ -96,8 +96,10 @@ test('replay re-delivers a time range to one subscription', async () => {
 });
 
 test('monitor tails events and deliveries matching its pattern, and stops at --count', async () => {
-  const mon = amebo(['monitor', 'ops.*', '--json', '--count', '2']);
-  // Publish until the monitor has connected and seen its two messages.
+  const mon = amebo(['monitor', 'ops.*', '--json', '--count', '2'], {}, 120_000);
+  // The monitor says on stderr when it is subscribed (a CLI start takes seconds on a loaded machine).
+  await eventually(() => mon.err().includes('monitoring ops.*'), 90_000);
+  // Then publish until it has seen its two messages.
   const seen = eventually(
     async () => {
       await call('POST', '/v1/events', { action: 'ops.done', payload: { monitored: true } }, APP);

@@ -97,9 +97,10 @@ test('status changes are announced: up, then down on goodbye; silence goes stale
 test('a long, CPU-yielding handler does not make its service drop out of listServices', async (t) => {
   const domain = uniqueDomain();
   const api = {
-    // 1.5 s of work in 10 ms slices: slow, but it lets the event loop run between slices.
+    // 4 s of work in 10 ms slices: slow, but it lets the event loop run between slices. (Done in one
+    // block, the same work would silence the keep-alives: stale at 0.8 s, down at 2.4 s.)
     crunch: async () => {
-      const until = Date.now() + 1500;
+      const until = Date.now() + 4000;
       let n = 0;
       while (Date.now() < until) {
         const slice = Date.now() + 10;
@@ -111,13 +112,14 @@ test('a long, CPU-yielding handler does not make its service drop out of listSer
   };
   const svc = await open(t, { domain, type: 'busy', id: 'b1', keepAliveMs: 200 });
   await svc.rpcRegister(api);
-  // stale after 300 ms of silence: more than one missed keep-alive would show
+  // Stale after 800 ms of silence (four missed keep-alives: a loaded 2-core machine delays one
+  // now and then by a few hundred ms), down after 2.4 s; the handler runs for 4 s.
   const lister = await open(t, {
     domain,
     type: 'lister',
     id: 'l1',
     keepAliveMs: 0,
-    serviceTtlMs: 900,
+    serviceTtlMs: 2400,
     keepAliveListen: true,
   });
   const flaps: ServiceChange[] = [];
@@ -128,7 +130,7 @@ test('a long, CPU-yielding handler does not make its service drop out of listSer
     'service up',
   );
 
-  const call = (await lister.rpcProxy<typeof api>(domain, 'b1', 'busy', { timeoutMs: 5000 })).crunch();
+  const call = (await lister.rpcProxy<typeof api>(domain, 'b1', 'busy', { timeoutMs: 15_000 })).crunch();
   const statuses = new Set<string>();
   let done = false;
   void call.finally(() => (done = true));

@@ -243,6 +243,18 @@ const ROWS: Row[] = [
   },
   { name: 'resurrect: good', args: () => ['resurrect', subscription], exit: 0, out: /resurrected 0/ },
   {
+    name: 'resurrect: --since a duration ago',
+    args: () => ['resurrect', subscription, '--since', '2h'],
+    exit: 0,
+    out: /resurrected 0 \(died since \d{4}-.*; 0 older left\)/,
+  },
+  {
+    name: 'resurrect: malformed --since',
+    args: () => ['resurrect', subscription, '--since', 'last tuesday'],
+    exit: 2,
+    err: /--since: invalid duration/,
+  },
+  {
     name: 'resurrect: bad --count',
     args: () => ['resurrect', subscription, '--count', 'all'],
     exit: 2,

@@ -380,19 +380,28 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
     .command('resurrect <subscription>')
     .description('move dead letters back to the subscription queue, attempts reset (confirmed before removed)')
     .option('--count <n>', 'at most n (default: all, up to 100,000)')
+    .option(
+      '--since <time>',
+      'only letters that died at or after it: RFC 3339, or how long ago (30m, 2h); the older stay, in order',
+    )
     .option('--json', 'print JSON')
     .action(
       action(async (sub: string, o: Flags) => {
         const limit = positiveInt(o.count, '--count') ?? 100_000;
+        const since = o.since === undefined ? undefined : sinceTime(String(o.since));
         const r = await admin(
           deps,
           'POST',
           `/v1/subscriptions/${encodeURIComponent(sub)}/dead-letters/resurrect`,
-          { limit },
+          { limit, ...(since ? { since } : {}) },
           120_000,
         );
         if (o.json) out(JSON.stringify(r));
-        else out(`${styleText('green', 'resurrected')} ${r.resurrected}`);
+        else
+          out(
+            `${styleText('green', 'resurrected')} ${r.resurrected}` +
+              (since ? ` (died since ${since}; ${r.older ?? 0} older left)` : ''),
+          );
       }),
     );
 
@@ -418,4 +427,15 @@ export function registerOpsCommands(program: Command, deps: OpsDeps): void {
         else out(`${styleText('green', 'replaying')} ${r.count} event(s) from ${r.from} to ${r.to}`);
       }),
     );
+}
+
+/** `--since`: an RFC 3339 time, or a duration ago (`30m`, `2h`), as an ISO time. */
+function sinceTime(v: string): string {
+  if (/^\d{4}-\d{2}-\d{2}/.test(v)) {
+    const t = Date.parse(v);
+    if (Number.isNaN(t))
+      throw usage(`--since must be an RFC 3339 time or a duration (30m, 2h), not ${JSON.stringify(v)}`);
+    return new Date(t).toISOString();
+  }
+  return new Date(Date.now() - parseDuration(v, '--since')).toISOString();
 }

@@ -65,6 +65,20 @@ const createdApp = {
   required: ['application', 'address', 'rpc_grants', 'created_at', 'updated_at', 'secret'],
 } as const;
 
+/** A new schema version (saved or only checked) and the compatibility mode it is held to. */
+const COMPATIBILITY_QUERY = {
+  type: 'object',
+  properties: { compatibility: { enum: ['BACKWARD', 'FORWARD', 'FULL', 'NONE'] } },
+} as const;
+const SCHEMA_BODY = {
+  type: 'object',
+  properties: {
+    schemata: { type: ['object', 'string', 'boolean'] },
+    secret: { type: 'string', maxLength: 512 },
+  },
+  required: ['schemata'],
+} as const;
+
 /** The application a body names: `application`, or seed 000's `microservice` (the schema requires one). */
 function namedApplication(b: { application?: string; microservice?: string }): string {
   const name = b.application ?? b.microservice;
@@ -325,18 +339,8 @@ export async function registryRoutes(scope: FastifyInstance, ctx: ApiContext): P
         tags: ['actions'],
         summary: 'Add a schema version (checked for compatibility, default BACKWARD)',
         params: NAME_PARAM,
-        querystring: {
-          type: 'object',
-          properties: { compatibility: { enum: ['BACKWARD', 'FORWARD', 'FULL', 'NONE'] } },
-        },
-        body: {
-          type: 'object',
-          properties: {
-            schemata: { type: ['object', 'string', 'boolean'] },
-            secret: { type: 'string', maxLength: 512 },
-          },
-          required: ['schemata'],
-        },
+        querystring: COMPATIBILITY_QUERY,
+        body: SCHEMA_BODY,
         response: replies({ 200: { $ref: 'Action#' } }),
       },
     },
@@ -352,18 +356,8 @@ export async function registryRoutes(scope: FastifyInstance, ctx: ApiContext): P
         summary:
           'Dry run of PUT /v1/actions/:name/schema: the same compatibility check, nothing stored. 200 with compatible true and the version a save would create, or compatible false with each violation (422 when not a valid JSON Schema)',
         params: NAME_PARAM,
-        querystring: {
-          type: 'object',
-          properties: { compatibility: { enum: ['BACKWARD', 'FORWARD', 'FULL', 'NONE'] } },
-        },
-        body: {
-          type: 'object',
-          properties: {
-            schemata: { type: ['object', 'string', 'boolean'] },
-            secret: { type: 'string', maxLength: 512 },
-          },
-          required: ['schemata'],
-        },
+        querystring: COMPATIBILITY_QUERY,
+        body: SCHEMA_BODY,
         response: replies({
           200: record(
             {

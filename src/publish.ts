@@ -8,6 +8,9 @@ import { uuidv7 } from './ids.js';
 import { metrics } from './metrics.js';
 import type { BacklogSource, Relay } from './relay.js';
 
+/** How often confirmed events are marked (one DELETE for all confirmed since the last). */
+const MARK_EVERY_MS = 25;
+
 export interface PublishRequest {
   action: string;
   application: string;
@@ -219,6 +222,11 @@ export class PublishPipeline implements BacklogSource {
       }
     }
     const now = Date.now();
+    // One bound on the confirm wait for the whole batch (not a timer per event).
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<false>((r) => {
+      timer = setTimeout(() => r(false), this.o.confirmWaitMs);
+    });
     await Promise.all(
       batch.map(async (p) => {
         if (!inserted.has(p.ev.id)) {
@@ -246,13 +254,14 @@ export class PublishPipeline implements BacklogSource {
           p.resolve({ ...base, published: false, deliver_at: p.ev.deliverAt.toISOString() });
           return;
         }
-        p.resolve({ ...base, published: viaOutbox ? false : await this.publishOne(p) });
+        p.resolve({ ...base, published: viaOutbox ? false : await this.publishOne(p, deadline) });
       }),
     );
+    clearTimeout(timer);
   }
 
   /** Publishes with a confirm; true when confirmed within the wait. A late confirm still marks it. */
-  private async publishOne(p: Pending): Promise<boolean> {
+  private async publishOne(p: Pending, deadline: Promise<false>): Promise<boolean> {
     const msg: EventMessageInput = {
       id: p.ev.id,
       action: p.ev.action,
@@ -286,12 +295,7 @@ export class PublishPipeline implements BacklogSource {
         );
         return false;
       });
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<boolean>((r) => {
-      timer = setTimeout(() => r(false), this.o.confirmWaitMs);
-    });
-    const ok = await Promise.race([confirmed, timeout]);
-    clearTimeout(timer);
+    const ok = await Promise.race([confirmed, deadline]);
     if (!ok) this.enterBacklog(`no confirm within ${this.o.confirmWaitMs} ms`);
     return ok;
   }
@@ -303,9 +307,10 @@ export class PublishPipeline implements BacklogSource {
   }
 
   private async flushMarks(): Promise<void> {
-    // Coalesce marks for a few ms: one UPDATE per burst instead of one per group commit.
-    await new Promise((r) => setTimeout(r, 10));
+    // Coalesce marks: one DELETE per MARK_EVERY_MS instead of one per group commit. The relay takes
+    // rows only after its grace (seconds), so a mark this late still saves the duplicate.
     while (this.marks.length) {
+      if (!this.closed) await new Promise((r) => setTimeout(r, MARK_EVERY_MS));
       const ids = this.marks.splice(0, 5000);
       try {
         await markPublished(this.o.pool, ids);

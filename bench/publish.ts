@@ -18,7 +18,7 @@ import autocannon from 'autocannon';
 import pg from 'pg';
 import { AMQP_URL } from '../test/helpers/harness.js';
 import { startAmeboChild } from './amebo-child.js';
-import { closeAdmin, meter, PG_ADMIN_URL, PROBE_APP, background, type CpuRow } from './cpu.js';
+import { closeAdmin, meter, PG_ADMIN_URL, PROBE_APP, background, type CpuRow, type CpuUse } from './cpu.js';
 import { APP_AUTH, orderPayload, setupOrders } from './payload.js';
 import type { Section } from './run.js';
 
@@ -108,6 +108,81 @@ async function rawPublish(queue: string, body: Buffer, seconds: number, window =
   }
 }
 
+/**
+ * Raw pg: what the store costs PostgreSQL with nothing of Amebo around it. The same statements the
+ * publish path runs (a group commit of events + outbox rows as one JSON text, then one asynchronous
+ * DELETE of their outbox rows, as after the broker confirm), on copies of its tables with the same
+ * indexes, in batches of `batch` events, `flushes` commits in flight, for `seconds`.
+ */
+async function rawStore(
+  db: string,
+  body: string,
+  batch: number,
+  seconds: number,
+  flushes = 4,
+): Promise<{ events: number; wallMs: number; cpu: CpuUse }> {
+  const pool = new pg.Pool({ connectionString: `${PG_ADMIN_URL.replace(/\/[^/]*$/, '')}/${db}`, max: flushes });
+  try {
+    await pool.query(
+      `CREATE TABLE raw_events (LIKE events INCLUDING ALL); CREATE TABLE raw_outbox (LIKE outbox INCLUDING ALL)`,
+    );
+    const payload = JSON.stringify((JSON.parse(body) as { payload: unknown }).payload);
+    const owner = '00000000-0000-4000-8000-000000000000';
+    let seq = 0;
+    let done = 0;
+    let end = 0;
+    const worker = async (): Promise<void> => {
+      while (performance.now() < end) {
+        const now = new Date().toISOString();
+        const ids: string[] = [];
+        let json = '[';
+        for (let i = 0; i < batch; i++) {
+          const id = `00000000-0000-4000-8000-${(seq++).toString(16).padStart(12, '0')}`;
+          ids.push(id);
+          json += `${i ? ',' : ''}{"id":"${id}","action":"order.placed","application":"bench","schema_version":1,"payload":${JSON.stringify(payload)},"deduper":null,"conversation_id":"${id}","deliver_at":null,"created_at":"${now}"}`;
+        }
+        await pool.query({
+          name: 'raw_insert',
+          text: `WITH ins AS (
+             INSERT INTO raw_events (id, action, application, schema_version, payload, deduper, conversation_id, deliver_at, created_at)
+             SELECT id, action, application, schema_version, payload::json, deduper, conversation_id, deliver_at, created_at
+             FROM json_to_recordset($1::json) AS x(id uuid, action text, application text, schema_version int, payload text,
+                                                   deduper text, conversation_id text, deliver_at timestamptz, created_at timestamptz)
+             RETURNING id, deliver_at, created_at)
+           INSERT INTO raw_outbox (id, due_at, deferred, owner) SELECT id, created_at, false, $2::uuid FROM ins RETURNING id`,
+          values: [json + ']', owner],
+        });
+        await pool.query({
+          name: 'raw_mark',
+          text: `WITH a AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
+                 DELETE FROM raw_outbox USING a WHERE id = ANY(string_to_array($1, ',')::uuid[])`,
+          values: [ids.join(',')],
+        });
+        done += batch;
+      }
+    };
+    // Every connection open before the meter starts, and the meter stopped before they close:
+    // the backends are counted only while they live.
+    await Promise.all(Array.from({ length: flushes }, () => pool.query('SELECT 1')));
+    const m = await meter({ node: [], self: true, db });
+    const t0 = performance.now();
+    end = t0 + seconds * 1000;
+    await Promise.all(Array.from({ length: flushes }, worker));
+    const wallMs = performance.now() - t0;
+    return { events: done, wallMs, cpu: await m.stop() };
+  } finally {
+    await pool.query('DROP TABLE IF EXISTS raw_events, raw_outbox').catch(() => undefined);
+    await pool.end();
+  }
+}
+
+/** Amebo's group-commit size histogram so far (sum and count), from its /metrics. */
+async function commitSizes(url: string): Promise<{ sum: number; count: number }> {
+  const t = await (await fetch(`${url}/metrics`)).text();
+  const v = (k: string) => Number(new RegExp(`^amebo_group_commit_size_${k} ([\\d.e+]+)`, 'm').exec(t)?.[1] ?? 0);
+  return { sum: v('sum'), count: v('count') };
+}
+
 export async function run(): Promise<Section> {
   const bare = await spawnBare();
   const amebo = await startAmeboChild({ roles: 'api,relay', env: { AMEBO_DB_POOL: '8' } });
@@ -139,6 +214,7 @@ export async function run(): Promise<Section> {
     const bCpu = await m.stop();
 
     let bg = await background(1500);
+    const sizes0 = await commitSizes(amebo.url);
     m = await meter({ node: [amebo.pid], db: amebo.db, background: bg });
     t0 = performance.now();
     const a = await load(ameboUrl, body, auth, { connections: CONNECTIONS, seconds: DURATION });
@@ -159,6 +235,12 @@ export async function run(): Promise<Section> {
       { stage: 'bare fastify POST + schema validation', events: b['2xx'], wallMs: bWall, baseline: true, cpu: bCpu },
     );
 
+    // Raw pg: the store's statements alone, in batches of the size Amebo's group commit reached.
+    const sizes = await commitSizes(amebo.url);
+    const batch = Math.max(1, Math.round((sizes.sum - sizes0.sum) / Math.max(1, sizes.count - sizes0.count)));
+    const stored = await rawStore(amebo.db, body, batch, DURATION);
+    cpu.push({ stage: `raw pg group commit + mark (batches of ${batch})`, baseline: true, ...stored });
+
     // Raw amqplib publish with confirms, same body, to a quorum queue.
     bg = await background(1500);
     m = await meter({ node: [], self: true, background: bg });
@@ -172,6 +254,20 @@ export async function run(): Promise<Section> {
       baseline: true,
       cpu: await m.stop(),
     });
+
+    // The floor: the same work done bare, each part by itself (HTTP + validation, store, broker).
+    const per = (r: CpuRow, k: 'node' | 'pg' | 'rmq') => r.cpu[k] / Math.max(1, r.events);
+    const [bareRow, pgRow, mqRow] = [cpu[1]!, cpu[2]!, cpu[3]!];
+    const floor = {
+      node: per(bareRow, 'node') + per(pgRow, 'node') + per(mqRow, 'node'),
+      pg: per(pgRow, 'pg'),
+      rmq: per(mqRow, 'rmq'),
+    };
+    notes.push(
+      `floor (bare fastify + raw pg + raw amqplib, CPU µs per event): node ${floor.node.toFixed(0)}, pg ${floor.pg.toFixed(0)}, ` +
+        `rmq ${floor.rmq.toFixed(0)}, total ${(floor.node + floor.pg + floor.rmq).toFixed(0)}; Amebo ` +
+        `${((cpu[0]!.cpu.node + cpu[0]!.cpu.pg + cpu[0]!.cpu.rmq) / Math.max(1, cpu[0]!.events)).toFixed(0)}`,
+    );
 
     // Fixed rate: 1,000 events/s.
     bg = await background(1500);

@@ -27,7 +27,8 @@ async function childAmebo(): Promise<void> {
   const { startAmebo } = await import('../src/app.js');
   const { startBridge } = await import('../bridge/index.js');
   const { deliveryPlugin } = await import('../src/plugins.js');
-  const cfg = loadConfig({ ...JSON.parse(process.env.BENCH_OVERRIDES!), roles: 'api,bridge,relay' }, {});
+  const roles = process.env.BENCH_ROLES ?? 'api,bridge,relay';
+  const cfg = loadConfig({ ...JSON.parse(process.env.BENCH_OVERRIDES!), roles }, {});
   const amebo = await startAmebo(cfg, createLogger(cfg.logLevel), {
     parts: [startBridge],
     plugins: [deliveryPlugin],
@@ -46,7 +47,7 @@ async function childAmebo(): Promise<void> {
       h.reset();
     }, 2000).unref();
   }
-  const addr = amebo.api!.server.address();
+  const addr = amebo.api?.server.address();
   process.stdout.write(`READY ${typeof addr === 'object' && addr ? addr.port : 0}\n`);
   process.on('SIGTERM', () => void amebo.close().then(() => process.exit(0)));
 }
@@ -208,7 +209,12 @@ const summary = (xs: number[], ms: number): Lat => ({ p50: pct(xs, 50), p99: pct
 /** Best round: the machine is shared, so the quietest round is the closest to the code's cost. */
 const best = (xs: Lat[]): Lat => xs.reduce((a, b) => (b.p99 < a.p99 ? b : a));
 
-export async function run(): Promise<Section> {
+export interface BridgeOptions {
+  /** POST /v1/events capacity measured by the publish section of the same run (events/s). */
+  publishCapacity?: number;
+}
+
+export async function run(opts: BridgeOptions = {}): Promise<Section> {
   const { testEnv, destroy, AMQP_URL } = await import('../test/helpers/harness.js');
   const { eventBody, eventProperties } = await import('../src/broker/message.js');
   const { uuidv7 } = await import('../src/ids.js');
@@ -246,7 +252,7 @@ export async function run(): Promise<Section> {
     // Amebo (api, bridge, relay) and the bare loop, each in its own process, both up for the whole run.
     const a = await spawnChild('amebo', { BENCH_OVERRIDES: JSON.stringify(env.overrides) });
     children.push(a.child);
-    const api = new Pool(`http://127.0.0.1:${a.port}`, { connections: 32, keepAliveTimeout: 30_000 });
+    let api = new Pool(`http://127.0.0.1:${a.port}`, { connections: 32, keepAliveTimeout: 30_000 });
     const admin = { authorization: `Bearer ${env.adminToken}`, 'content-type': 'application/json' };
     const post = async (path: string, body: unknown, headers: Record<string, string> = admin) => {
       const r = await api.request({ method: 'POST', path, headers, body: JSON.stringify(body) });
@@ -396,6 +402,44 @@ export async function run(): Promise<Section> {
       rates.amebo.push(await drainAmebo());
       rates.bare.push(await drainBare());
     }
+
+    // Half of the publish capacity the publish section measured (issue 14's latency target), in
+    // the one process, then the same path with api+relay and bridge as two processes.
+    const half = Math.round((opts.publishCapacity ?? Number(process.env.BENCH_PUBLISH_CAPACITY ?? 0)) / 2);
+    const viaPostAt = async (rate: number, pids: number[]) => {
+      const lat: number[] = [];
+      const [l, c] = await metered(pids, true, () =>
+        measure('/amebo-lat', rate, async (t) => {
+          await post('/v1/events', { action: 'bench.tick', payload: { t, sku: 'sku-123', qty: 2 } }, appAuth);
+          lat.push(performance.now() - t);
+        }),
+      );
+      return { l, c, post: { p50: pct(lat, 50), p99: pct(lat, 99) } };
+    };
+    const paths: { stage: string; rate: number; r: Awaited<ReturnType<typeof viaPostAt>> }[] = [];
+    if (half > 0)
+      paths.push({
+        stage: `publish → webhook: POST, ½ capacity`,
+        rate: half,
+        r: await viaPostAt(half, [a.child.pid!]),
+      });
+    await api.close();
+    await stop(a.child);
+    const front = await spawnChild('amebo', {
+      BENCH_OVERRIDES: JSON.stringify(env.overrides),
+      BENCH_ROLES: 'api,relay',
+    });
+    children.push(front.child);
+    const back = await spawnChild('amebo', { BENCH_OVERRIDES: JSON.stringify(env.overrides), BENCH_ROLES: 'bridge' });
+    children.push(back.child);
+    api = new Pool(`http://127.0.0.1:${front.port}`, { connections: 32, keepAliveTimeout: 30_000 });
+    await viaPostAt(300, [front.child.pid!, back.child.pid!]); // warm-up of the new processes
+    for (const rate of half > 0 ? [RATE, half] : [RATE])
+      paths.push({
+        stage: `  same, api+relay | bridge, ${rate === RATE ? `${RATE} ev/s` : '½ capacity'}`,
+        rate,
+        r: await viaPostAt(rate, [front.child.pid!, back.child.pid!]),
+      });
     await api.close();
 
     const la = best(amebo);
@@ -445,7 +489,17 @@ export async function run(): Promise<Section> {
         wallMs: lp.ms,
         cpu: cpuOf.viaPost,
       },
+      ...paths.map((x) => ({
+        stage: `${x.stage}${x.rate === RATE ? '' : ` (${x.rate}/s)`}`,
+        events: x.r.l.n,
+        wallMs: x.r.l.ms,
+        cpu: x.r.c,
+      })),
     ];
+    for (const x of paths)
+      notes.push(
+        `${x.stage.trim()} at ${x.rate} ev/s: webhook received p50 ${x.r.l.p50.toFixed(1)} / p99 ${x.r.l.p99.toFixed(1)} ms; the POST alone p50 ${x.r.post.p50.toFixed(1)} / p99 ${x.r.post.p99.toFixed(1)} ms`,
+      );
     notes.push(
       'CPU: the amebo rows read the child running api+bridge+relay and its PostgreSQL backends; in the POST → row it publishes and delivers each event; bench = this process, which publishes to the broker (broker → rows, drains beforehand) and receives the webhooks',
     );
@@ -457,6 +511,12 @@ export async function run(): Promise<Section> {
         { metric: `p99 latency at ${RATE} ev/s (broker →)`, amebo: la.p99, baseline: lb.p99, unit: 'ms' },
         { metric: `p50 latency at ${RATE} ev/s (POST →)`, amebo: lp.p50, baseline: lb.p50, unit: 'ms' },
         { metric: `p99 latency at ${RATE} ev/s (POST →)`, amebo: lp.p99, baseline: lb.p99, unit: 'ms' },
+        ...paths.map((x) => ({
+          metric: `p99 at ${x.rate} ev/s (POST →${x.stage.includes('|') ? ', 2 processes' : ''})`,
+          amebo: x.r.l.p99,
+          baseline: lb.p99,
+          unit: 'ms',
+        })),
         {
           metric: 'max delivery rate',
           amebo: Math.max(...rates.amebo),

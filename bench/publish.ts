@@ -304,6 +304,7 @@ export async function run(): Promise<Section> {
       `${total} events stored; Amebo's CPU window closes when its outbox is empty (every accepted event confirmed and marked)`,
     );
     return {
+      capacity: a['2xx'] / (aWall / 1000),
       title: 'Publish path: POST /v1/events vs bare fastify JSON POST (same body, validated)',
       rows: [
         {

@@ -17,6 +17,8 @@ export interface Section {
   title: string;
   rows: Row[];
   notes: string[];
+  /** The publish section: POST /v1/events events/s at 32 connections (the bridge section runs at half of it). */
+  capacity?: number;
   /** CPU per event by process, stage by stage (see cpu.ts). */
   cpu?: CpuRow[];
 }
@@ -60,7 +62,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const sections: Section[] = [];
   for (const name of ['publish', 'bridge', 'rpc']) {
     if (only.length && !only.includes(name)) continue;
-    let mod: { run: () => Promise<Section> };
+    let mod: { run: (o?: { publishCapacity?: number }) => Promise<Section> };
     try {
       mod = (await import(`./${name}.js`)) as typeof mod;
     } catch (err) {
@@ -69,7 +71,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     }
     process.stderr.write(`running ${name} benchmark...\n`);
     const t = performance.now();
-    sections.push(await mod.run());
+    // The bridge section measures latency at half of the publish capacity measured just before.
+    const capacity = sections.find((x) => x.capacity)?.capacity;
+    sections.push(await mod.run({ publishCapacity: capacity }));
     process.stderr.write(`${name}: ${((performance.now() - t) / 1000).toFixed(0)} s\n`);
   }
   print(sections);

@@ -39,6 +39,7 @@ const fabricRoutes: NonNullable<ApiContext['plugins']>[number] = async (app, ctx
   const { servicesRoutes } = await import('./fabric/presence.js');
   const { rpcGatewayRoutes } = await import('./fabric/gateway.js');
   const { FabricConnector } = await import('./fabric/connector.js');
+  const { metricsObserver } = await import('./broker/connection.js');
   const presence = await newPresence(ctx.cfg, ctx.redis, ctx.log);
   // The gateway's own identity on the bus: it calls, it does not serve or announce itself.
   const fabric = new FabricConnector({
@@ -50,6 +51,8 @@ const fabricRoutes: NonNullable<ApiContext['plugins']>[number] = async (app, ctx
       .slice(0, 40)}-${process.pid}`,
     keepAliveMs: 0,
     discoveryExchange: ctx.cfg.discoveryExchange,
+    // Its connection and channels show in /metrics like the core's.
+    observer: metricsObserver('fabric gateway'),
   });
   await fabric.open({ timeoutMs: 10_000 });
   app.addHook('onClose', async () => fabric.close());
@@ -81,6 +84,7 @@ export async function extraParts(cfg: Config): Promise<PartStarter[]> {
 /** The fleet listing over this deployment's Redis (read by the API; kept by the presence role). */
 async function newPresence(cfg: Config, redis: Redis, logger: Logger) {
   const { Presence } = await import('./fabric/presence.js');
+  const { metricsObserver } = await import('./broker/connection.js');
   return new Presence({
     amqpUrl: cfg.amqpUrl,
     redis,
@@ -88,6 +92,8 @@ async function newPresence(cfg: Config, redis: Redis, logger: Logger) {
     discoveryExchange: cfg.discoveryExchange,
     ttlSeconds: cfg.serviceTtlSeconds,
     logger,
+    // The presence role's listening connection shows in /metrics (the API's reader never connects).
+    observer: metricsObserver('presence'),
   });
 }
 

@@ -1,7 +1,7 @@
 import type { ChannelModel } from 'amqplib';
 import type { Logger } from '../log.js';
 import { metrics } from '../metrics.js';
-import { RecoveringConnection, redactUrl, type ChannelSpec, type ManagedChannel, type SetupHook } from './link.js';
+import { RecoveringConnection, redactUrl, type ConnectionObserver, type SetupHook } from './link.js';
 
 export { redactUrl, type SetupHook };
 
@@ -30,23 +30,10 @@ export class Broker extends RecoveringConnection {
       heartbeatSeconds: opts.heartbeat ?? 10,
       unreachable: (url, timeoutMs) => new BrokerUnreachableError(url, timeoutMs),
       unavailable: () => new BrokerUnavailableError(),
+      // Its state and its managed channels' show in /metrics.
+      observer: metricsObserver(opts.name ?? 'amebo'),
     });
     this.url = opts.url;
-    const connection = opts.name ?? 'amebo';
-    metrics.amqpConnected.set({ connection }, 0);
-    this.on('ready', () => metrics.amqpConnected.set({ connection }, 1));
-    this.on('disconnect', () => metrics.amqpConnected.set({ connection }, 0));
-    this.on('closed', () => metrics.amqpConnected.set({ connection }, 0));
-    this.on('reconnecting', (r: { node: string }) => metrics.amqpReconnects.inc({ connection, node: r.node }));
-  }
-
-  /** A managed channel whose state shows in `amebo_amqp_channels_ready{channel}`. */
-  override channel(spec: ChannelSpec): ManagedChannel {
-    const mc = super.channel(spec);
-    metrics.amqpChannelsReady.set({ channel: spec.name }, 0);
-    mc.on('ready', () => metrics.amqpChannelsReady.set({ channel: spec.name }, 1));
-    mc.on('lost', () => metrics.amqpChannelsReady.set({ channel: spec.name }, 0));
-    return mc;
   }
 
   /** Adds a setup hook; runs it now when connected (its failure is then the caller's), else on connect. */
@@ -62,6 +49,23 @@ export class Broker extends RecoveringConnection {
   current(): ChannelModel | null {
     return this.model;
   }
+}
+
+/**
+ * A connection's state in `/metrics`: `amebo_amqp_connected{connection}`,
+ * `amebo_amqp_connect_failures_total{connection,node}` and `amebo_amqp_channels_ready{channel}`.
+ * Every AMQP connection of an Amebo process uses one (the core's `Broker`, and the fabric gateway's
+ * and presence role's connections through their `observer` option).
+ */
+export function metricsObserver(connection: string): ConnectionObserver {
+  return {
+    connected: (up) => metrics.amqpConnected.set({ connection }, up ? 1 : 0),
+    failed: (node) => metrics.amqpReconnects.inc({ connection, node }),
+    channel: (name, state) =>
+      state === 'closed'
+        ? metrics.amqpChannelsReady.remove({ channel: name })
+        : metrics.amqpChannelsReady.set({ channel: name }, state === 'ready' ? 1 : 0),
+  };
 }
 
 export class BrokerUnavailableError extends Error {

@@ -42,6 +42,22 @@ export interface ConnectionOptions {
   unreachable?: (url: string, timeoutMs: number, lastFailure: string) => Error;
   /** The error thrown by operations that need a live connection while there is none. */
   unavailable?: (message: string) => Error;
+  /** Told of the connection's and its managed channels' state (Amebo's processes feed `/metrics` from it). */
+  observer?: ConnectionObserver;
+}
+
+/**
+ * What an observer of a connection is told (Amebo's `metricsObserver` in `src/broker/connection.ts`
+ * turns it into `amebo_amqp_connected`, `amebo_amqp_connect_failures_total` and
+ * `amebo_amqp_channels_ready`).
+ */
+export interface ConnectionObserver {
+  /** Connected and set up (true), or not (false: at start, after a loss, after `close()`). */
+  connected(up: boolean): void;
+  /** An attempt to connect to `node` (credentials redacted) failed. */
+  failed(node: string): void;
+  /** A managed channel of this connection is up, down (opened but not built yet, or being rebuilt), or closed for good. */
+  channel(name: string, state: 'ready' | 'down' | 'closed'): void;
 }
 
 interface HookEntry {
@@ -146,6 +162,14 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
     this.opts = opts;
     this.log = opts.logger;
     this.nodes = amqpNodes(opts.url, opts.heartbeatSeconds ?? 10);
+    const o = opts.observer;
+    if (o) {
+      o.connected(false);
+      this.on('ready', () => o.connected(true));
+      this.on('disconnect', () => o.connected(false));
+      this.on('closed', () => o.connected(false));
+      this.on('reconnecting', (r) => o.failed(r.node));
+    }
   }
 
   get connected(): boolean {
@@ -348,9 +372,17 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
     ).unref();
   }
 
-  /** A channel that rebuilds itself (see `ManagedChannel`). */
+  /** A channel that rebuilds itself (see `ManagedChannel`); its state goes to the observer, if any. */
   channel(spec: ChannelSpec): ManagedChannel {
-    return new ManagedChannel(this, spec);
+    const mc = new ManagedChannel(this, spec);
+    const o = this.opts.observer;
+    if (o) {
+      mc.on('open', () => o.channel(spec.name, 'down'));
+      mc.on('ready', () => o.channel(spec.name, 'ready'));
+      mc.on('lost', () => o.channel(spec.name, 'down'));
+      mc.on('closed', () => o.channel(spec.name, 'closed'));
+    }
+    return mc;
   }
 
   removeSetup(fn: SetupHook): void {
@@ -424,6 +456,8 @@ export interface ChannelSpec {
 
 /** What a `ManagedChannel` reports. */
 export interface ManagedChannelEvents {
+  /** `open()` was called: the channel is built now, or on the next connection. */
+  open: [];
   /**
    * A new channel is up and its spec's prefetch and setup ran on it (declarations bound,
    * consumers consuming): on each (re)connect, after a rebuild following `lost`, after `reset()`.
@@ -432,6 +466,8 @@ export interface ManagedChannelEvents {
   ready: [Channel];
   /** The live channel closed (channel error, consumer cancel + `reset()`, or the connection's loss); a rebuild follows unless closed. */
   lost: [];
+  /** `close()` was called: no more rebuilds. Emitted once. */
+  closed: [];
 }
 
 /**
@@ -484,6 +520,7 @@ export class ManagedChannel extends EventEmitter<ManagedChannelEvents> {
    * build is the caller's.
    */
   async open(opts: { wait?: boolean } = {}): Promise<void> {
+    this.emit('open');
     await this.conn.addSetup(this.hook, opts);
   }
 
@@ -525,6 +562,7 @@ export class ManagedChannel extends EventEmitter<ManagedChannelEvents> {
   }
 
   async close(): Promise<void> {
+    if (!this.closed) this.emit('closed');
     this.closed = true;
     this.conn.removeSetup(this.hook);
     const ch = this.ch;

@@ -22,7 +22,7 @@ import {
   type Subscription,
 } from './data.js';
 import { Directory, keepAliveHeaders, ownFacts, parseBeat, type ServiceChange, type ServiceInfo } from './discovery.js';
-import { Link, type ManagedChannel } from './link.js';
+import { Link, type ConnectionObserver, type ManagedChannel, type ReconnectAttempt } from './link.js';
 import {
   createLogSubscription,
   LogDestination,
@@ -134,6 +134,11 @@ export interface FabricConnectorOptions {
    * @default a silent pino logger
    */
   logger?: Logger;
+  /**
+   * Told of the connection's state (up, each failed attempt with its node) and of each of its
+   * channels' (up or being rebuilt): to feed metrics. Amebo's gateway uses it for `/metrics`.
+   */
+  observer?: ConnectionObserver;
 }
 
 /** Filter of {@link FabricConnector.listServices}; both parts match exactly. */
@@ -167,8 +172,20 @@ const NOT_METHODS = new Set([
 ]);
 
 export interface FabricConnectorEvents {
+  /** Connected, and every channel, consumer and declaration rebuilt: at open and after each recovery. */
   connect: [];
+  /** Emitted right after `connect` (the name the other recovering parts use). */
+  ready: [];
+  /** The connection was lost; recovery starts at once (the next node first when `amqpUrl` lists several). */
   disconnect: [Error];
+  /**
+   * A connection attempt failed: the node it tried (password redacted), the attempt number since
+   * the last connection, and the wait before the next (0: the next node is tried at once). Also
+   * logged at warn on the connector's `logger`.
+   */
+  reconnecting: [ReconnectAttempt];
+  /** The same failure as `reconnecting`, emitted only while someone listens (never unhandled). */
+  error: [Error];
   /** A listed service changed status (only while listening to keep-alives). */
   service: [ServiceChange];
 }
@@ -236,9 +253,13 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
       heartbeatSeconds: opts.heartbeatSeconds ?? 10,
       reconnectInitialDelayMs: opts.reconnectInitialDelayMs ?? 100,
       reconnectMaxDelayMs: opts.reconnectMaxDelayMs ?? 5000,
+      observer: opts.observer,
     });
     this.link.on('connect', () => this.emit('connect'));
+    this.link.on('ready', () => this.emit('ready'));
     this.link.on('disconnect', (err: Error) => this.emit('disconnect', err));
+    this.link.on('reconnecting', (attempt) => this.emit('reconnecting', attempt));
+    this.link.on('error', (err: Error) => void (this.listenerCount('error') && this.emit('error', err)));
     this.client = new RpcClient(this.link, this.log, this.fqn, opts.defaultTimeoutMs ?? 30_000);
     this.data = new DataPublisher(this.link, this.log);
     const ttl = opts.serviceTtlMs ?? 10_000;
@@ -253,6 +274,11 @@ export class FabricConnector extends EventEmitter<FabricConnectorEvents> {
   /** True while the broker connection is up. */
   get connected(): boolean {
     return this.link.connected;
+  }
+
+  /** The node of the live connection (one of `amqpUrl`'s, password redacted), or null while reconnecting. */
+  get node(): string | null {
+    return this.link.node;
   }
 
   /**

@@ -6,6 +6,7 @@
 export { FabricConnector } from './connector.js';
 export type { FabricConnectorOptions, FabricConnectorEvents, RpcProxy, ServiceFilter } from './connector.js';
 export type { CallOptions } from './rpc-client.js';
+export type { ConnectionObserver, ReconnectAttempt } from './link.js';
 export type { RpcApi, RpcContext, RpcHandler, RpcRegisterOptions, RpcRegistration } from './rpc-server.js';
 export {
   FabricError,

@@ -3,10 +3,17 @@
  * rebuilt on every reconnect, coalesced socket writes), failing with the fabric's own errors.
  */
 import type { Logger } from 'pino';
-import { RecoveringConnection, redactUrl, type ManagedChannel, type SetupHook } from '../broker/link.js';
+import {
+  RecoveringConnection,
+  redactUrl,
+  type ConnectionObserver,
+  type ManagedChannel,
+  type ReconnectAttempt,
+  type SetupHook,
+} from '../broker/link.js';
 import { FabricUnavailableError } from './errors.js';
 
-export { redactUrl, type ManagedChannel, type SetupHook };
+export { redactUrl, type ConnectionObserver, type ManagedChannel, type ReconnectAttempt, type SetupHook };
 
 export interface LinkOptions {
   url: string;
@@ -16,6 +23,8 @@ export interface LinkOptions {
   heartbeatSeconds: number;
   reconnectInitialDelayMs: number;
   reconnectMaxDelayMs: number;
+  /** Told of the connection's and its channels' state (Amebo's own roles feed `/metrics` from it). */
+  observer?: ConnectionObserver;
 }
 
 /** The fabric's connection: Amebo's recovering connection, failing with the fabric's errors. */

@@ -29,7 +29,7 @@ import {
   type ServiceChange,
   type ServiceInfo,
 } from './discovery.js';
-import { Link } from './link.js';
+import { Link, type ConnectionObserver } from './link.js';
 import { DECLARE, DEFAULT_DISCOVERY_EXCHANGE, MSG_TYPE } from './names.js';
 
 export interface PresenceOptions {
@@ -59,6 +59,8 @@ export interface PresenceOptions {
   rememberSeconds?: number;
   /** @default a silent logger */
   logger?: Logger;
+  /** Told of the listening connection's and channel's state (the presence role feeds `/metrics` from it). */
+  observer?: ConnectionObserver;
 }
 
 /** A service as listed by `GET /v1/services`. */
@@ -80,6 +82,7 @@ export class Presence extends EventEmitter<PresenceEvents> {
   private readonly log: Logger;
   private link: Link | null = null;
   private readonly amqpUrl: string;
+  private readonly observer: ConnectionObserver | undefined;
   private readonly directory: Directory;
   private readonly queue: string;
   private readonly lastWrite = new Map<string, number>();
@@ -90,6 +93,7 @@ export class Presence extends EventEmitter<PresenceEvents> {
     super();
     this.redis = opts.redis;
     this.amqpUrl = opts.amqpUrl;
+    this.observer = opts.observer;
     this.prefix = opts.redisPrefix ?? 'amebo:';
     this.exchange = opts.discoveryExchange ?? DEFAULT_DISCOVERY_EXCHANGE;
     this.ttlMs = (opts.ttlSeconds ?? 10) * 1000;
@@ -119,6 +123,7 @@ export class Presence extends EventEmitter<PresenceEvents> {
       heartbeatSeconds: 10,
       reconnectInitialDelayMs: 200,
       reconnectMaxDelayMs: 5000,
+      observer: this.observer,
     });
     try {
       await link.open(timeoutMs);

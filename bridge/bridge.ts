@@ -40,6 +40,10 @@ return math.floor(tat - now)
  *   paused, resumed, deleted, disabled); `running` says whether the bridge now delivers it;
  * - `worker-started` / `worker-stopped`: a subscription's consumer was set up / stopped (a change of
  *   `ordered` stops one and starts another);
+ * - `worker-ready` / `worker-lost` / `worker-reconnecting`: a subscription's channel is up (after
+ *   its start, a reconnect, or a rebuild after a channel-level close or a consumer cancel), was
+ *   lost (rebuilt with backoff and jitter), or could not be set up (the next try in `delayMs`);
+ *   `amebo_amqp_channels_ready{channel="bridge <queue>"}` follows the same state;
  * - `redis`: the bridge's Redis connection went away (`available: false`: ordered progress and pacing
  *   are kept in this process) or came back;
  * - `error`: applying a registry change or a resync failed (the next announcement or resync retries).
@@ -50,6 +54,9 @@ export interface BridgeEvents {
   applied: [{ subscription: string; running: boolean }];
   'worker-started': [{ subscription: string; endpoint: string }];
   'worker-stopped': [{ subscription: string }];
+  'worker-ready': [{ subscription: string; queue: string }];
+  'worker-lost': [{ subscription: string; queue: string }];
+  'worker-reconnecting': [{ subscription: string; queue: string; attempt: number; delayMs: number; error: string }];
   redis: [{ available: boolean }];
   error: [Error];
 }
@@ -291,6 +298,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       held: this.held,
       reserveSlot: (sub, rate) => this.reserveSlot(sub, rate),
       note: (n) => this.note(n),
+      channelState: (e) => {
+        const at = { subscription: id, queue: worker.queue };
+        if (e.state === 'ready') this.emit('worker-ready', at);
+        else if (e.state === 'lost') this.emit('worker-lost', at);
+        else this.emit('worker-reconnecting', { ...at, attempt: e.attempt, delayMs: e.delayMs, error: e.error });
+      },
     });
     this.workers.set(id, worker);
     this.index(worker);

@@ -37,7 +37,13 @@ export interface WorkerDeps {
   held: HeldStore;
   /** Reserves the next `rate_limit` slot shared by all bridge processes: ms to wait, or null (pace locally). */
   reserveSlot(subscription: string, rate: number): Promise<number | null>;
+  /** The worker's channel came up, was lost, or could not be set up (the next try follows after `delayMs`). */
+  channelState?(e: WorkerChannelEvent): void;
 }
+
+/** What a worker reports about its channel (the bridge's `worker-ready`, `worker-lost`, `worker-reconnecting`). */
+export type WorkerChannelEvent =
+  { state: 'ready' } | { state: 'lost' } | { state: 'reconnecting'; attempt: number; delayMs: number; error: string };
 
 /** Progress of an ordered subscription's head event, which is retried in place (never re-published). */
 export interface HeldState {
@@ -92,6 +98,8 @@ export class SubscriptionWorker {
   private readonly sleepers = new Set<() => void>();
   private readonly hist: ReturnType<typeof metrics.deliverySeconds.labels>;
   private readonly gauge: ReturnType<typeof metrics.inFlight.labels>;
+  /** `amebo_amqp_channels_ready{channel}` of this worker's channel, as for every managed channel. */
+  private readonly channelLabel: { channel: string };
 
   constructor(row: SubscriptionRow, target: Target, deps: WorkerDeps) {
     this.row = row;
@@ -101,6 +109,8 @@ export class SubscriptionWorker {
     this.queue = deps.topology.subscriptionQueue(row.application, row.name);
     this.hist = metrics.deliverySeconds.labels(target.label);
     this.gauge = metrics.inFlight.labels(target.label);
+    this.channelLabel = { channel: `bridge ${this.queue}` };
+    metrics.amqpChannelsReady.set(this.channelLabel, 0);
   }
 
   get endpoint(): string {
@@ -132,32 +142,47 @@ export class SubscriptionWorker {
         if (this.ch !== ch) return;
         this.ch = null;
         this.tag = null;
-        if (!this.stopped) this.scheduleReattach();
+        if (this.stopped) return;
+        metrics.amqpChannelsReady.set(this.channelLabel, 0);
+        this.d.channelState?.({ state: 'lost' });
+        this.scheduleReattach();
       });
       await ch.prefetch(this.ordered ? 1 : this.d.prefetch);
       this.ch = ch;
       this.tag = null;
       if (this.mode !== 'open') await this.consume();
       this.reattachAttempt = 0;
+      if (this.stopped || this.ch !== ch) return;
+      metrics.amqpChannelsReady.set(this.channelLabel, 1);
+      this.d.channelState?.({ state: 'ready' });
     } catch (err) {
-      this.d.log.warn({ err: (err as Error).message, queue: this.queue }, 'cannot consume subscription queue yet');
-      this.scheduleReattach();
+      const e = err as Error;
+      metrics.amqpChannelsReady.set(this.channelLabel, 0);
+      const delayMs = this.scheduleReattach();
+      this.d.log.warn(
+        { err: e.message, queue: this.queue, attempt: this.reattachAttempt, delayMs },
+        'cannot consume subscription queue yet',
+      );
+      if (delayMs !== null)
+        this.d.channelState?.({ state: 'reconnecting', attempt: this.reattachAttempt, delayMs, error: e.message });
     }
   }
 
   private reattachAttempt = 0;
 
-  /** Attaches again after a channel loss on a live connection, with backoff and jitter (link.ts). */
-  private scheduleReattach(): void {
-    if (this.reattachTimer || this.stopped) return;
-    this.reattachTimer = setTimeout(
-      () => {
-        this.reattachTimer = null;
-        const m = this.d.model();
-        if (m && !this.stopped && !this.ch) void this.attach(m);
-      },
-      backoffMs(this.reattachAttempt++, 200, 5000),
-    );
+  /**
+   * Attaches again after a channel loss on a live connection, with backoff and jitter (link.ts).
+   * Returns the wait, or null when a reattach is already scheduled or the worker stopped.
+   */
+  private scheduleReattach(): number | null {
+    if (this.reattachTimer || this.stopped) return null;
+    const delayMs = backoffMs(this.reattachAttempt++, 200, 5000);
+    this.reattachTimer = setTimeout(() => {
+      this.reattachTimer = null;
+      const m = this.d.model();
+      if (m && !this.stopped && !this.ch) void this.attach(m);
+    }, delayMs);
+    return delayMs;
   }
 
   private consuming = false;
@@ -208,6 +233,7 @@ export class SubscriptionWorker {
       await Promise.race([new Promise<void>((r) => this.idle.push(r)), new Promise((r) => setTimeout(r, graceMs))]);
     const ch = this.ch;
     this.ch = null;
+    metrics.amqpChannelsReady.remove(this.channelLabel);
     if (ch) await ch.close().catch(() => undefined);
   }
 

@@ -251,6 +251,15 @@ test('metrics: delivered, retried/failed, in-flight and latency per subscription
 test('a subscription queue deleted behind Amebo’s back is declared again and delivery goes on', async () => {
   const queue = (subs.plain as unknown as { queue: string }).queue;
   assert.ok(queue, 'the subscription names its queue');
+  // The worker's channel is observable like every other (issue "Production on a RabbitMQ cluster" §1).
+  const gauge = async () =>
+    new RegExp(`amebo_amqp_channels_ready\\{channel="bridge ${queue.replace(/\./g, '\\.')}"\\} (\\d)`).exec(
+      String((await http(srv.url, env, 'GET', '/metrics')).body),
+    )?.[1];
+  assert.equal(await gauge(), '1', 'the channel gauge says up');
+  const mine = (e: { subscription: string }) => e.subscription === subs.plain!.id;
+  const lost = nextEvent(bridge(), 'worker-lost', mine);
+  const back = nextEvent(bridge(), 'worker-ready', mine);
   const conn = await amqp.connect(AMQP_URL);
   try {
     const ch = await conn.createChannel();
@@ -265,6 +274,9 @@ test('a subscription queue deleted behind Amebo’s back is declared again and d
     30_000,
     100,
   );
+  assert.equal((await lost)[0].queue, queue, 'the cancel closed the channel: reported lost');
+  assert.equal((await back)[0].queue, queue, 'and rebuilt: reported ready');
+  assert.equal(await gauge(), '1', 'the channel gauge says up again');
   const before = rx.at('/plain').length;
   const id = await publish('order.placed', { n: 'after-delete' });
   await eventually(() => rx.ids('/plain').includes(id), 30_000);

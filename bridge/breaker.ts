@@ -9,7 +9,7 @@ export interface BreakerOptions {
   windowMs?: number;
   /** First cool-down; doubles after each failed probe up to `maxCooldownMs`. @default 10000 */
   cooldownMs?: number;
-  /** @default 300000 */
+  /** Longest cool-down (serve passes AMEBO_BREAKER_MAX_COOLDOWN_MS). @default 12000 */
   maxCooldownMs?: number;
 }
 

@@ -6,6 +6,7 @@ import { bridgeOf, bridgeStarter, type BridgeOptions } from '../../bridge/index.
 import { Breaker } from '../../bridge/breaker.js';
 import { deliveryPlugin } from '../../src/plugins.js';
 import { Receiver, seed } from './receiver.js';
+import type { Command, Redis } from 'ioredis';
 
 // Delivery faults the chaos suite found (issue "Production on a RabbitMQ cluster" §5), each on the
 // shared services: an ordered subscription that waited out a long retry step after its receiver
@@ -82,6 +83,16 @@ test('Redis away: ordered delivery goes on from the local fallback, not one per 
   await subscribe('steady', 'ops.ledger', { ordered: true });
   rx.on('/steady', () => ({ status: 200 }));
   const redis = record(bridgeOf(srv.amebo)!, 'redis');
+  // Every command the bridge sends for an ordered event's progress while Redis is away would wait
+  // for the command timeout (3 s) before the delivery goes on: count them.
+  const cmd = (bridgeOf(srv.amebo) as unknown as { cmd: Redis }).cmd;
+  const waited: string[] = [];
+  const send = cmd.sendCommand.bind(cmd);
+  cmd.sendCommand = (c: Command, ...rest: unknown[]) => {
+    if (cmd.status !== 'ready' && String(c.args[0]).startsWith(`${env.cfg.redis.root}held:`))
+      waited.push(`${c.name} ${String(c.args[0])}`);
+    return (send as (...a: unknown[]) => unknown)(c, ...rest);
+  };
   redisProxy.refuse(true);
   redisProxy.cut();
   try {
@@ -97,8 +108,10 @@ test('Redis away: ordered delivery goes on from the local fallback, not one per 
     );
     // Before, each ordered message waited for Redis's 3 s command timeout; now the bridge sees
     // Redis is away and keeps the ordered progress in this process at once.
+    assert.deepEqual(waited, [], 'no delivery waited for a Redis command while Redis was away');
     assert.deepEqual(redis.seen, [{ available: false }], 'the bridge switched to its local fallback');
   } finally {
+    cmd.sendCommand = send;
     redis.stop();
     redisProxy.refuse(false);
   }

@@ -23,6 +23,7 @@ before(async () => {
   await mkdir(pkg);
   await cp(join(repo, 'package.json'), join(pkg, 'package.json'));
   await symlink(join(repo, 'migrations'), join(pkg, 'migrations'));
+  await symlink(join(repo, 'src'), join(pkg, 'src'));
   await symlink(join(repo, 'node_modules'), join(pkg, 'node_modules'));
   await run(
     process.execPath,
@@ -124,4 +125,16 @@ export { n, list, t };
     failed: true,
   }));
   assert.ok(!('failed' in r), `the consumer does not type-check:\n${r.stdout}${r.stderr}`);
+});
+
+test('the build finds the dashboard page (tsc copies no assets: it is read from the shipped src)', async () => {
+  await writeFile(
+    join(consumer, 'static.mjs'),
+    `import { existsSync } from 'node:fs';
+const { STATIC } = await import(new URL('./node_modules/amebo/dist/src/dashboard/index.js', import.meta.url).href);
+console.log(JSON.stringify({ built: STATIC.pathname.includes('/dist/'), page: existsSync(new URL('index.html', STATIC)) }));
+`,
+  );
+  const { stdout } = await run(process.execPath, ['static.mjs'], { cwd: consumer, timeout: 60_000 });
+  assert.deepEqual(JSON.parse(stdout.trim().split('\n').pop()!), { built: false, page: true });
 });

@@ -7,14 +7,21 @@
  * map's hash: no inline script or style anywhere.
  */
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { AmeboError } from '../errors.js';
 
 const require = createRequire(import.meta.url);
-const STATIC = new URL('./static/', import.meta.url);
+/**
+ * The page's files. Beside this module when it runs from the sources; from a build (dist/src/...)
+ * they are the package's own src/dashboard/static, which the package ships (tsc copies no assets).
+ */
+export const STATIC = ((here: URL): URL =>
+  existsSync(new URL('index.html', here)) ? here : new URL('../../../src/dashboard/static/', import.meta.url))(
+  new URL('./static/', import.meta.url),
+);
 
 /** Browser modules served from node_modules, by the name the import map gives them. */
 // (Their exports maps hide the browser builds, so they are found next to the entry points.)

@@ -352,9 +352,17 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
    * for a component whose channel closed on a channel-level error (a deleted exchange or queue)
    * while the connection lives on, so no reconnect will run its hook. Retries with backoff until it
    * succeeds; stops when the hook is removed or the connection closes. A lost connection is left to
-   * the recovery, which runs every hook anyway.
+   * the recovery, which runs every hook anyway. Each failure is logged at warn with `what` (a
+   * channel's name), the node and the wait before the next try.
    */
-  rerun(fn: SetupHook, needed: () => boolean = () => true, delayMs = 200, attempt = 0): void {
+  rerun(
+    fn: SetupHook,
+    needed: () => boolean = () => true,
+    delayMs = 200,
+    attempt = 0,
+    what = 'a channel',
+    wait?: number,
+  ): void {
     setTimeout(
       () => {
         const entry = this.hooks.find((h) => h.fn === fn);
@@ -363,12 +371,16 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
         fn(model).then(
           () => void (entry.ranOn = model),
           (err: Error) => {
-            this.log.warn({ err: err.message, attempt: attempt + 1 }, 'rebuilding a channel failed; retrying');
-            this.rerun(fn, needed, delayMs, attempt + 1);
+            const next = backoffMs(attempt + 1, delayMs, 5000);
+            this.log.warn(
+              { err: err.message, attempt: attempt + 1, channel: what, node: this.node, delayMs: next },
+              `rebuilding ${what} failed; next try in ${next} ms`,
+            );
+            this.rerun(fn, needed, delayMs, attempt + 1, what, next);
           },
         );
       },
-      attempt === 0 ? delayMs : backoffMs(attempt, delayMs, 5000),
+      wait ?? (attempt === 0 ? delayMs : backoffMs(attempt, delayMs, 5000)),
     ).unref();
   }
 
@@ -490,7 +502,8 @@ export class ManagedChannel extends EventEmitter<ManagedChannelEvents> {
       if (this.ch !== ch) return;
       this.ch = null;
       this.emit('lost');
-      if (!this.closed) this.conn.rerun(this.hook, () => !this.ch && !this.closed);
+      if (!this.closed)
+        this.conn.rerun(this.hook, () => !this.ch && !this.closed, 200, 0, `channel "${this.spec.name}"`);
     });
     try {
       if (this.spec.prefetch) await ch.prefetch(this.spec.prefetch);

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { Broker } from '../../src/broker/connection.js';
 import type { ReconnectAttempt } from '../../src/broker/link.js';
 import { registry } from '../../src/metrics.js';
-import { eventually, hex } from '../helpers/harness.js';
+import { AMQP_URL, eventually, hex } from '../helpers/harness.js';
 import { TcpProxy } from '../helpers/proxy.js';
 
 // Issue "Production on a RabbitMQ cluster": during an outage the only log line was one "broker
@@ -105,4 +105,46 @@ test('every failed reconnect is logged at warn with the node it tried, reported,
     lines.some((l) => l.level === 40 && l.msg === `amqp: connected to ${n1} (recovered)`),
     'the recovery is logged at warn',
   );
+});
+
+test('a channel whose rebuild fails is retried with backoff, each failure at warn naming the channel and node', async () => {
+  const lines: (Line & { channel?: string; delayMs?: number })[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l) as Line);
+      done();
+    },
+  });
+  const b = new Broker({ url: AMQP_URL, logger: pino({ level: 'debug' }, sink), name: `rebuild-${hex()}` });
+  await b.open(10_000);
+  try {
+    const name = `flaky ${hex()}`;
+    let failing = 0;
+    const mc = b.channel({
+      name,
+      setup: async () => {
+        if (failing > 0) {
+          failing--;
+          throw new Error('not yet');
+        }
+      },
+    });
+    await mc.open();
+    failing = 2;
+    const back = new Promise((r) => mc.once('ready', r));
+    mc.reset(); // the channel closes while the connection lives: rebuilt, twice in vain, then it works
+    await back;
+    assert.equal(await metric('amebo_amqp_channels_ready', { channel: name }), 1);
+    const failures = lines.filter((l) => l.msg.startsWith(`rebuilding channel "${name}" failed`));
+    assert.equal(failures.length, 2, JSON.stringify(lines.map((l) => l.msg)));
+    failures.forEach((l, i) => {
+      assert.equal(l.level, 40, 'at warn');
+      assert.equal(l.channel, `channel "${name}"`);
+      assert.equal(l.node, b.node, 'names the node');
+      const step = 200 * 2 ** (i + 1);
+      assert.ok(l.delayMs! >= step / 2 && l.delayMs! <= step, `backoff ${l.delayMs} ms within [${step / 2}, ${step}]`);
+    });
+  } finally {
+    await b.close();
+  }
 });

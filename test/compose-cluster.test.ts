@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { amqpNodes } from '../src/broker/link.js';
 
@@ -24,6 +26,7 @@ const compose = parse(readFileSync(new URL('../docker-compose.cluster.yml', impo
   configs: Record<string, { content: string }>;
 };
 const services = Object.entries(compose.services);
+const root = fileURLToPath(new URL('..', import.meta.url));
 const defaults = (v: string): string => v.replace(/\$\{\w+:-([^}]*)\}/g, '$1');
 
 test('three RabbitMQ nodes clustered with each other, PostgreSQL and Redis', () => {
@@ -66,4 +69,33 @@ test('two api,relay and two bridge processes, each listing the three nodes and s
     );
   }
   assert.equal(shared.size, 1, 'one admin token, secret key, database and Redis for the four');
+});
+
+test('scripts/services.sh --cluster: three nodes, PostgreSQL and Redis on their own ports, never the shared ones', () => {
+  const env = { ...process.env, AMEBO_SKIP_SERVICES: '0' };
+  const urls = spawnSync('bash', ['scripts/cluster.sh', 'urls'], { cwd: root, env, encoding: 'utf8', timeout: 30_000 });
+  assert.equal(urls.status, 0, urls.stderr);
+  const vars = Object.fromEntries(
+    urls.stdout
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
+  const ports = amqpNodes(vars.AMEBO_AMQP_URL!).map((u) => new URL(u).port);
+  assert.equal(new Set(ports).size, 3, 'three nodes');
+  assert.ok(!ports.includes('5672'), `not the shared RabbitMQ: ${ports.join(',')}`);
+  assert.notEqual(new URL(vars.AMEBO_DATABASE_URL!).port || '5432', '5432', 'not the shared PostgreSQL');
+  assert.notEqual(new URL(vars.AMEBO_REDIS_URL!).port || '6379', '6379', 'not the shared Redis');
+  // --cluster hands over to cluster.sh, alone (never mixed with the shared services' start).
+  const mixed = spawnSync('bash', ['scripts/services.sh', '--cluster', '--extras'], {
+    cwd: root,
+    env,
+    encoding: 'utf8',
+  });
+  assert.equal(mixed.status, 2);
+  assert.match(mixed.stderr, /--cluster and --cluster-down go alone/);
+  assert.match(
+    readFileSync(new URL('../scripts/services.sh', import.meta.url), 'utf8'),
+    /exec bash .*cluster\.sh" "\$cluster"/,
+  );
 });

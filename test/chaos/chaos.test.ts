@@ -375,7 +375,13 @@ async function scenario(
   const orderedAccepted = firstsOrdered.filter((n) => acceptedNs.has(n));
   const outOfOrder = orderedAccepted.filter((n, i) => i > 0 && n < orderedAccepted[i - 1]!).length;
   const publishAfter = load.accepted.find((a) => a.at >= faultEnd);
-  const deliveryAfter = deliveries.filter((d) => d.at >= faultEnd).sort((a, b) => a.at - b.at)[0];
+  // Deliveries resume when the slower of the two subscriptions has delivered again after the fault
+  // (the ordered one, holding its head event, may come back later than the bulk one).
+  const resumed = (sub: string): number => {
+    const after = (rx.got.get(`/${tag}/${sub}`) ?? []).filter((d) => d.at >= faultEnd).sort((a, b) => a.at - b.at)[0];
+    return after ? after.at - faultEnd : -1;
+  };
+  const resumedBy = { bulk: resumed('bulk'), ordered: resumed('ordered') };
   const row: Row = {
     scenario: name,
     accepted: ids.size,
@@ -384,7 +390,8 @@ async function scenario(
     duplicates,
     outOfOrder,
     publishResumeMs: publishAfter ? publishAfter.at - faultEnd : -1,
-    deliveryResumeMs: deliveryAfter ? deliveryAfter.at - faultEnd : -1,
+    deliveryResumeMs:
+      Math.min(resumedBy.bulk, resumedBy.ordered) < 0 ? -1 : Math.max(resumedBy.bulk, resumedBy.ordered),
     publishGapMs: longestGap(
       load.accepted.map((a) => a.at),
       faultStart,
@@ -395,7 +402,7 @@ async function scenario(
     ),
   };
   table.push(row);
-  console.log(`chaos: ${JSON.stringify(row)}`);
+  console.log(`chaos: ${JSON.stringify({ ...row, deliveryResumeMsBy: resumedBy })}`);
   assert.equal(row.lost, 0, `lost: bulk ${missing('bulk').length}, ordered ${missing('ordered').length}`);
   const late = orderedAccepted.filter((n, i) => i > 0 && n < orderedAccepted[i - 1]!);
   for (const n of late) {
@@ -412,7 +419,7 @@ async function scenario(
   );
   assert.ok(
     row.deliveryResumeMs >= 0 && row.deliveryResumeMs <= RESUME_LIMIT_MS,
-    `deliveries resumed after ${row.deliveryResumeMs} ms`,
+    `deliveries resumed after ${row.deliveryResumeMs} ms (bulk ${resumedBy.bulk} ms, ordered ${resumedBy.ordered} ms)`,
   );
   for (const p of allProcs) assert.equal(p.crashed, null, p.crashed ?? '');
   return row;
@@ -461,10 +468,9 @@ test(
     apiProcs = [serve];
     allProcs = [serve];
     for (const round of [1, 2]) {
-      // Known and measured (see the README's Reliability section): when the killed node held the
-      // ordered subscription's in-flight message, RabbitMQ 3.10's quorum queue may return it behind
-      // messages that came after it. At most that one message per kill is allowed here; it is counted
-      // in the table, never hidden.
+      // The ordered subscription must stay in order through both kills (asserted in scenario()):
+      // the relay publishes one at a time after a reconnect or a refused publish, so a quorum queue
+      // electing a leader cannot let a later event overtake a nacked one.
       await scenario(`kill -9 of the connected RabbitMQ node (${round === 1 ? 'first' : 'second'})`, async () => {
         const nodes = await serve.nodes();
         assert.ok(nodes.length >= 1, 'serve is connected to a node');

@@ -12,7 +12,7 @@ import type { Topology, TopologySubscription } from './broker/topology.js';
 import type { Broker } from './broker/connection.js';
 import { uuidv7 } from './ids.js';
 import { TargetForbiddenError, TargetPolicy } from './targets.js';
-import { isTopicPattern, isWildcard, topicMatcher, TOPIC_LIMITS } from './delivery/topic.js';
+import { BINDING_PATTERN_RULES, isBindablePattern, isWildcard, topicMatcher } from './delivery/topic.js';
 
 export const NAME = {
   application: /^[a-z0-9][a-z0-9._-]{0,62}$/,
@@ -435,10 +435,10 @@ export class Registry {
    * only where allowed (topologyOf). The same rule on create and on a pattern change.
    */
   private async checkSubscribable(application: string, pattern: string): Promise<void> {
-    if (!isTopicPattern(pattern))
+    if (!isBindablePattern(pattern))
       throw new AmeboError(
         'VALIDATION',
-        `action must be an action name or a topic pattern (segments of [A-Za-z0-9_-], * or #; at most ${TOPIC_LIMITS.maxSegments} segments and ${TOPIC_LIMITS.maxLength} characters)`,
+        `action must be ${BINDING_PATTERN_RULES}: RabbitMQ matches every # of a binding by backtracking`,
         [{ instancePath: '/action', message: 'invalid action or pattern' }],
       );
     if (!isWildcard(pattern)) {

@@ -182,12 +182,85 @@ export { depth };
 
 export type Compatibility = 'BACKWARD' | 'FORWARD' | 'FULL' | 'NONE';
 
+/** Most problems one check lists (the answer says when there were more). */
+export const MAX_COMPATIBILITY_PROBLEMS = 100;
+
+/**
+ * Steps one check may take: 2 per byte of the two schemas (plus a floor). A walk over matching
+ * positions takes well under that; only a subschema compared with many others (the old
+ * `additionalProperties` with each of thousands of new properties, or each removed property with
+ * the new one) could take more, and would be quadratic: two schemas inside AMEBO_MAX_SCHEMA_BYTES
+ * once kept the event loop busy for 70 s that way.
+ */
+const STEPS_PER_BYTE = 2;
+
+class CheckStopped extends Error {}
+
+/** One compatibility check: its problems and what it may still spend. */
+class Check {
+  readonly problems = new Set<string>();
+  private left: number;
+  constructor(budget: number) {
+    this.left = budget;
+  }
+  /** Charges `n` steps; stops the check once the budget is spent. */
+  spend(n: number): void {
+    if ((this.left -= n) < 0) throw new CheckStopped('budget');
+  }
+  push(problem: string): void {
+    this.spend(1);
+    this.problems.add(problem);
+    if (this.problems.size > MAX_COMPATIBILITY_PROBLEMS) throw new CheckStopped('problems');
+  }
+  private readonly enums = new WeakMap<unknown[], Set<string>>();
+  /** An enum's values as a set, built once per check (a shared subschema is compared many times). */
+  enumSet(values: unknown[]): Set<string> {
+    let set = this.enums.get(values);
+    if (!set) {
+      this.spend(values.length);
+      set = new Set(values.map((x) => JSON.stringify(x)));
+      this.enums.set(values, set);
+    }
+    return set;
+  }
+  /** JSON equality, charged by the size of what is compared. */
+  same(a: unknown, b: unknown): boolean {
+    if (a === b) return true;
+    const x = JSON.stringify(a) ?? '';
+    const y = JSON.stringify(b) ?? '';
+    this.spend((x.length + y.length) >> 3);
+    return x === y;
+  }
+}
+
+/**
+ * Each way the new schema breaks `mode` against the old one (at most MAX_COMPATIBILITY_PROBLEMS).
+ * Linear in the size of the two schemas: past STEPS_PER_BYTE steps per byte the check stops and
+ * reports that compatibility cannot be proven.
+ */
 export function compatibilityProblems(oldS: unknown, newS: unknown, mode: Compatibility): string[] {
   if (mode === 'NONE') return [];
-  const out: string[] = [];
-  if (mode === 'BACKWARD' || mode === 'FULL') widens(oldS, newS, '', out);
-  if (mode === 'FORWARD' || mode === 'FULL') widens(newS, oldS, '', out);
-  return [...new Set(out)];
+  const bytes = (JSON.stringify(oldS) ?? '').length + (JSON.stringify(newS) ?? '').length;
+  const c = new Check(STEPS_PER_BYTE * bytes + 10_000);
+  try {
+    if (mode === 'BACKWARD' || mode === 'FULL') widens(oldS, newS, '', c);
+    if (mode === 'FORWARD' || mode === 'FULL') widens(newS, oldS, '', c);
+  } catch (err) {
+    if (!(err instanceof CheckStopped)) throw err;
+    const out = [...c.problems].slice(0, MAX_COMPATIBILITY_PROBLEMS);
+    if (err.message === 'problems')
+      out.push(
+        `more than ${MAX_COMPATIBILITY_PROBLEMS} problems: only the first ${MAX_COMPATIBILITY_PROBLEMS} are listed`,
+      );
+    else
+      out.push(
+        '/: the check stopped: comparing these schemas costs more than their size allows ' +
+          '(a subschema compared with many others, such as additionalProperties with every property), ' +
+          'so compatibility cannot be proven',
+      );
+    return out;
+  }
+  return [...c.problems];
 }
 
 const TYPES = ['string', 'number', 'integer', 'boolean', 'object', 'array', 'null'];
@@ -200,7 +273,6 @@ const typesOf = (s: Record<string, unknown>): Set<string> => {
 };
 const asObj = (s: unknown): Record<string, unknown> | null =>
   s === true || s === undefined ? {} : s === false ? null : (s as Record<string, unknown>);
-const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
 
 const HANDLED = new Set([
   '$schema',
@@ -237,70 +309,78 @@ const HANDLED = new Set([
 ]);
 
 /** Pushes a problem for each way `b` accepts less than `a`. */
-function widens(aRaw: unknown, bRaw: unknown, path: string, out: string[]): void {
+function widens(aRaw: unknown, bRaw: unknown, path: string, c: Check): void {
+  c.spend(1);
   const a = asObj(aRaw);
   const b = asObj(bRaw);
   const at = path || '/';
   if (a === null) return; // nothing was accepted before
-  if (b === null) return void out.push(`${at}: the schema now rejects everything`);
+  if (b === null) return void c.push(`${at}: the schema now rejects everything`);
   const ta = typesOf(a);
   const tb = typesOf(b);
-  for (const t of ta) if (!tb.has(t)) out.push(`${at}: type "${t}" is no longer accepted`);
+  for (const t of ta) if (!tb.has(t)) c.push(`${at}: type "${t}" is no longer accepted`);
   if (Array.isArray(b.enum)) {
     // A set, not a list scan: a 40,000-value enum must not make the check quadratic.
-    const bEnum = new Set((b.enum as unknown[]).map((x) => JSON.stringify(x)));
-    if (a.enum === undefined && a.const === undefined) out.push(`${at}: an enum was added`);
+    const bEnum = c.enumSet(b.enum as unknown[]);
+    if (a.enum === undefined && a.const === undefined) c.push(`${at}: an enum was added`);
     else
-      for (const v of Array.isArray(a.enum) ? (a.enum as unknown[]) : [a.const])
-        if (!bEnum.has(JSON.stringify(v))) out.push(`${at}: enum value ${JSON.stringify(v)} was removed`);
+      for (const v of Array.isArray(a.enum) ? (a.enum as unknown[]) : [a.const]) {
+        c.spend(1);
+        if (!bEnum.has(JSON.stringify(v))) c.push(`${at}: enum value ${JSON.stringify(v)} was removed`);
+      }
   }
-  if (b.const !== undefined && !same(a.const, b.const)) out.push(`${at}: const changed or was added`);
+  if (b.const !== undefined && !c.same(a.const, b.const)) c.push(`${at}: const changed or was added`);
   const lower = (k: string): void => {
     if (b[k] !== undefined && (a[k] === undefined || (b[k] as number) > (a[k] as number)))
-      out.push(`${at}: ${k} was added or raised`);
+      c.push(`${at}: ${k} was added or raised`);
   };
   const upper = (k: string): void => {
     if (b[k] !== undefined && (a[k] === undefined || (b[k] as number) < (a[k] as number)))
-      out.push(`${at}: ${k} was added or lowered`);
+      c.push(`${at}: ${k} was added or lowered`);
   };
   ['minimum', 'exclusiveMinimum', 'minLength', 'minItems', 'minProperties'].forEach(lower);
   ['maximum', 'exclusiveMaximum', 'maxLength', 'maxItems', 'maxProperties'].forEach(upper);
   for (const k of ['pattern', 'format', 'multipleOf'])
-    if (b[k] !== undefined && !same(a[k], b[k])) out.push(`${at}: ${k} was added or changed`);
-  if (b.uniqueItems === true && a.uniqueItems !== true) out.push(`${at}: uniqueItems was added`);
+    if (b[k] !== undefined && !c.same(a[k], b[k])) c.push(`${at}: ${k} was added or changed`);
+  if (b.uniqueItems === true && a.uniqueItems !== true) c.push(`${at}: uniqueItems was added`);
 
   if (tb.has('object')) {
-    const aReq = new Set((a.required as string[] | undefined) ?? []);
-    for (const r of (b.required as string[] | undefined) ?? [])
-      if (!aReq.has(r)) out.push(`${at}: property "${r}" became required`);
+    const aRequired = (a.required as string[] | undefined) ?? [];
+    const bRequired = (b.required as string[] | undefined) ?? [];
+    c.spend(aRequired.length + bRequired.length);
+    const aReq = new Set(aRequired);
+    for (const r of bRequired) if (!aReq.has(r)) c.push(`${at}: property "${r}" became required`);
     const aProps = (a.properties as Record<string, unknown> | undefined) ?? {};
     const bProps = (b.properties as Record<string, unknown> | undefined) ?? {};
+    c.spend(Object.keys(aProps).length + Object.keys(bProps).length);
     const aAdd = a.additionalProperties;
     const bAdd = b.additionalProperties;
     for (const [k, bs] of Object.entries(bProps)) {
       const ptr = `${path}/properties/${k}`;
-      if (k in aProps) widens(aProps[k], bs, ptr, out);
+      if (k in aProps) widens(aProps[k], bs, ptr, c);
       else if (aAdd === false)
         continue; // old payloads never carried it
-      else if (aAdd !== undefined && aAdd !== true) widens(aAdd, bs, ptr, out);
+      else if (aAdd !== undefined && aAdd !== true) widens(aAdd, bs, ptr, c);
       // A new optional property on an open model is accepted: old payloads are assumed not to use its name.
     }
     for (const [k, as] of Object.entries(aProps)) {
       if (k in bProps) continue;
-      if (bAdd === false) out.push(`${at}: property "${k}" was removed from a closed object`);
-      else if (bAdd !== undefined && bAdd !== true) widens(as, bAdd, `${path}/properties/${k}`, out);
+      if (bAdd === false) c.push(`${at}: property "${k}" was removed from a closed object`);
+      else if (bAdd !== undefined && bAdd !== true) widens(as, bAdd, `${path}/properties/${k}`, c);
     }
-    if (bAdd === false && aAdd !== false) out.push(`${at}: additionalProperties was closed`);
+    if (bAdd === false && aAdd !== false) c.push(`${at}: additionalProperties was closed`);
     else if (bAdd !== undefined && bAdd !== true && bAdd !== false && aAdd !== false)
-      widens(aAdd, bAdd, `${path}/additionalProperties`, out);
+      widens(aAdd, bAdd, `${path}/additionalProperties`, c);
   }
   if (tb.has('array') && (a.items !== undefined || b.items !== undefined)) {
     if (Array.isArray(a.items) || Array.isArray(b.items)) {
-      if (!same(a.items, b.items)) out.push(`${at}: tuple items changed`);
-    } else widens(a.items, b.items, `${path}/items`, out);
+      if (!c.same(a.items, b.items)) c.push(`${at}: tuple items changed`);
+    } else widens(a.items, b.items, `${path}/items`, c);
   }
-  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
+  c.spend(keys.size);
+  for (const k of keys) {
     if (HANDLED.has(k)) continue;
-    if (!same(a[k], b[k])) out.push(`${at}: keyword "${k}" changed and its compatibility cannot be proven`);
+    if (!c.same(a[k], b[k])) c.push(`${at}: keyword "${k}" changed and its compatibility cannot be proven`);
   }
 }

@@ -3,6 +3,7 @@ import { AmeboError } from '../errors.js';
 import type { Topology } from '../broker/topology.js';
 import type { SubscriptionRow } from '../store/registry.js';
 import { redactUrl } from '../log.js';
+import { BINDING_PATTERN_RULES } from '../delivery/topic.js';
 import { bodyString } from './auth.js';
 import { subscriptionById, subscriptionOwner } from './owned.js';
 import { ID_PARAM, NO_CONTENT, replies, SubscriptionSchema, typed } from './schemas.js';
@@ -72,7 +73,7 @@ export async function subscriptionRoutes(scope: FastifyInstance, ctx: ApiContext
             application: { type: 'string', maxLength: 63 },
             microservice: { type: 'string', maxLength: 63 },
             subscription: { type: 'string', maxLength: 63 },
-            action: { type: 'string', maxLength: 255 },
+            action: { type: 'string', maxLength: 255, description: BINDING_PATTERN_RULES },
             transport: { enum: ['http', 'amqp'] },
             ordered: { type: 'boolean' },
             secret: { type: 'string', maxLength: 512 },
@@ -164,7 +165,7 @@ export async function subscriptionRoutes(scope: FastifyInstance, ctx: ApiContext
             action: {
               type: 'string',
               maxLength: 255,
-              description: 'an action name or a topic pattern the application may receive',
+              description: `${BINDING_PATTERN_RULES}, that the application may receive`,
             },
             ordered: { type: 'boolean', description: 'refused: set at creation only' },
           },

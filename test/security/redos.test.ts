@@ -110,30 +110,38 @@ test('a schema pattern of ^(a+)+$ validates hostile strings in linear time; /hea
 
 test('a topic pattern of eleven # over 20-segment actions: replay and the live tail stay fast', async () => {
   const long = Array.from({ length: 20 }, (_, i) => `s${i}`).join('.');
-  assert.equal(
-    (await call('POST', '/v1/actions', { action: long, application: 'shop', schemata: {} }, SHOP)).status,
-    201,
-  );
+  // The longest action there is: 128 words in 255 characters.
+  const widest = Array.from({ length: 128 }, () => 'a').join('.');
+  for (const action of [long, widest])
+    assert.equal((await call('POST', '/v1/actions', { action, application: 'shop', schemata: {} }, SHOP)).status, 201);
   const hostile = '#.' + Array.from({ length: 10 }, () => '#.x').join('.') + '.nomatch';
+  // A subscription's pattern is also a RabbitMQ binding, and RabbitMQ's topic matcher backtracks
+  // over `#` (ten # over 20 words kept a broker channel busy for minutes): more than two are refused,
+  // on create and on a change, with the limits in the message.
+  for (const action of [hostile, '#.#.#', '#.a.#.a.#', Array(33).fill('#').join('.')]) {
+    const r = await call(
+      'POST',
+      '/v1/subscriptions',
+      { application: 'shop', subscription: 'hostile', action, handler: rx.url('/hostile') },
+      'admin',
+    );
+    assert.equal(r.status, 400, action);
+    assert.match(r.body.error.message, /at most 32 segments, 255 characters and 2 # segments/);
+  }
+  // The worst pattern a binding may have: two #, a word that keeps both searching, and no match.
   const sub = await call(
     'POST',
     '/v1/subscriptions',
-    { application: 'shop', subscription: 'hostile', action: hostile, handler: rx.url('/hostile') },
+    { application: 'shop', subscription: 'hostile', action: '#.a.#.nomatch', handler: rx.url('/hostile') },
     'admin',
   );
   assert.equal(sub.status, 201, JSON.stringify(sub.body));
-  // A pattern over the stated limits is refused with the limits in the message.
-  const huge = await call(
-    'POST',
-    '/v1/subscriptions',
-    { application: 'shop', subscription: 'huge', action: Array(33).fill('#').join('.'), handler: rx.url('/x') },
-    'admin',
-  );
-  assert.equal(huge.status, 400);
-  assert.match(huge.body.error.message, /at most 32 segments/);
+  const patch = await call('PATCH', `/v1/subscriptions/${sub.body.id}`, { action: '#.a.#.a.#.nomatch' }, 'admin');
+  assert.equal(patch.status, 400, JSON.stringify(patch.body));
 
   for (let i = 0; i < 3; i++)
     assert.equal((await call('POST', '/v1/events', { action: long, payload: { i } }, SHOP)).status, 202);
+  // The live tail binds nothing on the broker (Amebo matches, in linear time): any pattern goes.
   const ws = new WebSocket(`${srv.url.replace('http', 'ws')}/v1/stream?actions=${encodeURIComponent(hostile)}`, {
     headers: { authorization: `Bearer ${env.adminToken}` },
   });
@@ -146,7 +154,14 @@ test('a topic pattern of eleven # over 20-segment actions: replay and the live t
     const r = await call('POST', `/v1/subscriptions/${sub.body.id}/replay`, { from: '2000-01-01T00:00:00Z' }, 'admin');
     assert.equal(r.status, 202);
     replayed = r.body.count;
-    for (let i = 0; i < 3; i++) await call('POST', '/v1/events', { action: long, payload: { live: i } }, SHOP);
+    for (let i = 0; i < 3; i++) {
+      // The broker routes each against the two-# binding and confirms it within AMEBO_CONFIRM_WAIT_MS.
+      for (const action of [long, widest]) {
+        const e = await call('POST', '/v1/events', { action, payload: { live: i } }, SHOP);
+        assert.equal(e.status, 202);
+        assert.equal(e.body.published, true, `${action.slice(0, 20)}…: confirmed by the broker`);
+      }
+    }
   });
   ws.close();
   assert.equal(replayed, 0, 'the pattern matches none of them');
@@ -174,4 +189,44 @@ test('a 40,000-value enum: the compatibility check is linear and answers', async
   });
   assert.equal(status, 409);
   assert.ok(slowest < FROZEN_MS, `the slowest /health took ${slowest.toFixed(1)} ms`);
+});
+
+test('a subschema compared with thousands of others: the compatibility check stays linear and answers', async () => {
+  // Each of 2,000 removed properties is compared with the new additionalProperties (a 20,000-value
+  // enum), and the old additionalProperties (10,000 values) with each of 1,500 new properties: small
+  // schemas, quadratic for a naive walk (11 s of a frozen process for the first; 15 million
+  // problems, or a RangeError and a 500, for the second).
+  const big = Array.from({ length: 20_000 }, (_, i) => i);
+  const many = (n: number, schema: unknown) =>
+    Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, schema]));
+  const cases: [string, unknown, unknown, RegExp, number][] = [
+    [
+      'redos.fanin',
+      { type: 'object', properties: many(2000, { enum: [0] }) },
+      { type: 'object', additionalProperties: { enum: big } },
+      /an enum was added/,
+      1,
+    ],
+    [
+      'redos.fanout',
+      { type: 'object', additionalProperties: { enum: big.slice(0, 10_000) } },
+      { type: 'object', properties: many(1500, { enum: [-1] }), additionalProperties: { enum: big.slice(0, 10_000) } },
+      /more than 100 problems: only the first 100 are listed/,
+      101,
+    ],
+  ];
+  for (const [action, before, after, problem, count] of cases) {
+    const created = await call('POST', '/v1/actions', { action, application: 'shop', schemata: before }, SHOP);
+    assert.equal(created.status, 201, JSON.stringify(created.body).slice(0, 300));
+    let answer: Awaited<ReturnType<typeof call>> | undefined;
+    const slowest = await slowestHealthDuring(async () => {
+      answer = await call('PUT', `/v1/actions/${action}/schema`, { schemata: after }, SHOP);
+    });
+    assert.equal(answer!.status, 409, JSON.stringify(answer!.body).slice(0, 300));
+    assert.equal(answer!.body.error.code, 'AMEBO_ERR_SCHEMA_INCOMPATIBLE');
+    const details = answer!.body.error.details as { message: string }[];
+    assert.equal(details.length, count, action);
+    assert.match(details.at(-1)!.message, problem);
+    assert.ok(slowest < FROZEN_MS, `${action}: the slowest /health took ${slowest.toFixed(1)} ms`);
+  }
 });

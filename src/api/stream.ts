@@ -292,10 +292,10 @@ export async function streamRoutes(scope: FastifyInstance, ctx: ApiContext): Pro
         );
       return true;
     }
-    if (token) {
-      if (!ctx.auth.isAdminToken(token)) throw new AmeboError('UNAUTHENTICATED', 'invalid admin token');
-      return true;
-    }
+    // The deprecated `?token=` is checked as if it came in the Authorization header: by the
+    // authenticator, so a wrong guess counts against the failed-auth throttle like any other and
+    // a throttled address gets 429 (a URL is no way around it). The header wins when both are sent.
+    if (token && !req.headers.authorization) req.headers.authorization = `Bearer ${token}`;
     return false;
   };
 

@@ -113,6 +113,27 @@ test('failed authentications are throttled per address and per application, acro
   );
 });
 
+test('the admin token in the live tail URL (?token=, deprecated) is throttled like the header', async () => {
+  const q = (token: string) => `/v1/stream?token=${encodeURIComponent(token)}`;
+  for (let i = 0; i < 5; i++) {
+    const r = await http(a.url, env, 'GET', q(`guess-${i}`), undefined, undefined, from('10.4.4.4'));
+    assert.equal(r.status, 401);
+    assert.equal(r.body.error.code, 'AMEBO_ERR_UNAUTHENTICATED');
+  }
+  // The next guess, by URL or by header, is refused without being checked; the right token too.
+  for (const r of [
+    await http(b.url, env, 'GET', q('guess-again'), undefined, undefined, from('10.4.4.4')),
+    await http(a.url, env, 'GET', q(env.adminToken), undefined, undefined, from('10.4.4.4')),
+    await http(a.url, env, 'GET', '/v1/applications', undefined, 'Bearer guess', from('10.4.4.4')),
+  ]) {
+    assert.equal(r.status, 429);
+    assert.ok(Number(r.headers['retry-after']) > 0);
+  }
+  // From another address the token in the URL still opens the stream (426: a plain GET, not an upgrade).
+  const ok = await http(a.url, env, 'GET', q(env.adminToken), undefined, undefined, from('10.4.4.5'));
+  assert.equal(ok.status, 426, JSON.stringify(ok.body));
+});
+
 test('without a trusted proxy, X-Forwarded-For does not pick the address that is counted', async () => {
   const e2 = testEnv({ authFailLimit: 3 });
   const s = await start(e2);

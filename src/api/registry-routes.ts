@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AmeboError } from '../errors.js';
+import { redactUrl } from '../log.js';
 import type { ApplicationRow, ActionRow } from '../store/registry.js';
 import { bodyString, param } from './auth.js';
 import { listOf, NAME_PARAM, NO_CONTENT, record, replies, typed } from './schemas.js';
@@ -7,7 +8,8 @@ import type { ApiContext } from './server.js';
 
 const appView = (r: ApplicationRow) => ({
   application: r.name,
-  address: r.address,
+  // Credentials in the address (https://user:pass@host/) are redacted, as in a subscription's handler.
+  address: r.address === null ? null : redactUrl(r.address),
   rpc_grants: r.rpc_grants,
   created_at: r.created_at,
   updated_at: r.updated_at,

@@ -8,11 +8,12 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { request } from 'undici';
 import { Webhook } from 'standardwebhooks';
-import { destroy, hex, http, start, testEnv, type TestEnv } from '../helpers/harness.js';
+import { destroy, eventually, hex, http, start, testEnv, type TestEnv } from '../helpers/harness.js';
 import { runCli } from '../helpers/cli.js';
 import { loadConfig } from '../../src/config.js';
 import { startAmebo } from '../../src/app.js';
 import { deliveryPlugin } from '../../src/plugins.js';
+import { bridgeStarter } from '../../bridge/index.js';
 import { redactUrl } from '../../src/log.js';
 import { SecretBox } from '../../src/secrets.js';
 import { Receiver } from '../bridge/receiver.js';
@@ -161,9 +162,79 @@ test('credentials in webhook URLs are redacted in API output and logs', async ()
     assert.equal(r.body.handler, `http://hook:***@127.0.0.1:${rx.port}/s`);
     const list = await http(s.url, e, 'GET', '/v1/subscriptions', undefined, 'admin');
     assert.ok(!JSON.stringify(list.body).includes('s3cr3t'));
+    // An application's address (relative handlers resolve against it) is redacted the same way.
+    const addr = `http://app:s3cr3t@127.0.0.1:${rx.port}/base/`;
+    const patched = await http(s.url, e, 'PATCH', '/v1/applications/shop', { address: addr }, 'admin');
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+    assert.equal(patched.body.address, `http://app:***@127.0.0.1:${rx.port}/base/`);
+    const created = await http(s.url, e, 'POST', '/v1/applications', { application: 'crm', address: addr }, 'admin');
+    assert.equal(created.status, 201);
+    assert.equal(created.body.address, `http://app:***@127.0.0.1:${rx.port}/base/`);
+    for (const p of ['/v1/applications', '/v1/applications/shop', '/v1/applications/crm']) {
+      const r = await http(s.url, e, 'GET', p, undefined, 'admin');
+      assert.equal(r.status, 200);
+      assert.ok(!JSON.stringify(r.body).includes('s3cr3t'), p);
+    }
+    // ...while a relative handler still resolves against the whole address, credentials included.
+    const rel = await http(
+      s.url,
+      e,
+      'POST',
+      '/v1/subscriptions',
+      { application: 'shop', subscription: 'rel', action: 'a.b', handler: 'hook' },
+      'admin',
+    );
+    assert.equal(rel.status, 201, JSON.stringify(rel.body));
+    assert.equal(rel.body.handler, `http://app:***@127.0.0.1:${rx.port}/base/hook`);
   } finally {
     await s.close();
   }
+});
+
+test('a failing webhook whose URL carries credentials: what the process logs names it redacted', async () => {
+  if (!rx.port) await rx.listen();
+  rx.on('/failing', () => ({ status: 500 }));
+  const e = testEnv({ breakerThreshold: 2 });
+  envs.push(e);
+  const c = capture();
+  const amebo = await startAmebo(loadConfig(e.overrides, {}), c.log, {
+    listen: false,
+    parts: [bridgeStarter()],
+    plugins: [deliveryPlugin],
+  });
+  try {
+    await amebo.api!.listen({ host: '127.0.0.1', port: 0 });
+    const url = `http://127.0.0.1:${(amebo.api!.server.address() as { port: number }).port}`;
+    await http(url, e, 'POST', '/v1/applications', { application: 'shop', secret: 'shop-secret-0123456789' }, 'admin');
+    await http(url, e, 'POST', '/v1/actions', { action: 'a.b', application: 'shop', schemata: {} }, 'admin');
+    const sub = await http(
+      url,
+      e,
+      'POST',
+      '/v1/subscriptions',
+      {
+        application: 'shop',
+        subscription: 'failing',
+        action: 'a.b',
+        handler: `http://hook:s3cr3t@127.0.0.1:${rx.port}/failing`,
+        max_attempts: 1,
+      },
+      'admin',
+    );
+    assert.equal(sub.status, 201, JSON.stringify(sub.body));
+    for (let i = 0; i < 3; i++) await http(url, e, 'POST', '/v1/events', { action: 'a.b', payload: { i } }, 'admin');
+    // The endpoint keeps failing: the breaker opens and says which endpoint, at warn level.
+    const opened = await eventually(() => c.lines().find((l) => /circuit opened/.test(l.msg)), 20_000);
+    assert.match(JSON.stringify(opened), /hook:\*\*\*@127\.0\.0\.1/);
+    const t = await http(url, e, 'POST', `/v1/subscriptions/${sub.body.id}/test`, undefined, 'admin');
+    assert.equal(t.status, 200);
+    assert.ok(!JSON.stringify(t.body).includes('s3cr3t'));
+  } finally {
+    await amebo.close();
+  }
+  const all = JSON.stringify(c.lines());
+  assert.ok(c.lines().length > 0);
+  assert.ok(!all.includes('s3cr3t'), 'no log line carries the password');
 });
 
 test('no-store on API answers, nosniff everywhere, a CSP on /docs, /metrics behind AMEBO_METRICS_TOKEN', async () => {

@@ -56,6 +56,8 @@ function Applications({ apps: { data, error, reload } }) {
                 label="save"
                 testid="save-address"
                 run=${async (f) => {
+                  // The address is shown with its credentials redacted: sent only when changed.
+                  if ((f.address || null) === (a.address ?? null)) return 'unchanged';
                   await api('PATCH', `/v1/applications/${enc(a.application)}`, { address: f.address || null });
                   reload();
                   return 'saved';

@@ -225,6 +225,18 @@ test('auth matrix: every route of /openapi.json × no, wrong, own, another appli
   const bad = await call('POST', '/v1/subscriptions', { nonsense: [1, 2, 3] });
   assert.equal(bad.status, 401);
   assert.match(bad.body.error.message, /Authorization: Bearer <token>.*HTTP Basic/);
+  // So on every protected route that takes a body, with no credentials and with wrong ones (a 400
+  // would tell an anonymous caller about the route's schema).
+  const early: string[] = [];
+  for (const route of routes) {
+    const [method, path] = route.split(' ') as [Parameters<typeof http>[2], string];
+    if (POLICY[route] === 'public' || !['POST', 'PUT', 'PATCH'].includes(method)) continue;
+    for (const auth of [undefined, creds.wrong]) {
+      const r = await call(method, fill(path, 'own', method), { nonsense: [1, 2, 3], action: 5 }, auth);
+      if (r.status !== 401) early.push(`${auth ? 'wrong' : 'none'} ${route} → ${r.status}`);
+    }
+  }
+  assert.deepEqual(early, []);
 });
 
 test('retry, replay and resurrect deliver only what the subscription could have received', async () => {

@@ -44,6 +44,8 @@ export class Registry {
   private readonly log: Logger;
   private readonly apps = new Map<string, { row: sql.ApplicationRow | null; at: number }>();
   private readonly verified = new Map<string, number>();
+  /** application + sha256(secret) of credentials verified, and when (see `recentlyVerified`). */
+  private readonly verifiedNames = new Map<string, number>();
   private readonly actions = new Map<string, CachedAction>();
   private redis: Redis | null = null;
   private readonly channel: string;
@@ -166,17 +168,44 @@ export class Registry {
     }
     if (!(await p) || !row) return false;
     if (this.verified.size > 10_000) this.verified.clear();
+    if (this.verifiedNames.size > 10_000) this.verifiedNames.clear();
     this.verified.set(key, Date.now());
+    this.verifiedNames.set(`${name}\u0000${sha256(secret)}`, Date.now());
     return true;
   }
 
-  /** True when these exact credentials were verified recently (no scrypt: a cache lookup). */
+  /**
+   * True when these exact credentials were verified recently (no scrypt): a cache lookup while the
+   * application's row is cached. A verified entry is renewed each time it admits a request, so
+   * credentials in steady use stay known as long as the stored secret is the one they match.
+   */
   knownGood(name: string, secret: string): boolean {
     const c = this.apps.get(name);
     const row = c && Date.now() - c.at < CACHE_TTL_MS ? c.row : null;
     if (!row) return false;
-    const at = this.verified.get(`${row.secret_hash}\u0000${sha256(secret)}`);
-    return at !== undefined && Date.now() - at < 10 * CACHE_TTL_MS;
+    return this.renew(`${row.secret_hash}\u0000${sha256(secret)}`);
+  }
+
+  /**
+   * `knownGood`, also once the row's cache entry has expired or was invalidated: credentials this
+   * process verified recently are checked against the row read again (no scrypt). Only credentials
+   * that were verified before cost that read, so a guesser cannot use it to reach the database.
+   */
+  async recentlyVerified(name: string, secret: string): Promise<boolean> {
+    if (this.knownGood(name, secret)) return true;
+    const digest = sha256(secret);
+    const seen = this.verifiedNames.get(`${name}\u0000${digest}`);
+    if (seen === undefined || Date.now() - seen >= 10 * CACHE_TTL_MS) return false;
+    const row = await this.getApplication(name);
+    return row !== null && this.renew(`${row.secret_hash}\u0000${digest}`);
+  }
+
+  /** Whether a verified entry is fresh; if so, it is renewed. */
+  private renew(key: string): boolean {
+    const at = this.verified.get(key);
+    if (at === undefined || Date.now() - at >= 10 * CACHE_TTL_MS) return false;
+    this.verified.set(key, Date.now());
+    return true;
   }
 
   private decoy: Promise<string> | null = null;

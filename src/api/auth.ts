@@ -195,7 +195,11 @@ export class Authenticator {
     // Credentials verified recently (a cache lookup, no scrypt) are admitted without reading the
     // throttle: a known-good client keeps working while its application's name is attacked, and
     // the hot path (every publish) costs no Redis round trip.
-    if (claim.kind === 'app' && this.registry.knownGood(claim.name, claim.secret))
+    if (
+      claim.kind === 'app' &&
+      (this.registry.knownGood(claim.name, claim.secret) ||
+        (await this.registry.recentlyVerified(claim.name, claim.secret)))
+    )
       return { kind: 'app', name: claim.name };
     const keys = this.throttle?.keysFor(req.ip, claim.kind === 'app' ? claim.name : undefined) ?? [];
     if (this.throttle) {

@@ -98,6 +98,15 @@ test('failed authentications are throttled per address and per application, acro
   assert.equal(elsewhere.status, 429);
   // ...but the client verified before the attack is let through.
   assert.equal((await http(a.url, env, 'GET', '/v1/actions', undefined, SHOP, from('10.0.0.7'))).status, 200);
+  // Also once the application's cached row is gone (it expires after 30 s; an update drops it at
+  // once): the credentials it verified are checked against the row read again, not refused.
+  assert.equal((await http(a.url, env, 'PATCH', '/v1/applications/shop', { rpc_grants: [] }, 'admin')).status, 200);
+  assert.equal((await http(a.url, env, 'GET', '/v1/actions', undefined, SHOP, from('10.0.0.7'))).status, 200);
+  // Not the guesser, whose wrong secrets were never verified.
+  assert.equal(
+    (await http(a.url, env, 'GET', '/v1/actions', undefined, ['shop', 'wrong-0'], from('10.9.9.9'))).status,
+    429,
+  );
   // Per address: 10.6.6.6 is throttled whatever it tries; another address and application are not.
   assert.equal((await http(b.url, env, 'GET', '/v1/actions', undefined, OTHER, from('10.6.6.6'))).status, 429);
   assert.equal((await http(b.url, env, 'GET', '/v1/actions', undefined, OTHER, from('10.2.2.2'))).status, 200);

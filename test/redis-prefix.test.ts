@@ -35,7 +35,9 @@ async function side(name: string): Promise<Side> {
     'admin',
   );
   assert.equal(sub.status, 201, JSON.stringify(sub.body));
-  const ws = new WebSocket(`${srv.url.replace('http', 'ws')}/v1/stream?token=${env.adminToken}`);
+  const ws = new WebSocket(`${srv.url.replace('http', 'ws')}/v1/stream`, {
+    headers: { authorization: `Bearer ${env.adminToken}` },
+  });
   const messages: Record<string, any>[] = [];
   ws.on('message', (d) => messages.push(JSON.parse((d as Buffer).toString())));
   await new Promise((resolve, reject) => {

@@ -279,11 +279,16 @@ export async function streamRoutes(scope: FastifyInstance, ctx: ApiContext): Pro
 
   /**
    * The live tail is the admin's: the admin token (header), or, for browsers that cannot set a
-   * websocket's headers, a one-use `?ticket=` (or the deprecated `?token=`).
+   * websocket's headers, a one-use `?ticket=`. The admin token itself is never taken from the URL
+   * (proxies, logs and browser histories keep URLs).
    */
   const streamCredentials = async (req: FastifyRequest): Promise<boolean> => {
     const ticket = queryString(req, 'ticket');
-    const token = queryString(req, 'token');
+    if (queryString(req, 'token') !== undefined)
+      throw new AmeboError(
+        'UNAUTHENTICATED',
+        'the admin token is not taken in the URL: send Authorization: Bearer <admin token>, or ask POST /v1/stream/tickets for a one-use ticket and open /v1/stream?ticket=<ticket>',
+      );
     if (ticket) {
       if (!(await tickets.redeem(ticket)))
         throw new AmeboError(
@@ -292,10 +297,6 @@ export async function streamRoutes(scope: FastifyInstance, ctx: ApiContext): Pro
         );
       return true;
     }
-    // The deprecated `?token=` is checked as if it came in the Authorization header: by the
-    // authenticator, so a wrong guess counts against the failed-auth throttle like any other and
-    // a throttled address gets 429 (a URL is no way around it). The header wins when both are sent.
-    if (token && !req.headers.authorization) req.headers.authorization = `Bearer ${token}`;
     return false;
   };
 
@@ -329,7 +330,6 @@ export async function streamRoutes(scope: FastifyInstance, ctx: ApiContext): Pro
         properties: {
           actions: { type: 'string', maxLength: 2048, description: 'comma-separated actions or topic patterns' },
           ticket: { type: 'string', maxLength: 128 },
-          token: { type: 'string', maxLength: 512, description: 'deprecated: the admin token (prefer a ticket)' },
         },
       },
       response: replies({

@@ -215,7 +215,9 @@ test('/test sends a signed synthetic event and reports the outcome', async () =>
 });
 
 test('delivery outcomes reach the live tail (GET /v1/stream)', async () => {
-  const ws = new WebSocket(`${srv.url.replace('http', 'ws')}/v1/stream?actions=order.*&token=${env.adminToken}`);
+  const ws = new WebSocket(`${srv.url.replace('http', 'ws')}/v1/stream?actions=order.*`, {
+    headers: { authorization: `Bearer ${env.adminToken}` },
+  });
   const notes: any[] = [];
   let hello: () => void;
   const ready = new Promise<void>((r) => (hello = r));

@@ -18,17 +18,18 @@ export const TOPIC_LIMITS = {
    * about (words of its action)^(number of #) steps per such binding. Measured on RabbitMQ 3.10:
    * two `#` over a 128-word action 20-30 ms, three over 64 words 115 ms, five over 20 words
    * 150-190 ms, and ten over 20 words kept a channel busy for minutes (publishes unconfirmed).
-   * Amebo's own matcher (below) is linear whatever the pattern: the live tail and the event
-   * explorer, which bind nothing, take any well-formed pattern.
+   * With one `#` the broker's work per event is linear in the words of the action, so that is
+   * the limit. Amebo's own matcher (below) is linear whatever the pattern: the live tail and the
+   * event explorer, which bind nothing, take any well-formed pattern.
    */
-  maxBindingHashes: 2,
+  maxBindingHashes: 1,
 } as const;
 
 /** A subscription's pattern as the API states it (OpenAPI and refusals). */
 export const BINDING_PATTERN_RULES =
   `an action name or a topic pattern (segments of [A-Za-z0-9_-], * for one segment, # for zero or more; ` +
   `at most ${TOPIC_LIMITS.maxSegments} segments, ${TOPIC_LIMITS.maxLength} characters and ` +
-  `${TOPIC_LIMITS.maxBindingHashes} # segments)`;
+  `${TOPIC_LIMITS.maxBindingHashes === 1 ? 'one # segment' : `${TOPIC_LIMITS.maxBindingHashes} # segments`})`;
 
 const SEGMENT = /^(?:[A-Za-z0-9_-]+|\*|#)$/;
 

@@ -116,9 +116,10 @@ test('a topic pattern of eleven # over 20-segment actions: replay and the live t
     assert.equal((await call('POST', '/v1/actions', { action, application: 'shop', schemata: {} }, SHOP)).status, 201);
   const hostile = '#.' + Array.from({ length: 10 }, () => '#.x').join('.') + '.nomatch';
   // A subscription's pattern is also a RabbitMQ binding, and RabbitMQ's topic matcher backtracks
-  // over `#` (ten # over 20 words kept a broker channel busy for minutes): more than two are refused,
-  // on create and on a change, with the limits in the message.
-  for (const action of [hostile, '#.#.#', '#.a.#.a.#', Array(33).fill('#').join('.')]) {
+  // over `#` (ten # over 20 words kept a broker channel busy for minutes; two over 128 words cost it
+  // 20-30 ms per event): more than one is refused, on create and on a change, with the limits in
+  // the message.
+  for (const action of [hostile, '#.#', '#.a.#', '#.a.#.a.#', Array(33).fill('#').join('.')]) {
     const r = await call(
       'POST',
       '/v1/subscriptions',
@@ -126,17 +127,17 @@ test('a topic pattern of eleven # over 20-segment actions: replay and the live t
       'admin',
     );
     assert.equal(r.status, 400, action);
-    assert.match(r.body.error.message, /at most 32 segments, 255 characters and 2 # segments/);
+    assert.match(r.body.error.message, /at most 32 segments, 255 characters and one # segment/);
   }
-  // The worst pattern a binding may have: two #, a word that keeps both searching, and no match.
+  // The worst pattern a binding may have: one #, words that keep it searching, and no match.
   const sub = await call(
     'POST',
     '/v1/subscriptions',
-    { application: 'shop', subscription: 'hostile', action: '#.a.#.nomatch', handler: rx.url('/hostile') },
+    { application: 'shop', subscription: 'hostile', action: '#.a.a.nomatch', handler: rx.url('/hostile') },
     'admin',
   );
   assert.equal(sub.status, 201, JSON.stringify(sub.body));
-  const patch = await call('PATCH', `/v1/subscriptions/${sub.body.id}`, { action: '#.a.#.a.#.nomatch' }, 'admin');
+  const patch = await call('PATCH', `/v1/subscriptions/${sub.body.id}`, { action: '#.a.#.nomatch' }, 'admin');
   assert.equal(patch.status, 400, JSON.stringify(patch.body));
 
   for (let i = 0; i < 3; i++)
@@ -155,7 +156,7 @@ test('a topic pattern of eleven # over 20-segment actions: replay and the live t
     assert.equal(r.status, 202);
     replayed = r.body.count;
     for (let i = 0; i < 3; i++) {
-      // The broker routes each against the two-# binding and confirms it within AMEBO_CONFIRM_WAIT_MS.
+      // The broker routes each against the one-# binding and confirms it within AMEBO_CONFIRM_WAIT_MS.
       for (const action of [long, widest]) {
         const e = await call('POST', '/v1/events', { action, payload: { live: i } }, SHOP);
         assert.equal(e.status, 202);

@@ -11,7 +11,9 @@
  * component registers a setup hook that rebuilds what it owns (most through `ManagedChannel`, which
  * also rebuilds after a channel-level close or a consumer cancel while the connection lives).
  * Hooks run on every (re)connect, in registration order, before the connection is announced, so
- * nothing sees a half-built one.
+ * nothing sees a half-built one. A failing hook fails the connection (closed, tried again), except
+ * a managed channel's: its failure is its own, as on a live connection (that channel alone is
+ * retried with backoff and reports `failed`; the connection and the other channels come up).
  *
  * Events: see `ConnectionEvents` (the connection) and `ManagedChannelEvents` (a channel on it).
  */
@@ -64,7 +66,35 @@ interface HookEntry {
   fn: SetupHook;
   /** The connection this hook last ran on; a hook added during a setup may have missed it. */
   ranOn: ChannelModel | null;
+  /** The connection whose setup this hook failed on (isolated hooks only: retried on their own). */
+  failedOn: ChannelModel | null;
+  /** Set for a hook whose failure at (re)connect is its own (a managed channel's), not the connection's. */
+  isolated?: IsolatedHook;
   waiters: Array<{ resolve: () => void; reject: (err: unknown) => void }>;
+}
+
+/** A failed build of an isolated hook (a managed channel), as its owner is told of it. */
+export interface HookFailure {
+  /** Failed builds in a row (1, 2...). */
+  attempt: number;
+  /** Wait before the next try. */
+  delayMs: number;
+  /** The node of the connection it failed on (credentials redacted). */
+  node: string | null;
+  error: Error;
+}
+
+/**
+ * A hook that owns what it builds (a managed channel): when it fails at (re)connect, the connection
+ * still comes up and the hook alone is retried with backoff (`rerun`), as after a channel-level close.
+ */
+export interface IsolatedHook {
+  /** Names it in logs ('channel "publisher"'). */
+  what: string;
+  /** Whether a retry is still needed (false once built by other means, or closed). */
+  needed: () => boolean;
+  /** Told of each failed build (at connect or in a retry). */
+  failed?: (f: HookFailure) => void;
 }
 
 /** The nodes of a comma-separated AMQP URL list; each gets the heartbeat unless it sets one. */
@@ -154,6 +184,8 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
   private started = false;
   private readonly pause = new Pause();
   private lastFailure = '';
+  /** The connection being set up (its hooks running), not yet live. */
+  private settingUp: ChannelModel | null = null;
   /** Connections made, first included. */
   connects = 0;
 
@@ -242,7 +274,7 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
           await closeQuietly(model);
           break;
         }
-        await this.setup(model);
+        await this.setup(model, redactUrl(url));
         if (this.closed) {
           await closeQuietly(model);
           break;
@@ -291,7 +323,23 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
     this.live = null;
   }
 
-  private async setup(model: ChannelModel): Promise<void> {
+  /**
+   * Runs every hook on a new connection. A failing hook fails the connection (closed and tried
+   * again), except an isolated one (a managed channel): its failure is its own, so the connection
+   * and the other channels come up and that hook alone is retried with backoff, as after a
+   * channel-level close. An isolated hook whose first build a caller is waiting for is dropped and
+   * its failure is the caller's (`addSetup`'s contract).
+   */
+  private async setup(model: ChannelModel, node: string): Promise<void> {
+    this.settingUp = model;
+    try {
+      await this.runHooks(model, node);
+    } finally {
+      this.settingUp = null;
+    }
+  }
+
+  private async runHooks(model: ChannelModel, node: string): Promise<void> {
     coalesceWrites(model);
     // Index loop on purpose: hooks added while this runs are picked up.
     for (let i = 0; i < this.hooks.length; i++) {
@@ -299,16 +347,74 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
       try {
         await h.fn(model);
       } catch (err) {
-        this.log.warn({ err: (err as Error).message }, 'setup after (re)connect failed; retrying the connection');
+        const e = err as Error;
+        if (h.isolated && !h.waiters.length) {
+          h.failedOn = model;
+          this.hookFailed(h, h.isolated, model, 1, e, node, 'setting up');
+          continue;
+        }
+        if (h.isolated) {
+          this.removeEntry(h);
+          i--;
+          for (const w of h.waiters.splice(0)) w.reject(e);
+          continue;
+        }
+        this.log.warn({ err: e.message }, 'setup after (re)connect failed; retrying the connection');
         throw err;
       }
       h.ranOn = model;
+      h.failedOn = null;
     }
+  }
+
+  /** Logs and reports the `attempt`-th failed build of an isolated hook on `model`, and schedules the next try. */
+  private hookFailed(
+    h: HookEntry,
+    iso: IsolatedHook,
+    model: ChannelModel,
+    attempt: number,
+    error: Error,
+    node: string | null,
+    doing: 'setting up' | 'rebuilding',
+    delayMs = 200,
+  ): void {
+    const next = backoffMs(attempt, delayMs, 5000);
+    this.log.warn(
+      { err: error.message, attempt, channel: iso.what, node, delayMs: next },
+      `${doing} ${iso.what}${doing === 'setting up' && node ? ` on ${node}` : ''} failed; next try in ${next} ms`,
+    );
+    iso.failed?.({ attempt, delayMs: next, node, error });
+    this.retry(h, iso, model, delayMs, attempt, next);
+  }
+
+  /**
+   * Runs an isolated hook again on `model` after `wait` ms, while it is registered, `model` is
+   * still the live connection and the hook says it is needed; on failure, again with backoff. A
+   * connection lost meanwhile ends the chain: the recovery runs every hook anyway.
+   */
+  private retry(h: HookEntry, iso: IsolatedHook, model: ChannelModel, delayMs: number, attempt: number, wait: number) {
+    setTimeout(() => {
+      // Still setting up the connection it failed on (other hooks running): not yet.
+      if (this.settingUp === model && !this.closed) return this.retry(h, iso, model, delayMs, attempt, 100);
+      if (this.closed || !this.hooks.includes(h) || this.live !== model || !iso.needed()) return;
+      h.fn(model).then(
+        () => {
+          h.ranOn = model;
+          h.failedOn = null;
+          for (const w of h.waiters.splice(0)) w.resolve();
+        },
+        (err: Error) => {
+          if (this.live === model) this.hookFailed(h, iso, model, attempt + 1, err, this.node, 'rebuilding', delayMs);
+        },
+      );
+    }, wait).unref();
   }
 
   /** Runs hooks that were added after the setup loop had passed them, and releases their waiters. */
   private async catchUp(model: ChannelModel): Promise<void> {
     for (const h of [...this.hooks]) {
+      // An isolated hook that failed on this connection is being retried on its own.
+      if (h.failedOn === model) continue;
       if (h.ranOn !== model) {
         try {
           await h.fn(model);
@@ -327,10 +433,16 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
    * Registers a setup hook and runs it on the live connection. Resolves once it ran; if that first
    * run fails the hook is dropped and the error is the caller's. While disconnected it waits for
    * the next connection, unless `wait` is false: then the hook is registered and runs on connect.
+   * `retry` (isolated hooks only): its first run's failure is its own too, as at a (re)connect: it
+   * stays registered, is reported and retried with backoff, and this never waits for a connection.
    */
-  async addSetup(fn: SetupHook, opts: { wait?: boolean } = {}): Promise<void> {
+  async addSetup(
+    fn: SetupHook,
+    opts: { wait?: boolean; isolated?: IsolatedHook; retry?: boolean } = {},
+  ): Promise<void> {
     if (this.closed) throw this.unavailable('connection is closed');
-    const entry: HookEntry = { fn, ranOn: null, waiters: [] };
+    const entry: HookEntry = { fn, ranOn: null, failedOn: null, waiters: [] };
+    if (opts.isolated) entry.isolated = opts.isolated;
     this.hooks.push(entry);
     const model = this.live;
     if (model) {
@@ -338,12 +450,20 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
         await fn(model);
         entry.ranOn = model;
       } catch (err) {
+        if (opts.retry && opts.isolated) {
+          if (this.live === model && this.hooks.includes(entry)) {
+            entry.failedOn = model;
+            this.hookFailed(entry, opts.isolated, model, 1, err as Error, this.node, 'setting up');
+          }
+          // Else the connection was lost meanwhile: the recovery runs the hook.
+          return;
+        }
         this.removeEntry(entry);
         throw err;
       }
       return;
     }
-    if (opts.wait === false) return;
+    if (opts.wait === false || opts.retry) return;
     await new Promise<void>((resolve, reject) => entry.waiters.push({ resolve, reject }));
   }
 
@@ -351,9 +471,10 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
    * Runs a registered hook again on the live connection, after `delayMs`, while `needed()` says so:
    * for a component whose channel closed on a channel-level error (a deleted exchange or queue)
    * while the connection lives on, so no reconnect will run its hook. Retries with backoff until it
-   * succeeds; stops when the hook is removed or the connection closes. A lost connection is left to
-   * the recovery, which runs every hook anyway. Each failure is logged at warn with `what` (a
-   * channel's name), the node and the wait before the next try.
+   * succeeds; stops when the hook is removed, the connection closes or is lost (the recovery runs
+   * every hook anyway). Each failure is logged at warn with `what` (a channel's name), the node and
+   * the wait before the next try, and passed to `failed`. The same path retries an isolated hook
+   * that failed at (re)connect.
    */
   rerun(
     fn: SetupHook,
@@ -362,26 +483,20 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
     attempt = 0,
     what = 'a channel',
     wait?: number,
+    failed?: (f: HookFailure) => void,
   ): void {
-    setTimeout(
-      () => {
-        const entry = this.hooks.find((h) => h.fn === fn);
-        const model = this.live;
-        if (!entry || !model || this.closed || !needed()) return;
-        fn(model).then(
-          () => void (entry.ranOn = model),
-          (err: Error) => {
-            const next = backoffMs(attempt + 1, delayMs, 5000);
-            this.log.warn(
-              { err: err.message, attempt: attempt + 1, channel: what, node: this.node, delayMs: next },
-              `rebuilding ${what} failed; next try in ${next} ms`,
-            );
-            this.rerun(fn, needed, delayMs, attempt + 1, what, next);
-          },
-        );
-      },
+    const entry = this.hooks.find((h) => h.fn === fn);
+    const model = this.live;
+    if (!entry || !model || this.closed) return;
+    const iso: IsolatedHook = { what, needed, ...(failed ? { failed } : {}) };
+    this.retry(
+      entry,
+      iso,
+      model,
+      delayMs,
+      attempt,
       wait ?? (attempt === 0 ? delayMs : backoffMs(attempt, delayMs, 5000)),
-    ).unref();
+    );
   }
 
   /** A channel that rebuilds itself (see `ManagedChannel`); its state goes to the observer, if any. */
@@ -392,6 +507,7 @@ export class RecoveringConnection extends EventEmitter<ConnectionEvents> {
       mc.on('open', () => o.channel(spec.name, 'down'));
       mc.on('ready', () => o.channel(spec.name, 'ready'));
       mc.on('lost', () => o.channel(spec.name, 'down'));
+      mc.on('failed', () => o.channel(spec.name, 'down'));
       mc.on('closed', () => o.channel(spec.name, 'closed'));
     }
     return mc;
@@ -478,6 +594,12 @@ export interface ManagedChannelEvents {
   ready: [Channel];
   /** The live channel closed (channel error, consumer cancel + `reset()`, or the connection's loss); a rebuild follows unless closed. */
   lost: [];
+  /**
+   * A build failed (its setup threw): at a (re)connect, where the connection and the other
+   * channels come up all the same, or in a rebuild. The channel stays not ready; the next try
+   * follows after `delayMs` (backoff with jitter). Logged at warn with the channel's name and node.
+   */
+  failed: [HookFailure];
   /** `close()` was called: no more rebuilds. Emitted once. */
   closed: [];
 }
@@ -503,7 +625,7 @@ export class ManagedChannel extends EventEmitter<ManagedChannelEvents> {
       this.ch = null;
       this.emit('lost');
       if (!this.closed)
-        this.conn.rerun(this.hook, () => !this.ch && !this.closed, 200, 0, `channel "${this.spec.name}"`);
+        this.conn.rerun(this.hook, this.isolated.needed, 200, 0, this.isolated.what, undefined, this.isolated.failed);
     });
     try {
       if (this.spec.prefetch) await ch.prefetch(this.spec.prefetch);
@@ -521,20 +643,32 @@ export class ManagedChannel extends EventEmitter<ManagedChannelEvents> {
     this.emit('ready', ch);
   };
 
+  /** A failed build is this channel's alone: the connection comes up and this hook is retried with backoff. */
+  private readonly isolated: IsolatedHook;
+
   constructor(conn: RecoveringConnection, spec: ChannelSpec) {
     super();
     this.conn = conn;
     this.spec = spec;
+    this.isolated = {
+      what: `channel "${spec.name}"`,
+      needed: () => !this.ch && !this.closed,
+      failed: (f) => void this.emit('failed', f),
+    };
   }
 
   /**
    * Registers the channel with its connection and builds it now when connected. `wait: false`
    * returns at once while disconnected (it is built on connect); otherwise a failure of the first
-   * build is the caller's.
+   * build is the caller's. Once registered, a failed build at a (re)connect is this channel's
+   * alone: the connection and its other channels come up, this one reports `failed` and is
+   * retried with backoff. `retry: true` treats the first build the same way (never throws for
+   * it, never waits for a connection): for owners with nobody to hand a failure to (the bridge's
+   * workers).
    */
-  async open(opts: { wait?: boolean } = {}): Promise<void> {
+  async open(opts: { wait?: boolean; retry?: boolean } = {}): Promise<void> {
     this.emit('open');
-    await this.conn.addSetup(this.hook, opts);
+    await this.conn.addSetup(this.hook, { ...opts, isolated: this.isolated });
   }
 
   /** The live channel, or null while it is being rebuilt. */

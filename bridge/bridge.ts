@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import type { ChannelModel } from 'amqplib';
 import type { Redis } from 'ioredis';
 import type { Amebo } from '../src/app.js';
 import { redactUrl, type Logger } from '../src/log.js';
@@ -63,8 +62,9 @@ export interface BridgeEvents {
 
 /**
  * The bridge role: one consumer per active HTTP subscription, kept in step with the registry
- * through the Redis announcements (`<prefix>subscriptions`) and a periodic resync; channels and
- * consumers rebuilt on every broker reconnect; Redis subscriptions restored by ioredis, followed by
+ * through the Redis announcements (`<prefix>subscriptions`) and a periodic resync; each on a
+ * `ManagedChannel` of the process's connection, rebuilt on every broker reconnect and after a
+ * channel-level close or a consumer cancel; Redis subscriptions restored by ioredis, followed by
  * a resync because announcements made while Redis was away are lost.
  */
 export class Bridge extends EventEmitter<BridgeEvents> {
@@ -75,7 +75,6 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   readonly recorder: Recorder;
   private readonly workers = new Map<string, SubscriptionWorker>();
   private readonly byEndpoint = new Map<string, Set<SubscriptionWorker>>();
-  private model: ChannelModel | null = null;
   private cmd: Redis | null = null;
   private sub: Redis | null = null;
   private breaker: Breaker | null = null;
@@ -182,13 +181,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     }, 50);
   }
 
-  private readonly hook = async (model: ChannelModel): Promise<void> => {
-    this.model = model;
+  /** Retry queues may be gone on a new connection (another node): declared again when next needed. */
+  private readonly hook = async (): Promise<void> => {
     this.retryQueues.clear();
-    await Promise.all([...this.workers.values()].map((w) => w.attach(model)));
-  };
-  private readonly onDisconnect = (): void => {
-    this.model = null;
   };
 
   async start(): Promise<void> {
@@ -217,7 +212,6 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       );
     first = false;
     await this.resync();
-    this.a.broker.on('disconnect', this.onDisconnect);
     await this.a.broker.addHook(this.hook);
     this.timer = setInterval(() => this.enqueue(() => this.resync()), this.opts.resyncMs ?? 30_000);
     this.timer.unref();
@@ -289,7 +283,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       orderedProbeMs: this.a.cfg.orderedProbeMs,
       ensureRetryQueue: (ms) => this.ensureRetryQueue(ms),
       onGone: (r, reason) => this.gone(r, reason),
-      model: () => this.model,
+      broker: this.a.broker,
       redeclare: async (r) => {
         const fresh = await getSubscription(this.a.pool, r.id);
         if (!fresh) return; // deleted: the registry's notice removes the worker
@@ -311,7 +305,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       const st = await this.breaker.state(worker.endpoint);
       if (st) worker.onOpen(st);
     }
-    if (this.model) await worker.attach(this.model);
+    // Its channel (`bridge <queue>`) is built now when connected, and on every (re)connect.
+    await worker.start();
     this.emit('worker-started', { subscription: id, endpoint: worker.endpoint });
   }
 
@@ -386,7 +381,6 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     if (this.timer) clearInterval(this.timer);
     if (this.noteTimer) clearTimeout(this.noteTimer);
     this.a.broker.removeHook(this.hook);
-    this.a.broker.off('disconnect', this.onDisconnect);
     await this.chain.catch(() => undefined);
     await Promise.all([...this.workers.values()].map((w) => w.stop()));
     this.workers.clear();

@@ -1,5 +1,5 @@
-import { backoffMs } from '../src/broker/link.js';
-import type { Channel, ChannelModel, ConsumeMessage } from 'amqplib';
+import type { ManagedChannel, RecoveringConnection } from '../src/broker/link.js';
+import type { Channel, ConsumeMessage } from 'amqplib';
 import type { ConfirmPublisher } from '../src/broker/publisher.js';
 import { HEADER } from '../src/broker/message.js';
 import type { Topology } from '../src/broker/topology.js';
@@ -27,8 +27,8 @@ export interface WorkerDeps {
   ensureRetryQueue(delayMs: number): Promise<void>;
   /** The handler answered 410: disable the subscription everywhere. */
   onGone(row: SubscriptionRow, reason: string): Promise<void>;
-  /** The live connection, or null while reconnecting. */
-  model(): ChannelModel | null;
+  /** The connection the worker's channel lives on (a `ManagedChannel` named `bridge <queue>`). */
+  broker: RecoveringConnection;
   /** Declares the subscription's queues again (after the broker lost them) unless it was deleted. */
   redeclare(row: SubscriptionRow): Promise<void>;
   /** A delivery outcome for the live tail (`GET /v1/stream`); dropped when nobody listens. */
@@ -37,7 +37,7 @@ export interface WorkerDeps {
   held: HeldStore;
   /** Reserves the next `rate_limit` slot shared by all bridge processes: ms to wait, or null (pace locally). */
   reserveSlot(subscription: string, rate: number): Promise<number | null>;
-  /** The worker's channel came up, was lost, or could not be set up (the next try follows after `delayMs`). */
+  /** The worker's channel came up, was lost, or could not be built (the next try follows after `delayMs`). */
   channelState?(e: WorkerChannelEvent): void;
 }
 
@@ -76,6 +76,12 @@ type BreakerMode = 'closed' | 'open' | 'half';
  * the outcome acks it (delivered), re-publishes it to a retry step (confirmed first) or to the
  * dead-letter exchange. Ordered subscriptions (single active consumer, prefetch 1) retry in place so
  * a failing event holds the line. A circuit breaker stops the consumer while the endpoint is down.
+ *
+ * Its channel is a `ManagedChannel` (`bridge <queue>`), rebuilt by the same code as every other
+ * AMQP user of Amebo: on each (re)connect, with backoff after a channel-level close or a failed
+ * build, and after the broker cancels the consumer (the queue is declared again, then `reset()`).
+ * Its state shows in `amebo_amqp_channels_ready{channel="bridge <queue>"}` through the connection's
+ * observer.
  */
 export class SubscriptionWorker {
   row: SubscriptionRow;
@@ -83,6 +89,8 @@ export class SubscriptionWorker {
   ladder: LadderSettings;
   readonly queue: string;
   private readonly d: WorkerDeps;
+  private readonly mc: ManagedChannel;
+  /** The channel being set up or live (`mc`'s, once ready); null once lost. */
   private ch: Channel | null = null;
   private tag: string | null = null;
   private stopped = false;
@@ -93,13 +101,10 @@ export class SubscriptionWorker {
   private probing = false;
   private breakerState: BreakerState | null = null;
   private probeTimer: NodeJS.Timeout | null = null;
-  private reattachTimer: NodeJS.Timeout | null = null;
   private readonly waiters: (() => void)[] = [];
   private readonly sleepers = new Set<() => void>();
   private readonly hist: ReturnType<typeof metrics.deliverySeconds.labels>;
   private readonly gauge: ReturnType<typeof metrics.inFlight.labels>;
-  /** `amebo_amqp_channels_ready{channel}` of this worker's channel, as for every managed channel. */
-  private readonly channelLabel: { channel: string };
 
   constructor(row: SubscriptionRow, target: Target, deps: WorkerDeps) {
     this.row = row;
@@ -109,8 +114,29 @@ export class SubscriptionWorker {
     this.queue = deps.topology.subscriptionQueue(row.application, row.name);
     this.hist = metrics.deliverySeconds.labels(target.label);
     this.gauge = metrics.inFlight.labels(target.label);
-    this.channelLabel = { channel: `bridge ${this.queue}` };
-    metrics.amqpChannelsReady.set(this.channelLabel, 0);
+    this.mc = deps.broker.channel({
+      name: `bridge ${this.queue}`,
+      prefetch: row.ordered ? 1 : deps.prefetch,
+      setup: (ch) => this.setup(ch),
+    });
+    this.mc.on('ready', () => {
+      if (!this.stopped) this.d.channelState?.({ state: 'ready' });
+    });
+    this.mc.on('lost', () => {
+      this.ch = null;
+      this.tag = null;
+      if (!this.stopped) this.d.channelState?.({ state: 'lost' });
+    });
+    // A failed build is logged at warn by the connection, with the channel's name and node.
+    this.mc.on('failed', (f) => {
+      if (!this.stopped)
+        this.d.channelState?.({
+          state: 'reconnecting',
+          attempt: f.attempt,
+          delayMs: f.delayMs,
+          error: f.error.message,
+        });
+    });
   }
 
   get endpoint(): string {
@@ -126,94 +152,62 @@ export class SubscriptionWorker {
     this.ladder = ladderOf(row);
   }
 
-  /** (Re)creates the channel and the consumer on `model`. Never throws: retries itself later. */
-  async attach(model: ChannelModel): Promise<void> {
+  /**
+   * Registers the worker's channel with the connection: built now when connected, else on
+   * connect. Never throws: a failed build is reported (`reconnecting`) and retried with backoff.
+   */
+  async start(): Promise<void> {
     if (this.stopped) return;
-    if (this.reattachTimer) clearTimeout(this.reattachTimer);
-    this.reattachTimer = null;
-    const old = this.ch;
-    this.ch = null;
+    await this.mc.open({ retry: true });
+  }
+
+  /** The managed channel's setup, on every new channel: consume unless the circuit is open. */
+  private async setup(ch: Channel): Promise<void> {
+    if (this.stopped) return;
+    this.ch = ch;
     this.tag = null;
-    if (old) await old.close().catch(() => undefined);
     try {
-      const ch = await model.createChannel();
-      ch.on('error', (err: Error) => this.d.log.warn({ err: err.message, queue: this.queue }, 'bridge channel error'));
-      ch.on('close', () => {
-        if (this.ch !== ch) return;
-        this.ch = null;
-        this.tag = null;
-        if (this.stopped) return;
-        metrics.amqpChannelsReady.set(this.channelLabel, 0);
-        this.d.channelState?.({ state: 'lost' });
-        this.scheduleReattach();
-      });
-      await ch.prefetch(this.ordered ? 1 : this.d.prefetch);
-      this.ch = ch;
-      this.tag = null;
       if (this.mode !== 'open') await this.consume();
-      this.reattachAttempt = 0;
-      if (this.stopped || this.ch !== ch) return;
-      metrics.amqpChannelsReady.set(this.channelLabel, 1);
-      this.d.channelState?.({ state: 'ready' });
     } catch (err) {
-      const e = err as Error;
-      metrics.amqpChannelsReady.set(this.channelLabel, 0);
-      const delayMs = this.scheduleReattach();
-      this.d.log.warn(
-        { err: e.message, queue: this.queue, attempt: this.reattachAttempt, delayMs },
-        'cannot consume subscription queue yet',
-      );
-      if (delayMs !== null)
-        this.d.channelState?.({ state: 'reconnecting', attempt: this.reattachAttempt, delayMs, error: e.message });
+      if (this.ch === ch) this.ch = null;
+      this.tag = null;
+      throw err;
     }
   }
 
-  private reattachAttempt = 0;
-
-  /**
-   * Attaches again after a channel loss on a live connection, with backoff and jitter (link.ts).
-   * Returns the wait, or null when a reattach is already scheduled or the worker stopped.
-   */
-  private scheduleReattach(): number | null {
-    if (this.reattachTimer || this.stopped) return null;
-    const delayMs = backoffMs(this.reattachAttempt++, 200, 5000);
-    this.reattachTimer = setTimeout(() => {
-      this.reattachTimer = null;
-      const m = this.d.model();
-      if (m && !this.stopped && !this.ch) void this.attach(m);
-    }, delayMs);
-    return delayMs;
-  }
-
-  private consuming = false;
+  /** The channel a consumer is being started on. */
+  private consuming: Channel | null = null;
 
   /** Starts the consumer unless one runs or is starting; cancels it at once if the state moved meanwhile. */
   private async consume(): Promise<void> {
     const ch = this.ch;
-    if (!ch || this.tag || this.consuming || this.stopped || this.mode === 'open') return;
+    if (!ch || this.tag || this.consuming === ch || this.stopped || this.mode === 'open') return;
     // An ordered subscription holding its head event (paused by the breaker meanwhile) must not
     // consume again until that event is settled: a new consumer gets a fresh prefetch window, and
     // the next event would overtake the held one. `handle` consumes once it is settled.
     if (this.ordered && this.inflight > 0) return;
-    this.consuming = true;
+    this.consuming = ch;
     try {
       const { consumerTag } = await ch.consume(this.queue, (msg) => {
         if (msg) void this.handle(ch, msg);
         else if (!this.stopped && this.ch === ch) {
-          // The broker cancelled us (queue deleted or failed over): close, and the 'close' handler
-          // attaches again until the queue is there.
+          // The broker cancelled us (queue deleted or failed over): declare the queue again, then
+          // reset the managed channel, which is rebuilt (with backoff) until the queue is there.
           this.d.log.warn({ queue: this.queue }, 'consumer cancelled by the broker; declaring and attaching again');
           void this.d
             .redeclare(this.row)
             .catch((err: Error) => this.d.log.warn({ err: err.message, queue: this.queue }, 'queue not declared'))
-            .finally(() => void ch.close().catch(() => undefined));
+            .finally(() => {
+              if (this.mc.channel === ch) this.mc.reset();
+              else void ch.close().catch(() => undefined);
+            });
         }
       });
       if (this.ch !== ch) return;
       this.tag = consumerTag;
       if (this.stopped || (this.mode as BreakerMode) === 'open') await this.cancel();
     } finally {
-      this.consuming = false;
+      if (this.consuming === ch) this.consuming = null;
     }
   }
 
@@ -231,17 +225,15 @@ export class SubscriptionWorker {
     await this.halt();
     if (this.inflight > 0)
       await Promise.race([new Promise<void>((r) => this.idle.push(r)), new Promise((r) => setTimeout(r, graceMs))]);
-    const ch = this.ch;
     this.ch = null;
-    metrics.amqpChannelsReady.remove(this.channelLabel);
-    if (ch) await ch.close().catch(() => undefined);
+    // Closes the channel (what is unacked is requeued) and removes its gauge.
+    await this.mc.close();
   }
 
   /** Stops taking and attempting messages at once; those held are requeued when the channel closes. */
   async halt(): Promise<void> {
     this.stopped = true;
     if (this.probeTimer) clearTimeout(this.probeTimer);
-    if (this.reattachTimer) clearTimeout(this.reattachTimer);
     for (const w of this.waiters.splice(0)) w();
     for (const s of [...this.sleepers]) s();
     await this.cancel();

@@ -1,37 +1,28 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChannelModel } from 'amqplib';
+import amqp from 'amqplib';
 import { pino } from 'pino';
+import { Broker } from '../../src/broker/connection.js';
 import { Topology } from '../../src/broker/topology.js';
 import { registry } from '../../src/metrics.js';
 import type { SubscriptionRow } from '../../src/store/registry.js';
 import { SubscriptionWorker, type WorkerChannelEvent, type WorkerDeps } from '../../bridge/worker.js';
-import { eventually, hex } from '../helpers/harness.js';
+import { AMQP_URL, eventually, hex } from '../helpers/harness.js';
 
 // Issue "Production on a RabbitMQ cluster" §1: the bridge worker rebuilt its channel on a fixed 1 s
-// timer. A worker whose channel cannot be set up tries again with exponential backoff and jitter
-// (link.ts's backoffMs: half to all of 200 ms, 400 ms, 800 ms... up to 5 s), reports each failed
-// try, and shows the channel down in amebo_amqp_channels_ready until it is up.
+// timer, then on its own backoff code. Its channel is now a ManagedChannel (`bridge <queue>`),
+// rebuilt by the same code as every other AMQP user: a worker whose channel cannot be set up (its
+// queue is missing) tries again with exponential backoff and jitter (half to all of 400 ms,
+// 800 ms, 1.6 s... up to 5 s), reports each failed try, and shows the channel down in
+// amebo_amqp_channels_ready until it is up; it comes up once the queue is there, on the same
+// connection, and a stopped worker leaves no gauge behind.
 test('a worker whose channel cannot be set up retries with exponential backoff and says so', async () => {
   const name = `reattach-${hex()}`;
-  const topology = new Topology({ prefix: 'amebo_t', queueType: 'quorum', deliveryLimit: 100 });
+  const topology = new Topology({ prefix: `amebo_t${hex()}`, queueType: 'quorum', deliveryLimit: 100 });
+  const broker = new Broker({ url: AMQP_URL, logger: pino({ level: 'silent' }), name });
+  await broker.open(10_000);
+  const admin = await amqp.connect(AMQP_URL);
   const seen: WorkerChannelEvent[] = [];
-  let failing = true;
-  let tries = 0;
-  const channel = {
-    on: () => undefined,
-    prefetch: async () => undefined,
-    consume: async () => ({ consumerTag: 'ctag' }),
-    cancel: async () => undefined,
-    close: async () => undefined,
-  };
-  const model = {
-    createChannel: async () => {
-      tries++;
-      if (failing) throw new Error('NOT_FOUND - no queue');
-      return channel;
-    },
-  } as unknown as ChannelModel;
   const row = {
     id: name,
     application: 'app',
@@ -46,7 +37,7 @@ test('a worker whose channel cannot be set up retries with exponential backoff a
     prefetch: 4,
     topology,
     breaker: null,
-    model: () => model,
+    broker,
     channelState: (e: WorkerChannelEvent) => void seen.push(e),
   } as unknown as WorkerDeps;
   const target = { id: name, label: `app/${name}`, url: new URL('http://127.0.0.1:1/') };
@@ -55,8 +46,10 @@ test('a worker whose channel cannot be set up retries with exponential backoff a
     (await registry.getSingleMetric('amebo_amqp_channels_ready')?.get())?.values.find(
       (v) => v.labels.channel === `bridge ${w.queue}`,
     )?.value;
+  let connects = 0;
+  broker.on('connect', () => void connects++);
   try {
-    await w.attach(model);
+    await w.start(); // never throws: the queue is missing, the build is retried
     await eventually(() => seen.length >= 5, 30_000);
     assert.equal(await gauge(), 0, 'the channel gauge says down');
     const retries = seen.slice(0, 5) as Extract<WorkerChannelEvent, { state: 'reconnecting' }>[];
@@ -65,20 +58,28 @@ test('a worker whose channel cannot be set up retries with exponential backoff a
       [1, 2, 3, 4, 5].map((n) => ['reconnecting', n]),
     );
     retries.forEach((e, i) => {
-      const step = Math.min(5000, 200 * 2 ** i);
+      const step = Math.min(5000, 200 * 2 ** (i + 1));
       assert.ok(
         e.delayMs >= step / 2 && e.delayMs <= step,
         `try ${i + 1}: ${e.delayMs} ms within [${step / 2}, ${step}]`,
       );
-      assert.equal(e.error, 'NOT_FOUND - no queue');
+      assert.match(e.error, /NOT_FOUND/);
     });
-    // It comes up once the channel can be set up, and says so.
-    failing = false;
+    // It comes up once the queue is there, and says so; the connection was never re-opened.
+    const ch = await admin.createChannel();
+    await ch.assertQueue(w.queue, { durable: false });
     await eventually(() => seen.some((e) => e.state === 'ready'), 30_000);
     assert.equal(await gauge(), 1, 'the channel gauge says up');
-    assert.ok(tries >= 6);
+    assert.equal(connects, 0, 'the connection stayed up throughout');
+    assert.ok(broker.connected);
+    const q = await ch.checkQueue(w.queue);
+    assert.equal(q.consumerCount, 1, 'the worker consumes');
   } finally {
     await w.stop(0);
+    const ch = await admin.createChannel();
+    await ch.deleteQueue(w.queue).catch(() => undefined);
+    await admin.close();
+    await broker.close();
   }
   assert.equal(await gauge(), undefined, 'a stopped worker leaves no gauge behind');
 });

@@ -20,7 +20,7 @@ import { createLogger } from '../src/log.js';
 import { PublishPipeline, type PublishRequest } from '../src/publish.js';
 import { createPool, migrate } from '../src/store/db.js';
 import { uuidv7 } from '../src/ids.js';
-import { PG_ADMIN_URL } from './cpu.js';
+import { background, meter, PG_ADMIN_URL } from './cpu.js';
 import { orderPayload } from './payload.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -37,6 +37,7 @@ const selfUs = () => {
 async function stage(name: string, one: () => Promise<unknown>): Promise<void> {
   let n = 0;
   const end = performance.now() + SECONDS * 1000;
+  const m = await meter({ node: [], self: true, db, background: await background(1000) });
   const c0 = selfUs();
   const t0 = performance.now();
   await Promise.all(
@@ -49,10 +50,15 @@ async function stage(name: string, one: () => Promise<unknown>): Promise<void> {
   );
   const wall = performance.now() - t0;
   const us = selfUs() - c0;
+  const c = await m.stop();
   process.stdout.write(
     `${name.padEnd(44)} ${String(n).padStart(7)} events ${Math.round(n / (wall / 1000))
       .toString()
-      .padStart(6)}/s  node ${(us / n).toFixed(0).padStart(4)} µs/event\n`,
+      .padStart(6)}/s  node ${(us / n).toFixed(0).padStart(4)}  pg ${(c.pg / n).toFixed(0).padStart(4)}  rmq ${(
+      c.rmq / n
+    )
+      .toFixed(0)
+      .padStart(4)} µs/event\n`,
   );
 }
 
@@ -71,7 +77,13 @@ try {
   await broker.open(10_000);
   const publisher = new ConfirmPublisher(broker, { window: 2048, logger: log });
   await publisher.start();
-  const pipeline = new PublishPipeline({ pool, publisher, exchange, restrictedExchange: exchange, logger: log });
+  // BENCH_FLUSHES: group commits in flight at once (the pipeline's maxFlushes), to compare settings.
+  const flushes = (process.env.BENCH_FLUSHES ?? '4').split(',').map(Number);
+  const pipelines = flushes.map(
+    (maxFlushes) =>
+      new PublishPipeline({ pool, publisher, exchange, restrictedExchange: exchange, logger: log, maxFlushes }),
+  );
+  const pipeline = pipelines[0]!;
   const payloadJson = JSON.stringify(orderPayload());
   const req = (): PublishRequest => ({
     action: 'order.placed',
@@ -82,7 +94,9 @@ try {
     deliverAt: null,
   });
   await stage('warm-up (pipeline)', () => pipeline.submit([req()]));
-  await stage('1. pipeline: commit → confirm → mark', () => pipeline.submit([req()]));
+  for (let round = 0; round < (flushes.length > 1 ? 2 : 1); round++)
+    for (const [i, p] of pipelines.entries())
+      await stage(`1. pipeline: commit → confirm → mark (${flushes[i]} flushes)`, () => p.submit([req()]));
   await stage('3. broker only: publish + confirm', () => {
     const eid = uuidv7();
     const msg = {
@@ -100,7 +114,7 @@ try {
   // Store only: the same pipeline, its publisher closed (never ready), so no live publish.
   await publisher.close();
   await stage('2. store only: group commit (no publish)', () => pipeline.submit([req()]));
-  await pipeline.close();
+  for (const p of pipelines) await p.close();
 } finally {
   await sch.deleteQueue(`${exchange}.q`).catch(() => undefined);
   await sch.deleteExchange(exchange).catch(() => undefined);

@@ -263,6 +263,7 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
     restrictedExchange: topology.restrictedEvents,
     logger: log,
     maxBatch: cfg.groupCommitMax,
+    maxFlushes: cfg.groupCommits,
     confirmWaitMs: cfg.confirmWaitMs,
   });
 

@@ -118,6 +118,12 @@ export const OPTIONS = {
   ),
   confirmWindow: int(2048, 'most unconfirmed publishes in flight per publisher channel', 'AMEBO_CONFIRM_WINDOW', 1),
   groupCommitMax: int(500, 'most events in one group-committed INSERT', 'AMEBO_GROUP_COMMIT_MAX', 1),
+  groupCommits: int(
+    2,
+    'group commits in flight at once (each holds its slot until its events are confirmed: fewer means larger batches and less CPU per event)',
+    'AMEBO_GROUP_COMMITS',
+    1,
+  ),
   relayIntervalMs: int(
     1000,
     'how often the relay looks for committed but unconfirmed or due events',

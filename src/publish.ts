@@ -50,7 +50,12 @@ export interface PipelineOptions {
   logger: Logger;
   /** Most events in one INSERT. @default 500 */
   maxBatch?: number;
-  /** Group commits in flight at once. @default 4 */
+  /**
+   * Group commits in flight at once. A commit holds its slot until its events are confirmed (or
+   * their wait ends), so requests that arrive meanwhile form the next, larger batch: measured with
+   * bench/publish-parts.ts, 1-2 slots cost ~20 % less CPU per event (node, PostgreSQL and RabbitMQ)
+   * than 4. @default 2
+   */
   maxFlushes?: number;
   /** How long a reply waits for the broker confirm. @default 2000 */
   confirmWaitMs?: number;
@@ -83,7 +88,7 @@ export class PublishPipeline implements BacklogSource {
   private closed = false;
 
   constructor(opts: PipelineOptions) {
-    this.o = { maxBatch: 500, maxFlushes: 4, confirmWaitMs: 2000, ...opts };
+    this.o = { maxBatch: 500, maxFlushes: 2, confirmWaitMs: 2000, ...opts };
   }
 
   /** Lets this pipeline route events through the outbox (in order) while the broker is away. */

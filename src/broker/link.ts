@@ -18,7 +18,7 @@
  * Events: see `ConnectionEvents` (the connection) and `ManagedChannelEvents` (a channel on it).
  */
 import { EventEmitter } from 'node:events';
-import amqp, { type Channel, type ChannelModel, type ConfirmChannel } from 'amqplib';
+import amqp, { type Channel, type ChannelModel, type ConfirmChannel, type Options } from 'amqplib';
 import type { Logger } from 'pino';
 import { redactUrl } from '../log.js';
 
@@ -578,8 +578,38 @@ export interface ChannelSpec {
   confirm?: boolean;
   /** basic.qos before setup. */
   prefetch?: number;
+  /**
+   * What the channel needs on the broker, as data: asserted (or checked, `passive`) on every new
+   * channel after `prefetch` and before `setup`: exchanges, then queues, then bindings. A failure
+   * is a failed build like a failing `setup` (retried with backoff; the first one is the caller's).
+   */
+  declare?: Declarations;
   /** Declarations and consumers, run on every new channel (after a reconnect, a channel-level close or `reset()`). */
   setup?: (ch: Channel) => Promise<void>;
+}
+
+/** Exchanges, queues and bindings a channel needs (see `ChannelSpec.declare`). */
+export interface Declarations {
+  exchanges?: Array<{
+    name: string;
+    type: 'direct' | 'topic' | 'fanout' | 'headers' | (string & {});
+    options?: Options.AssertExchange;
+    /** Only check that it exists (someone else declares it, with arguments this side does not know). */
+    passive?: boolean;
+  }>;
+  queues?: Array<{ name: string; options?: Options.AssertQueue; passive?: boolean }>;
+  bindings?: Array<{ queue: string; exchange: string; routingKey?: string; args?: Record<string, unknown> }>;
+}
+
+/** Asserts (or checks) `d` on `ch`: exchanges, then queues, then bindings. */
+export async function applyDeclarations(ch: Channel, d: Declarations): Promise<void> {
+  for (const x of d.exchanges ?? [])
+    if (x.passive) await ch.checkExchange(x.name);
+    else await ch.assertExchange(x.name, x.type, x.options);
+  for (const q of d.queues ?? [])
+    if (q.passive) await ch.checkQueue(q.name);
+    else await ch.assertQueue(q.name, q.options);
+  for (const b of d.bindings ?? []) await ch.bindQueue(b.queue, b.exchange, b.routingKey ?? '', b.args);
 }
 
 /** What a `ManagedChannel` reports. */
@@ -629,6 +659,7 @@ export class ManagedChannel extends EventEmitter<ManagedChannelEvents> {
     });
     try {
       if (this.spec.prefetch) await ch.prefetch(this.spec.prefetch);
+      if (this.spec.declare) await applyDeclarations(ch, this.spec.declare);
       await this.spec.setup?.(ch);
     } catch (err) {
       await ch.close().catch(() => undefined);

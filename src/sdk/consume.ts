@@ -227,6 +227,16 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
   const mc = broker.channel({
     name: `consumer ${opts.queue}`,
     prefetch: opts.prefetch ?? 50,
+    // What it needs, checked on every (re)build (on a node without them it waits, retried with
+    // backoff): its queue and the exchanges of its dead letters and retried copies. All are
+    // Amebo's (declared with arguments this side does not know), so only checked, never declared.
+    declare: {
+      exchanges: [
+        { name: topology.dead, type: 'direct', passive: true },
+        { name: topology.redeliver, type: 'direct', passive: true },
+      ],
+      queues: [{ name: opts.queue, passive: true }],
+    },
     setup: async (ch) => {
       if (stopping) return;
       declared.clear();

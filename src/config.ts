@@ -120,7 +120,7 @@ export const OPTIONS = {
   groupCommitMax: int(500, 'most events in one group-committed INSERT', 'AMEBO_GROUP_COMMIT_MAX', 1),
   groupCommits: int(
     2,
-    'group commits in flight at once (each holds its slot until its events are confirmed: fewer means larger batches and less CPU per event)',
+    'group commits in flight at once (fewer: larger batches, less CPU per event; more: less waiting for a commit)',
     'AMEBO_GROUP_COMMITS',
     1,
   ),

@@ -40,7 +40,7 @@ export function procCpuUs(pid: number): number | undefined {
 }
 
 /** The command name (field 2) of a process. */
-function comm(pid: number): string | undefined {
+export function comm(pid: number): string | undefined {
   try {
     const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return s.slice(s.indexOf('(') + 1, s.lastIndexOf(')'));

@@ -20,6 +20,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { comm } from './cpu.js';
 
 const SBIN = process.env.BENCH_RABBIT_SBIN ?? '/usr/lib/rabbitmq/bin';
 
@@ -60,15 +61,6 @@ function environHas(pid: number, entry: string): boolean {
     return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(entry);
   } catch {
     return false;
-  }
-}
-
-function comm(pid: number): string | undefined {
-  try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return s.slice(s.indexOf('(') + 1, s.lastIndexOf(')'));
-  } catch {
-    return undefined;
   }
 }
 

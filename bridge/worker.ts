@@ -13,6 +13,9 @@ import { ack, attemptOf, deadLetter, requeueLater, retryLater } from '../src/del
 import type { Attempt, Sender, Target } from './sender.js';
 import type { Recorder } from './recorder.js';
 
+/** How long a worker not holding an ordered subscription's head waits before it probes (see probeTick). */
+const ORDERED_STANDBY_PROBE_DELAY_MS = 3000;
+
 export interface WorkerDeps {
   sender: Sender;
   recorder: Recorder;
@@ -269,6 +272,9 @@ export class SubscriptionWorker {
     if (this.ch && !this.tag) void this.consume().catch(() => undefined);
   }
 
+  /** The cool-down (its `until`) for which this worker already let the head's holder probe first. */
+  private standbyDeferredFor = 0;
+
   private async probeTick(): Promise<void> {
     this.probeTimer = null;
     const b = this.d.breaker;
@@ -276,6 +282,16 @@ export class SubscriptionWorker {
     const st = await b.state(this.endpoint);
     if (!st) return this.onClosed();
     if (st.until > Date.now()) return this.onOpen(st);
+    // An ordered subscription's head event is held by one worker (the queue's single active
+    // consumer): that one probes. Another bridge's worker for it would consume as a standby, get no
+    // message, and hold the probe for the whole probe lease while the holder waits. So a worker
+    // holding nothing lets ORDERED_STANDBY_PROBE_DELAY_MS pass first, once per cool-down, and
+    // probes only if no holder did (the holder's process died, say).
+    if (this.ordered && this.inflight === 0 && this.standbyDeferredFor !== st.until) {
+      this.standbyDeferredFor = st.until;
+      this.probeTimer = setTimeout(() => void this.probeTick(), ORDERED_STANDBY_PROBE_DELAY_MS);
+      return;
+    }
     if (await b.tryProbe(this.endpoint, this.target.timeoutMs + 5000)) {
       this.breakerState = st;
       this.mode = 'half';

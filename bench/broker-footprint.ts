@@ -448,17 +448,7 @@ async function runRaw(b: Broker, kind: DeadKind): Promise<Result> {
         });
         await ch.bindQueue(dq, topo.dead, q);
       }
-      await ch.assertQueue(q, {
-        durable: true,
-        arguments: {
-          'x-queue-type': 'quorum',
-          'x-dead-letter-strategy': 'at-least-once',
-          'x-overflow': 'reject-publish',
-          'x-dead-letter-exchange': topo.dead,
-          'x-dead-letter-routing-key': q,
-          'x-delivery-limit': cfg.deliveryLimit,
-        },
-      });
+      await ch.assertQueue(q, { durable: true, arguments: topo.subscriptionQueueArgs('fp', `s${k}`, false) });
       await ch.bindQueue(q, topo.redeliver, q);
       await ch.bindQueue(q, topo.events, 'fp.thing');
       for (const d of delays) await topo.declareRetry(ch, d);

@@ -83,6 +83,22 @@ export class Topology {
    * by an older Amebo without it answers 406 (arguments cannot change): with `reopen`, it is kept as
    * it is, on a new channel, and reported in `legacy`. Returns the channel to go on with.
    */
+  /** The arguments of a subscription's queue (`limit`: with its delivery limit, as declared today). */
+  subscriptionQueueArgs(
+    application: string,
+    subscription: string,
+    ordered: boolean,
+    limit = true,
+  ): Record<string, unknown> {
+    const extra: Record<string, unknown> = {
+      'x-dead-letter-exchange': this.dead,
+      'x-dead-letter-routing-key': this.subscriptionQueue(application, subscription),
+    };
+    if (ordered) extra['x-single-active-consumer'] = true;
+    if (limit && this.queueType === 'quorum') extra['x-delivery-limit'] = ordered ? NEVER_REACHED : this.deliveryLimit;
+    return this.queueArgs(extra);
+  }
+
   async declareSubscription(
     ch: Channel,
     sub: TopologySubscription,
@@ -105,14 +121,11 @@ export class Topology {
     const deadArgs = quorum ? { 'x-queue-type': 'quorum' } : {};
     await declare(dq, quorum ? { ...deadArgs, 'x-delivery-limit': NEVER_REACHED } : deadArgs, deadArgs);
     await ch.bindQueue(dq, this.dead, q);
-    const extra: Record<string, unknown> = { 'x-dead-letter-exchange': this.dead, 'x-dead-letter-routing-key': q };
-    if (sub.ordered) extra['x-single-active-consumer'] = true;
-    const limit = quorum ? { 'x-delivery-limit': sub.ordered ? NEVER_REACHED : this.deliveryLimit } : {};
     // Before explicit limits, ordered quorum queues had none.
     await declare(
       q,
-      this.queueArgs({ ...extra, ...limit }),
-      this.queueArgs(sub.ordered ? extra : { ...extra, ...limit }),
+      this.subscriptionQueueArgs(sub.application, sub.name, sub.ordered),
+      this.subscriptionQueueArgs(sub.application, sub.name, sub.ordered, !sub.ordered),
     );
     await ch.bindQueue(q, this.redeliver, q);
     for (const pattern of sub.patterns) await ch.bindQueue(q, this.events, pattern);

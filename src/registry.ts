@@ -187,12 +187,12 @@ export class Registry {
   }
 
   /**
-   * `knownGood`, also once the row's cache entry has expired or was invalidated: credentials this
-   * process verified recently are checked against the row read again (no scrypt). Only credentials
-   * that were verified before cost that read, so a guesser cannot use it to reach the database.
+   * Where `knownGood` said no because the row's cache entry expired or was invalidated: credentials
+   * this process verified recently are checked against the row read again (no scrypt). Only
+   * credentials that were verified before cost that read, so a guesser cannot use it to reach the
+   * database.
    */
   async recentlyVerified(name: string, secret: string): Promise<boolean> {
-    if (this.knownGood(name, secret)) return true;
     const digest = sha256(secret);
     const seen = this.verifiedNames.get(`${name}\u0000${digest}`);
     if (seen === undefined || Date.now() - seen >= 10 * CACHE_TTL_MS) return false;

@@ -20,6 +20,7 @@ import { AMQP_URL } from '../test/helpers/harness.js';
 import { startAmeboChild } from './amebo-child.js';
 import { closeAdmin, meter, PG_ADMIN_URL, PROBE_APP, background, type CpuRow, type CpuUse } from './cpu.js';
 import { APP_AUTH, orderPayload, setupOrders } from './payload.js';
+import { insertEvents, markPublished, type NewEvent } from '../src/store/events.js';
 import type { Section } from './run.js';
 
 const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
@@ -121,10 +122,16 @@ async function rawStore(
   seconds: number,
   flushes = 4,
 ): Promise<{ events: number; wallMs: number; cpu: CpuUse }> {
-  const pool = new pg.Pool({ connectionString: `${PG_ADMIN_URL.replace(/\/[^/]*$/, '')}/${db}`, max: flushes });
+  // The store's own functions, on copies of its tables in a schema of their own (search_path).
+  const pool = new pg.Pool({
+    connectionString: `${PG_ADMIN_URL.replace(/\/[^/]*$/, '')}/${db}`,
+    max: flushes,
+    options: '-c search_path=raw_store',
+  });
   try {
     await pool.query(
-      `CREATE TABLE raw_events (LIKE events INCLUDING ALL); CREATE TABLE raw_outbox (LIKE outbox INCLUDING ALL)`,
+      `CREATE SCHEMA raw_store; CREATE TABLE raw_store.events (LIKE public.events INCLUDING ALL);
+       CREATE TABLE raw_store.outbox (LIKE public.outbox INCLUDING ALL)`,
     );
     const payload = JSON.stringify((JSON.parse(body) as { payload: unknown }).payload);
     const owner = '00000000-0000-4000-8000-000000000000';
@@ -133,31 +140,27 @@ async function rawStore(
     let end = 0;
     const worker = async (): Promise<void> => {
       while (performance.now() < end) {
-        const now = new Date().toISOString();
-        const ids: string[] = [];
-        let json = '[';
+        const now = new Date();
+        const evs: NewEvent[] = [];
         for (let i = 0; i < batch; i++) {
           const id = `00000000-0000-4000-8000-${(seq++).toString(16).padStart(12, '0')}`;
-          ids.push(id);
-          json += `${i ? ',' : ''}{"id":"${id}","action":"order.placed","application":"bench","schema_version":1,"payload":${JSON.stringify(payload)},"deduper":null,"conversation_id":"${id}","deliver_at":null,"created_at":"${now}"}`;
+          evs.push({
+            id,
+            action: 'order.placed',
+            application: 'bench',
+            schemaVersion: 1,
+            payloadJson: payload,
+            deduper: null,
+            conversationId: id,
+            deliverAt: null,
+            createdAt: now,
+          });
         }
-        await pool.query({
-          name: 'raw_insert',
-          text: `WITH ins AS (
-             INSERT INTO raw_events (id, action, application, schema_version, payload, deduper, conversation_id, deliver_at, created_at)
-             SELECT id, action, application, schema_version, payload::json, deduper, conversation_id, deliver_at, created_at
-             FROM json_to_recordset($1::json) AS x(id uuid, action text, application text, schema_version int, payload text,
-                                                   deduper text, conversation_id text, deliver_at timestamptz, created_at timestamptz)
-             RETURNING id, deliver_at, created_at)
-           INSERT INTO raw_outbox (id, due_at, deferred, owner) SELECT id, created_at, false, $2::uuid FROM ins RETURNING id`,
-          values: [json + ']', owner],
-        });
-        await pool.query({
-          name: 'raw_mark',
-          text: `WITH a AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
-                 DELETE FROM raw_outbox USING a WHERE id = ANY(string_to_array($1, ',')::uuid[])`,
-          values: [ids.join(',')],
-        });
+        await insertEvents(pool, evs, owner);
+        await markPublished(
+          pool,
+          evs.map((e) => e.id),
+        );
         done += batch;
       }
     };
@@ -171,7 +174,7 @@ async function rawStore(
     const wallMs = performance.now() - t0;
     return { events: done, wallMs, cpu: await m.stop() };
   } finally {
-    await pool.query('DROP TABLE IF EXISTS raw_events, raw_outbox').catch(() => undefined);
+    await pool.query('DROP SCHEMA IF EXISTS raw_store CASCADE').catch(() => undefined);
     await pool.end();
   }
 }

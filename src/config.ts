@@ -4,6 +4,7 @@
  */
 
 import { RedisNames } from './redis-names.js';
+import { MAX_INSERT_ROWS } from './store/events.js';
 
 export const ROLES = ['api', 'bridge', 'relay', 'presence'] as const;
 export type Role = (typeof ROLES)[number];
@@ -16,13 +17,16 @@ interface OptionSpec<T> {
 }
 
 const str = (d: string, doc: string, env: string): OptionSpec<string> => ({ env, doc, default: d, parse: (s) => s });
-const int = (d: number, doc: string, env: string, min = 0): OptionSpec<number> => ({
+const int = (d: number, doc: string, env: string, min = 0, max = Number.MAX_SAFE_INTEGER): OptionSpec<number> => ({
   env,
   doc,
   default: d,
   parse: (s) => {
     const n = Number(s);
-    if (!Number.isInteger(n) || n < min) throw new ConfigError(`${env} must be an integer >= ${min}, got "${s}"`);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new ConfigError(
+        `${env} must be an integer >= ${min}${max < Number.MAX_SAFE_INTEGER ? ` and <= ${max}` : ''}, got "${s}"`,
+      );
     return n;
   },
 });
@@ -117,7 +121,7 @@ export const OPTIONS = {
     1,
   ),
   confirmWindow: int(2048, 'most unconfirmed publishes in flight per publisher channel', 'AMEBO_CONFIRM_WINDOW', 1),
-  groupCommitMax: int(500, 'most events in one group-committed INSERT', 'AMEBO_GROUP_COMMIT_MAX', 1),
+  groupCommitMax: int(500, 'most events in one group-committed INSERT', 'AMEBO_GROUP_COMMIT_MAX', 1, MAX_INSERT_ROWS),
   groupCommits: int(
     2,
     'group commits in flight at once (fewer: larger batches, less CPU per event; more: less waiting for a commit)',

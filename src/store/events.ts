@@ -46,44 +46,70 @@ export interface ExistingEvent {
 /**
  * One statement for a whole group commit: the events and their outbox rows. Returns the ids
  * inserted; the rest collided on (application, deduper) and are looked up with `findByDedupers`.
+ *
+ * Each value is its own parameter in a multi-row VALUES: pg writes a string parameter into the
+ * Bind message as it is (no escaping in JavaScript), and PostgreSQL parses each payload once, as
+ * json, instead of first a JSON document wrapping every payload as an escaped string. Measured
+ * (bench, batches of 8 and 16, against one json_to_recordset text): 8–18 µs less PostgreSQL CPU and
+ * 2–7 µs less node CPU per event. The payload text is cast to json as sent, so what was sent is
+ * stored as sent (a lone surrogate escape included).
  */
 export async function insertEvents(pool: Pool, evs: NewEvent[], owner: string): Promise<Set<string>> {
+  const n = evs.length;
+  if (n > MAX_INSERT_ROWS) throw new RangeError(`at most ${MAX_INSERT_ROWS} events per insert, got ${n}`);
+  const values: (string | number | null)[] = new Array<string | number | null>(n * INSERT_COLUMNS + 1);
+  let k = 0;
+  for (const e of evs) {
+    values[k++] = e.id;
+    values[k++] = e.action;
+    values[k++] = e.application;
+    values[k++] = e.schemaVersion;
+    values[k++] = e.payloadJson;
+    values[k++] = e.deduper;
+    values[k++] = e.conversationId;
+    values[k++] = e.deliverAt ? e.deliverAt.toISOString() : null;
+    values[k++] = e.createdAt.toISOString();
+  }
+  values[k] = owner;
   const r = await pool.query<{ id: string }>({
-    name: 'amebo_insert_events',
-    text: `WITH ins AS (
-       INSERT INTO events (id, action, application, schema_version, payload, deduper, conversation_id, deliver_at, created_at)
-       SELECT id, action, application, schema_version, payload::json, deduper, conversation_id, deliver_at, created_at
-       FROM json_to_recordset($1::json) AS x(id uuid, action text, application text, schema_version int,
-                                             payload text, deduper text, conversation_id text,
-                                             deliver_at timestamptz, created_at timestamptz)
-       ON CONFLICT (application, deduper) WHERE deduper IS NOT NULL DO NOTHING
-       RETURNING id, deliver_at, created_at)
-     INSERT INTO outbox (id, due_at, deferred, owner)
-       SELECT id, coalesce(deliver_at, created_at), deliver_at IS NOT NULL, $2::uuid FROM ins
-     RETURNING id`,
-    values: [batchJson(evs), owner],
+    // Named (prepared once per connection) for the common sizes; larger batches are rarer and
+    // parsed each time, which their size amortises.
+    ...(n <= NAMED_INSERT_SIZES ? { name: `amebo_insert_events_${n}` } : {}),
+    text: insertText(n),
+    values,
   });
   return new Set(r.rows.map((x) => x.id));
 }
 
-/**
- * The group commit as one JSON text: one string parameter instead of nine text arrays, so pg
- * neither builds array literals nor escapes every payload character by character in JavaScript
- * (the profile's `escapeElement`). Each payload rides as a JSON string (V8's native escaping) and
- * is cast back to json by PostgreSQL, so what was sent is stored as sent (a lone surrogate escape
- * included, which a nested json value would have to decode).
- */
-function batchJson(evs: NewEvent[]): string {
-  let out = '[';
-  for (let i = 0; i < evs.length; i++) {
-    const e = evs[i]!;
-    out +=
-      `${i ? ',' : ''}{"id":"${e.id}","action":${JSON.stringify(e.action)},"application":${JSON.stringify(e.application)},` +
-      `"schema_version":${e.schemaVersion},"payload":${JSON.stringify(e.payloadJson)},"deduper":${JSON.stringify(e.deduper)},` +
-      `"conversation_id":${JSON.stringify(e.conversationId)},` +
-      `"deliver_at":${e.deliverAt ? `"${e.deliverAt.toISOString()}"` : 'null'},"created_at":"${e.createdAt.toISOString()}"}`;
+/** Columns per event in `insertEvents`; PostgreSQL takes at most 65,535 parameters per statement. */
+const INSERT_COLUMNS = 9;
+/** Most events in one `insertEvents` (the parameter limit); the group commit's maximum is bounded by it. */
+export const MAX_INSERT_ROWS = Math.floor((65_535 - 1) / INSERT_COLUMNS);
+/** Batch sizes up to this one are prepared statements (per pooled connection). */
+const NAMED_INSERT_SIZES = 64;
+const insertTexts: string[] = [];
+
+function insertText(n: number): string {
+  const cached = insertTexts[n];
+  if (cached) return cached;
+  const rows: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const b = i * INSERT_COLUMNS;
+    rows.push(
+      `($${b + 1}::uuid, $${b + 2}, $${b + 3}, $${b + 4}::int, $${b + 5}::json, $${b + 6}, $${b + 7}, ` +
+        `$${b + 8}::timestamptz, $${b + 9}::timestamptz)`,
+    );
   }
-  return out + ']';
+  const text = `WITH ins AS (
+       INSERT INTO events (id, action, application, schema_version, payload, deduper, conversation_id, deliver_at, created_at)
+       VALUES ${rows.join(', ')}
+       ON CONFLICT (application, deduper) WHERE deduper IS NOT NULL DO NOTHING
+       RETURNING id, deliver_at, created_at)
+     INSERT INTO outbox (id, due_at, deferred, owner)
+       SELECT id, coalesce(deliver_at, created_at), deliver_at IS NOT NULL, $${n * INSERT_COLUMNS + 1}::uuid FROM ins
+     RETURNING id`;
+  if (n <= NAMED_INSERT_SIZES) insertTexts[n] = text;
+  return text;
 }
 
 export async function findByDedupers(

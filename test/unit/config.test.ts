@@ -24,6 +24,9 @@ test('config rejects bad values with the variable named', () => {
   assert.throws(() => loadConfig({}, { AMEBO_ROLES: 'api,oops' }), /unknown role "oops"/);
   assert.throws(() => loadConfig({}, { AMEBO_BLOCK_PRIVATE_TARGETS: 'maybe' }), ConfigError);
   assert.throws(() => loadConfig({}, { AMEBO_ADDRESS: 'nope' }), ConfigError);
+  // One group commit is one INSERT with 9 parameters per event: PostgreSQL takes at most 65,535.
+  assert.throws(() => loadConfig({}, { AMEBO_GROUP_COMMIT_MAX: '8000' }), /AMEBO_GROUP_COMMIT_MAX .*<= 7281/);
+  assert.equal(loadConfig({}, { AMEBO_GROUP_COMMIT_MAX: '7281' }).groupCommitMax, 7281);
 });
 
 test('addresses parse with hosts, IPv6 and bare ports', () => {

@@ -39,6 +39,12 @@ export function procCpuUs(pid: number): number | undefined {
   return f ? ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK : undefined;
 }
 
+/** User and system CPU time of a process so far, µs (one reading each, same instant). */
+export function procUserSysUs(pid: number): { user: number; sys: number } | undefined {
+  const f = statFields(pid);
+  return f ? { user: (Number(f[11]) * 1e6) / CLK_TCK, sys: (Number(f[12]) * 1e6) / CLK_TCK } : undefined;
+}
+
 /** The command name (field 2) of a process. */
 export function comm(pid: number): string | undefined {
   try {

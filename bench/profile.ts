@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startAmeboChild } from './amebo-child.js';
-import { closeAdmin, meter, PG_ADMIN_URL, PROBE_APP, background } from './cpu.js';
+import { closeAdmin, meter, PG_ADMIN_URL, PROBE_APP, background, procUserSysUs } from './cpu.js';
 import { APP_AUTH, orderPayload, setupOrders } from './payload.js';
 import { render, summarise } from './profile-summary.js';
 import { load } from './publish.js';
@@ -41,7 +41,12 @@ try {
   const bg = await background(1500);
   const m = await meter({ node: [amebo.pid], db: amebo.db, background: bg });
   const from = monoUs();
-  const r = await load(url, body, auth, { connections: 32, seconds: SECONDS });
+  const us0 = procUserSysUs(amebo.pid);
+  const r = await load(url, body, auth, {
+    connections: 32,
+    seconds: SECONDS,
+    ...(process.env.BENCH_PROFILE_RATE ? { rate: Number(process.env.BENCH_PROFILE_RATE) } : {}),
+  });
   for (let i = 0; i < 300; i++) {
     const n = (await probe.query<{ n: number }>('SELECT count(*)::int AS n FROM outbox')).rows[0]!.n;
     if (!n) break;
@@ -49,6 +54,7 @@ try {
   }
   const to = monoUs();
   const c = await m.stop();
+  const us1 = procUserSysUs(amebo.pid);
   await probe.end();
   const code = await amebo.stop();
   const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
@@ -61,7 +67,13 @@ try {
     `\nCPU profile of the publish path: ${n} events in ${SECONDS} s (${Math.round(n / SECONDS)}/s, 32 connections), ` +
       `amebo exited ${code} on SIGTERM; profile ${path.basename(main)} (${files.length} file(s))\n` +
       `CPU µs/event over the load window: node ${(c.node / n).toFixed(0)}, pg ${(c.pg / n).toFixed(0)}, rmq ${(c.rmq / n).toFixed(0)}, ` +
-      `total ${((c.node + c.pg + c.rmq) / n).toFixed(0)} (profiling slows node)\n\n` +
+      `total ${((c.node + c.pg + c.rmq) / n).toFixed(0)} (profiling slows node)\n` +
+      (us0 && us1
+        ? `node's own split: user ${((us1.user - us0.user) / n).toFixed(0)}, system ${((us1.sys - us0.sys) / n).toFixed(0)} µs/event. ` +
+          'The profiler samples the main thread on the wall clock: a native frame such as writev can also hold time the\n' +
+          'thread was preempted after waking its peer on loopback (off CPU); compare it with the system time.\n'
+        : '') +
+      '\n' +
       render(s) +
       '\n' +
       render(s, true),

@@ -27,7 +27,7 @@ const DURATION = Number(process.env.BENCH_SECONDS ?? 8);
 const RATE = 1000;
 const CONNECTIONS = 32;
 
-function spawnBare(): Promise<{ port: number; child: ChildProcess }> {
+export function spawnBare(): Promise<{ port: number; child: ChildProcess }> {
   const child = spawn(process.execPath, ['--import', 'tsx', new URL('./servers.ts', import.meta.url).pathname], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -111,7 +111,7 @@ async function rawPublish(queue: string, body: Buffer, seconds: number, window =
 
 /**
  * Raw pg: what the store costs PostgreSQL with nothing of Amebo around it. The same statements the
- * publish path runs (a group commit of events + outbox rows as one JSON text, then one asynchronous
+ * publish path runs (a group commit of events + outbox rows as one multi-row INSERT, then one asynchronous
  * DELETE of their outbox rows, as after the broker confirm), on copies of its tables with the same
  * indexes, in batches of `batch` events, `flushes` commits in flight, for `seconds`.
  */

@@ -2,6 +2,7 @@ import type { Options } from 'amqplib';
 import type { ManagedChannel } from './link.js';
 import type { Logger } from '../log.js';
 import { BrokerUnavailableError, type Broker } from './connection.js';
+import { send } from './send.js';
 
 export interface PublisherOptions {
   /** Most unconfirmed publishes in flight; more wait for a slot. @default 2048 */
@@ -88,7 +89,7 @@ export class ConfirmPublisher {
         else resolve();
       };
       try {
-        const ok = ch.publish(exchange, routingKey, content, options, (err) => settle(err));
+        const ok = send(ch, exchange, routingKey, content, options, (err) => settle(err));
         if (!ok) this.draining = true;
       } catch (err) {
         settle(err);

@@ -7,6 +7,7 @@ import type { Channel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { FabricUnavailableError } from './errors.js';
 import { parsePythonJson, type JsonValue } from './json.js';
+import { send } from '../broker/send.js';
 import type { Link, ManagedChannel } from './link.js';
 import { dataExchange, DECLARE } from './names.js';
 
@@ -124,7 +125,7 @@ export class DataPublisher {
       try {
         await Promise.race([
           new Promise<void>((resolve, reject) => {
-            ch.publish(exchange, '', body, { headers, deliveryMode: 1, priority: 0 }, (err) =>
+            send(ch, exchange, '', body, { headers, deliveryMode: 1, priority: 0 }, (err) =>
               err ? reject(err as Error) : resolve(),
             );
           }),

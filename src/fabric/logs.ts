@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import { safeString } from './errors.js';
 import { asciiJsonString } from './json.js';
+import { send } from '../broker/send.js';
 import type { Link, ManagedChannel } from './link.js';
 import { DECLARE, logExchange, type ServiceAddress } from './names.js';
 import { DataSubscription, type Subscription } from './data.js';
@@ -166,7 +167,7 @@ export class LogDestination extends EventEmitter {
     const ch = this.mc.channel;
     if (!ch) return false;
     try {
-      const ok = ch.publish(this.exchange, '', item.body, { headers: item.headers, deliveryMode: 1, priority: 0 });
+      const ok = send(ch, this.exchange, '', item.body, { headers: item.headers, deliveryMode: 1, priority: 0 });
       this.sent++;
       if (!ok) this.pushedBack = true;
       return true;

@@ -14,6 +14,7 @@ import type { Channel, ConsumeMessage, Message } from 'amqplib';
 import type { Logger } from 'pino';
 import { FabricError, FabricUnavailableError, fromWireError, RpcTimeoutError, ServiceNotFoundError } from './errors.js';
 import { encodePythonJson, parsePythonJson } from './json.js';
+import { send } from '../broker/send.js';
 import type { Link, ManagedChannel } from './link.js';
 import {
   assertAddress,
@@ -197,7 +198,7 @@ export class RpcClient {
       };
       this.pending.set(id, p);
       try {
-        ch.publish(exchange, methodQueue(exchange, method), body, {
+        send(ch, exchange, methodQueue(exchange, method), body, {
           mandatory: true,
           contentType: 'application/json',
           correlationId: id,

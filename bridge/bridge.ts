@@ -286,8 +286,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       broker: this.a.broker,
       redeclare: async (r) => {
         const fresh = await getSubscription(this.a.pool, r.id);
-        if (!fresh) return; // deleted: the registry's notice removes the worker
+        if (!fresh) return false; // deleted: the registry's notice removes the worker
         if (!(await this.a.registry.declareQueues(fresh))) throw new Error('subscription queues not declared');
+        return true;
       },
       held: this.held,
       reserveSlot: (sub, rate) => this.reserveSlot(sub, rate),

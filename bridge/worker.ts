@@ -33,7 +33,8 @@ export interface WorkerDeps {
   /** The connection the worker's channel lives on (a `ManagedChannel` named `bridge <queue>`). */
   broker: RecoveringConnection;
   /** Declares the subscription's queues again (after the broker lost them) unless it was deleted. */
-  redeclare(row: SubscriptionRow): Promise<void>;
+  /** Declares the subscription's queues again; false when the subscription is gone (deleted). */
+  redeclare(row: SubscriptionRow): Promise<boolean>;
   /** A delivery outcome for the live tail (`GET /v1/stream`); dropped when nobody listens. */
   note(n: Record<string, unknown>): void;
   /** Where an ordered subscription keeps a held event's progress across channel losses (Redis). */
@@ -196,10 +197,21 @@ export class SubscriptionWorker {
         else if (!this.stopped && this.ch === ch) {
           // The broker cancelled us (queue deleted or failed over): declare the queue again, then
           // reset the managed channel, which is rebuilt (with backoff) until the queue is there.
-          this.d.log.warn({ queue: this.queue }, 'consumer cancelled by the broker; declaring and attaching again');
+          // A subscription being deleted loses its queue before the notice stops this worker: that
+          // is routine, not worth a warning.
           void this.d
             .redeclare(this.row)
-            .catch((err: Error) => this.d.log.warn({ err: err.message, queue: this.queue }, 'queue not declared'))
+            .then((exists) => {
+              if (exists)
+                this.d.log.warn({ queue: this.queue }, 'consumer cancelled by the broker; declared again, attaching');
+              else this.d.log.debug({ queue: this.queue }, 'consumer cancelled: the subscription was deleted');
+            })
+            .catch((err: Error) =>
+              this.d.log.warn(
+                { err: err.message, queue: this.queue },
+                'consumer cancelled by the broker; queue not declared',
+              ),
+            )
             .finally(() => {
               if (this.mc.channel === ch) this.mc.reset();
               else void ch.close().catch(() => undefined);

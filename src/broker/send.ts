@@ -20,7 +20,7 @@ export function send(
   routingKey: string,
   content: Buffer,
   options: Options.Publish = {},
-  confirmed?: (err: unknown) => void,
+  confirmed?: (err: Error | null) => void,
 ): boolean {
   const inner = ch as unknown as Internals;
   if (
@@ -73,5 +73,5 @@ const NO_HEADERS: Record<string, unknown> = Object.freeze(Object.create(null) as
 /** The two amqplib channel methods `publish` is made of (not in its typings). */
 interface Internals {
   sendMessage(fields: object, properties: object, content: Buffer): boolean;
-  pushConfirmCallback?(cb: (err: unknown) => void): void;
+  pushConfirmCallback?(cb: (err: Error | null) => void): void;
 }

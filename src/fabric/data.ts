@@ -126,7 +126,7 @@ export class DataPublisher {
         await Promise.race([
           new Promise<void>((resolve, reject) => {
             send(ch, exchange, '', body, { headers, deliveryMode: 1, priority: 0 }, (err) =>
-              err ? reject(err as Error) : resolve(),
+              err ? reject(err) : resolve(),
             );
           }),
           new Promise<never>((_, reject) => {

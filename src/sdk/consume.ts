@@ -107,6 +107,14 @@ export interface ConsumerEvents {
   lost: [];
   /** The broker cancelled the consumer (queue deleted?); it consumes again once it can. */
   cancelled: [{ queue: string }];
+  /**
+   * A try to get consuming again failed and the next follows after `delayMs`: `connection` when
+   * no node took the connection, `channel` when the connection is up but the consumer's channel
+   * could not be set up (its queue or exchanges missing on that node).
+   */
+  reconnecting: [
+    { scope: 'connection' | 'channel'; attempt: number; delayMs: number; node: string | null; error: Error },
+  ];
   /** A message was handled and settled (after the broker confirmed any retry copy or dead letter). */
   settled: [Settlement];
   /** A message could not be settled (it is requeued after a pause); emitted only while someone listens. */
@@ -273,6 +281,26 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
     events.emit('ready', at);
     if (interrupted) events.emit('recovered', at);
     interrupted = false;
+  });
+  broker.on('reconnecting', (r) => {
+    if (!stopping)
+      events.emit('reconnecting', {
+        scope: 'connection',
+        attempt: r.attempt,
+        delayMs: r.delayMs,
+        node: r.node,
+        error: r.error,
+      });
+  });
+  mc.on('failed', (f) => {
+    if (!stopping)
+      events.emit('reconnecting', {
+        scope: 'channel',
+        attempt: f.attempt,
+        delayMs: f.delayMs,
+        node: f.node,
+        error: f.error,
+      });
   });
   mc.on('lost', () => {
     tag = null;

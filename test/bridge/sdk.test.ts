@@ -154,6 +154,10 @@ test('a consumer whose queue is deleted and declared again consumes again, witho
       },
     });
     consumers.push(c);
+    const tries: { scope: string; attempt: number; error: string }[] = [];
+    c.on('reconnecting', (r) => void tries.push({ scope: r.scope, attempt: r.attempt, error: r.error.message }));
+    const recovered: string[] = [];
+    c.on('recovered', (r) => void recovered.push(r.queue));
     const send = (n: number) =>
       ch.sendToQueue(q, Buffer.from(JSON.stringify({ id: `e${n}`, action: 'x', payload: { n } })), {
         persistent: true,
@@ -162,9 +166,15 @@ test('a consumer whose queue is deleted and declared again consumes again, witho
     await eventually(() => got.includes('1'), 30_000);
     await ch.deleteQueue(q); // the broker cancels the consumer
     await eventually(() => logged.some((m) => m.includes('the broker cancelled the consumer')), 30_000);
+    // While the queue is missing, each failed rebuild of the consumer's channel is reported.
+    await eventually(() => tries.length >= 1, 30_000);
+    assert.equal(tries[0]!.scope, 'channel', 'the connection stayed up; the channel could not be set up');
+    assert.equal(tries[0]!.attempt, 1);
+    assert.match(tries[0]!.error, /NOT_FOUND/);
     await ch.assertQueue(q, { durable: true });
     send(2);
     await eventually(() => got.includes('2'), 30_000);
+    assert.deepEqual(recovered, [q]);
   } finally {
     await ch.deleteQueue(q).catch(() => undefined);
     await conn.close();

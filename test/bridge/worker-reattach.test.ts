@@ -83,3 +83,71 @@ test('a worker whose channel cannot be set up retries with exponential backoff a
   }
   assert.equal(await gauge(), undefined, 'a stopped worker leaves no gauge behind');
 });
+
+// A deleted subscription loses its queue before the registry's notice stops its worker: the broker
+// cancels the consumer first. That is routine and logged at debug; a queue lost while its
+// subscription still exists (deleted by hand, or a node failure) is a warning.
+test('a consumer cancelled because its subscription was deleted is not a warning; a lost queue is', async () => {
+  const lines: { level: number; msg: string }[] = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as never) });
+  const topology = new Topology({ prefix: `amebo_t${hex()}`, queueType: 'quorum', deliveryLimit: 100 });
+  const broker = new Broker({ url: AMQP_URL, logger: pino({ level: 'silent' }), name: `cancel-${hex()}` });
+  await broker.open(10_000);
+  const admin = await amqp.connect(AMQP_URL);
+  const ach = await admin.createChannel();
+  try {
+    for (const exists of [false, true]) {
+      const name = `cancel-${hex()}`;
+      const row = {
+        id: name,
+        application: 'app',
+        name,
+        ordered: false,
+        retry_schedule: [1],
+        max_attempts: 3,
+        max_age: 60,
+      };
+      let redeclared = 0;
+      const deps = {
+        log,
+        prefetch: 4,
+        topology,
+        breaker: null,
+        broker,
+        channelState: () => undefined,
+        redeclare: async () => {
+          redeclared++;
+          if (exists) await ach.assertQueue(w.queue, { durable: false });
+          return exists;
+        },
+      } as unknown as WorkerDeps;
+      const target = { id: name, label: `app/${name}`, url: new URL('http://127.0.0.1:1/') };
+      const w = new SubscriptionWorker(row as unknown as SubscriptionRow, target as never, deps);
+      await ach.assertQueue(w.queue, { durable: false });
+      await w.start();
+      await eventually(async () => (await ach.checkQueue(w.queue)).consumerCount === 1, 10_000);
+      lines.length = 0;
+      await ach.deleteQueue(w.queue);
+      await eventually(() => redeclared === 1 && lines.some((l) => /cancel/.test(l.msg)), 10_000);
+      const about = lines.filter((l) => /cancel/.test(l.msg));
+      if (exists) {
+        assert.deepEqual(
+          about.map((l) => l.level),
+          [40],
+          'a queue lost under a live subscription: one warning',
+        );
+        // …and the worker consumes from the queue declared again.
+        await eventually(async () => (await ach.checkQueue(w.queue)).consumerCount === 1, 30_000);
+      } else
+        assert.deepEqual(
+          about.map((l) => [l.level, l.msg]),
+          [[20, 'consumer cancelled: the subscription was deleted']],
+        );
+      await w.stop(0);
+      await ach.deleteQueue(w.queue).catch(() => undefined);
+    }
+  } finally {
+    await admin.close().catch(() => undefined);
+    await broker.close();
+  }
+});

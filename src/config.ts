@@ -4,7 +4,6 @@
  */
 
 import { RedisNames } from './redis-names.js';
-import { MAX_INSERT_ROWS } from './store/events.js';
 
 export const ROLES = ['api', 'bridge', 'relay', 'presence'] as const;
 export type Role = (typeof ROLES)[number];
@@ -17,6 +16,12 @@ interface OptionSpec<T> {
 }
 
 const str = (d: string, doc: string, env: string): OptionSpec<string> => ({ env, doc, default: d, parse: (s) => s });
+/**
+ * Most events in one group commit: its INSERT takes 9 parameters per event (src/store/events.ts)
+ * plus one, and PostgreSQL takes at most 65,535 parameters per statement.
+ */
+export const MAX_INSERT_ROWS = Math.floor((65_535 - 1) / 9);
+
 const int = (d: number, doc: string, env: string, min = 0, max = Number.MAX_SAFE_INTEGER): OptionSpec<number> => ({
   env,
   doc,

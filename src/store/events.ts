@@ -1,3 +1,4 @@
+import { MAX_INSERT_ROWS } from '../config.js';
 import type { Pool } from './db.js';
 
 /** All event-log (outbox) SQL. */
@@ -83,8 +84,9 @@ export async function insertEvents(pool: Pool, evs: NewEvent[], owner: string): 
 
 /** Columns per event in `insertEvents`; PostgreSQL takes at most 65,535 parameters per statement. */
 const INSERT_COLUMNS = 9;
-/** Most events in one `insertEvents` (the parameter limit); the group commit's maximum is bounded by it. */
-export const MAX_INSERT_ROWS = Math.floor((65_535 - 1) / INSERT_COLUMNS);
+/** Most events in one `insertEvents` (PostgreSQL's parameter limit), as config.ts bounds the group commit by. */
+export { MAX_INSERT_ROWS };
+if (MAX_INSERT_ROWS * INSERT_COLUMNS + 1 > 65_535) throw new Error('MAX_INSERT_ROWS exceeds the parameter limit');
 /** Batch sizes up to this one are prepared statements (per pooled connection). */
 const NAMED_INSERT_SIZES = 64;
 const insertTexts: string[] = [];

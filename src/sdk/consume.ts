@@ -282,26 +282,15 @@ export async function consume<P = unknown>(opts: ConsumeOptions<P>): Promise<Con
     if (interrupted) events.emit('recovered', at);
     interrupted = false;
   });
-  broker.on('reconnecting', (r) => {
+  const retrying = (
+    scope: 'connection' | 'channel',
+    r: { attempt: number; delayMs: number; node: string | null; error: Error },
+  ) => {
     if (!stopping)
-      events.emit('reconnecting', {
-        scope: 'connection',
-        attempt: r.attempt,
-        delayMs: r.delayMs,
-        node: r.node,
-        error: r.error,
-      });
-  });
-  mc.on('failed', (f) => {
-    if (!stopping)
-      events.emit('reconnecting', {
-        scope: 'channel',
-        attempt: f.attempt,
-        delayMs: f.delayMs,
-        node: f.node,
-        error: f.error,
-      });
-  });
+      events.emit('reconnecting', { scope, attempt: r.attempt, delayMs: r.delayMs, node: r.node, error: r.error });
+  };
+  broker.on('reconnecting', (r) => retrying('connection', r));
+  mc.on('failed', (f) => retrying('channel', f));
   mc.on('lost', () => {
     tag = null;
     if (stopping) return;

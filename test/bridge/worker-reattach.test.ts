@@ -9,6 +9,18 @@ import type { SubscriptionRow } from '../../src/store/registry.js';
 import { SubscriptionWorker, type WorkerChannelEvent, type WorkerDeps } from '../../bridge/worker.js';
 import { AMQP_URL, eventually, hex } from '../helpers/harness.js';
 
+/** A webhook subscription row with what a worker reads (the rest of the row does not matter here). */
+const rowNamed = (name: string): SubscriptionRow =>
+  ({
+    id: name,
+    application: 'app',
+    name,
+    ordered: false,
+    retry_schedule: [1],
+    max_attempts: 3,
+    max_age: 60,
+  }) as unknown as SubscriptionRow;
+
 // Issue "Production on a RabbitMQ cluster" §1: the bridge worker rebuilt its channel on a fixed 1 s
 // timer, then on its own backoff code. Its channel is now a ManagedChannel (`bridge <queue>`),
 // rebuilt by the same code as every other AMQP user: a worker whose channel cannot be set up (its
@@ -23,15 +35,7 @@ test('a worker whose channel cannot be set up retries with exponential backoff a
   await broker.open(10_000);
   const admin = await amqp.connect(AMQP_URL);
   const seen: WorkerChannelEvent[] = [];
-  const row = {
-    id: name,
-    application: 'app',
-    name,
-    ordered: false,
-    retry_schedule: [1],
-    max_attempts: 3,
-    max_age: 60,
-  } as unknown as SubscriptionRow;
+  const row = rowNamed(name);
   const deps = {
     log: pino({ level: 'silent' }),
     prefetch: 4,
@@ -98,15 +102,7 @@ test('a consumer cancelled because its subscription was deleted is not a warning
   try {
     for (const exists of [false, true]) {
       const name = `cancel-${hex()}`;
-      const row = {
-        id: name,
-        application: 'app',
-        name,
-        ordered: false,
-        retry_schedule: [1],
-        max_attempts: 3,
-        max_age: 60,
-      };
+      const row = rowNamed(name);
       let redeclared = 0;
       const deps = {
         log,
@@ -122,7 +118,7 @@ test('a consumer cancelled because its subscription was deleted is not a warning
         },
       } as unknown as WorkerDeps;
       const target = { id: name, label: `app/${name}`, url: new URL('http://127.0.0.1:1/') };
-      const w = new SubscriptionWorker(row as unknown as SubscriptionRow, target as never, deps);
+      const w = new SubscriptionWorker(row, target as never, deps);
       await ach.assertQueue(w.queue, { durable: false });
       await w.start();
       await eventually(async () => (await ach.checkQueue(w.queue)).consumerCount === 1, 10_000);

@@ -12,6 +12,7 @@ import { request } from 'undici';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { startAmebo, type Amebo, type StartOptions } from '../../src/app.js';
+import { createPool, ensureDatabase, migrate, type Pool } from '../../src/store/db.js';
 
 export const AMQP_URL = process.env.AMEBO_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 export const PG_BASE = process.env.AMEBO_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
@@ -118,6 +119,34 @@ export async function dropBrokerObjects(prefix: string | string[]): Promise<numb
     await conn.close().catch(() => undefined);
   }
   return queues.length + exchanges.length;
+}
+
+/**
+ * A throwaway database with Amebo's schema, for the store's tests: `open()` creates and migrates it
+ * (call it in `before`), `drop()` closes the pool and drops the database (in `after`).
+ */
+export function scratchDatabase(label: string): { open(): Promise<Pool>; drop(): Promise<void> } {
+  const name = `amebo_t_${label}_${hex()}`;
+  const url = `${PG_BASE}/${name}`;
+  let pool: Pool | undefined;
+  return {
+    async open() {
+      await ensureDatabase(url);
+      pool = createPool({ url, max: 2, logger: createLogger('silent') });
+      await migrate(pool);
+      return pool;
+    },
+    async drop() {
+      await pool?.end();
+      const c = new pg.Client({ connectionString: `${PG_BASE}/postgres` });
+      await c.connect();
+      try {
+        await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      } finally {
+        await c.end();
+      }
+    },
+  };
 }
 
 export interface Reply {

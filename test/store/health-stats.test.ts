@@ -1,8 +1,7 @@
 /** Subscription stats and health figures from the attempt log and the queue samples (real PostgreSQL). */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import pg from 'pg';
-import { createPool, ensureDatabase, migrate, type Pool } from '../../src/store/db.js';
+import type { Pool } from '../../src/store/db.js';
 import {
   pendingForSubscription,
   pruneQueueSamples,
@@ -14,18 +13,14 @@ import {
 } from '../../src/store/deliveries.js';
 import { insertEvents } from '../../src/store/events.js';
 import { uuidv7 } from '../../src/ids.js';
-import { createLogger } from '../../src/log.js';
-import { hex, PG_BASE } from '../helpers/harness.js';
+import { scratchDatabase } from '../helpers/harness.js';
 
-const name = `amebo_t_health_${hex()}`;
-const url = `${PG_BASE}/${name}`;
+const db = scratchDatabase('health');
 let pool: Pool;
 const SUB = '00000000-0000-7000-8000-0000000000a1';
 
 before(async () => {
-  await ensureDatabase(url);
-  pool = createPool({ url, max: 2, logger: createLogger('silent') });
-  await migrate(pool);
+  pool = await db.open();
   await pool.query(`INSERT INTO applications(name, secret_hash) VALUES ('a', 'x')`);
   await pool.query(`INSERT INTO actions(name, application) VALUES ('x.y', 'a'), ('x.z', 'a')`);
   await pool.query(
@@ -35,13 +30,7 @@ before(async () => {
     [SUB],
   );
 });
-after(async () => {
-  await pool.end();
-  const c = new pg.Client({ connectionString: `${PG_BASE}/postgres` });
-  await c.connect();
-  await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-  await c.end();
-});
+after(() => db.drop());
 
 test('stats in buckets: attempts, successes, failures, p50/p99 and the sampled backlog', async () => {
   const now = Date.now();

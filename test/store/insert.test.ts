@@ -2,29 +2,18 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
-import { createPool, ensureDatabase, migrate, type Pool } from '../../src/store/db.js';
+import type { Pool } from '../../src/store/db.js';
 import { insertEvents, MAX_INSERT_ROWS, type NewEvent } from '../../src/store/events.js';
 import { uuidv7 } from '../../src/ids.js';
-import { createLogger } from '../../src/log.js';
-import { hex, PG_BASE } from '../helpers/harness.js';
+import { scratchDatabase } from '../helpers/harness.js';
 
-const name = `amebo_t_insert_${hex()}`;
-const url = `${PG_BASE}/${name}`;
+const db = scratchDatabase('insert');
 let pool: Pool;
 
 before(async () => {
-  await ensureDatabase(url);
-  pool = createPool({ url, max: 2, logger: createLogger('silent') });
-  await migrate(pool);
+  pool = await db.open();
 });
-after(async () => {
-  await pool.end();
-  const c = new pg.Client({ connectionString: `${PG_BASE}/postgres` });
-  await c.connect();
-  await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
-  await c.end();
-});
+after(() => db.drop());
 
 function ev(i: number, over: Partial<NewEvent> = {}): NewEvent {
   const now = new Date();

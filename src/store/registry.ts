@@ -170,14 +170,17 @@ export async function insertAction(
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
+    // A name used before continues after its last version (see migrations/006): the events stored
+    // under it keep their schema_version, which must not come to name another schema.
     await client.query(
-      'INSERT INTO actions(name, application, description, subscribers, version) VALUES ($1, $2, $3, $4, 1)',
+      `INSERT INTO actions(name, application, description, subscribers, version)
+       VALUES ($1, $2, $3, $4, 1 + coalesce((SELECT last_version FROM action_tombstones WHERE name = $1), 0))`,
       [a.name, a.application, a.description, a.subscribers],
     );
-    await client.query('INSERT INTO action_versions(action, version, schemata) VALUES ($1, 1, $2)', [
-      a.name,
-      JSON.stringify(a.schemata),
-    ]);
+    await client.query(
+      'INSERT INTO action_versions(action, version, schemata) SELECT name, version, $2 FROM actions WHERE name = $1',
+      [a.name, JSON.stringify(a.schemata)],
+    );
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
@@ -221,7 +224,8 @@ export async function updateAction(
 }
 
 /**
- * Deletes an action with its schema versions (they cascade), unless a subscription names it
+ * Deletes an action with its schema versions (they cascade) and keeps its last version number (a
+ * tombstone: the name registered again continues after it), unless a subscription names it
  * exactly: then nothing is deleted and those subscriptions are returned. The action row is locked
  * first, so a concurrent schema update or delete waits for this decision. Null: no such action.
  */
@@ -247,6 +251,12 @@ export async function deleteAction(
       return { subscribedBy: subs.rows };
     }
     await client.query('DELETE FROM actions WHERE name = $1', [name]);
+    await client.query(
+      `INSERT INTO action_tombstones(name, last_version) VALUES ($1, $2)
+       ON CONFLICT (name) DO UPDATE SET last_version = greatest(action_tombstones.last_version, excluded.last_version),
+                                        deleted_at = now()`,
+      [name, row.version],
+    );
     await client.query('COMMIT');
     return { deleted: row };
   } catch (err) {

@@ -151,6 +151,26 @@ test('delete an action: refused while a subscription names it, then deleted with
   assert.equal((await call('POST', '/v1/events', { action: 'mgr.old', payload: {} }, APP)).status, 404);
   assert.equal((await call('GET', `/v1/subscriptions/${pattern.body.id}`, undefined, 'admin')).status, 200);
   assert.equal((await call('DELETE', '/v1/actions/mgr.old', undefined, 'admin')).status, 404);
+
+  // Registered again, the name continues after its last version (2): the stored event says
+  // schema_version 2 of the old schema, and no new schema may take that number.
+  assert.equal(stored.body.schema_version, 2);
+  const again = await call(
+    'POST',
+    '/v1/actions',
+    { action: 'mgr.old', application: 'mgr', schemata: { type: 'object', required: ['m'] } },
+    APP,
+  );
+  assert.equal(again.status, 201, JSON.stringify(again.body));
+  assert.equal(again.body.version, 3);
+  const history = await call('GET', '/v1/actions/mgr.old/versions', undefined, 'admin');
+  assert.deepEqual(
+    (history.body.items as { version: number }[]).map((v) => v.version),
+    [3],
+  );
+  const next = await call('POST', '/v1/events', { action: 'mgr.old', payload: { m: 1 } }, APP);
+  assert.equal(next.status, 202, JSON.stringify(next.body));
+  assert.equal((await call('GET', `/v1/events/${next.body.event}`, undefined, 'admin')).body.schema_version, 3);
 });
 
 const deadList = async () =>

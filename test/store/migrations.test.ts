@@ -44,6 +44,7 @@ test('002_outbox: unpublished events (immediate and deferred) move to the outbox
       '003_tenancy.sql',
       '004_outbox_owner.sql',
       '005_health.sql',
+      '006_action_tombstones.sql',
     ]);
     const rows = (await pool.query('SELECT id, deferred, due_at > now() AS future, owner FROM outbox ORDER BY id'))
       .rows;

@@ -15,8 +15,7 @@ import { ConfirmPublisher } from '../src/broker/publisher.js';
 import { Relay, type RelayTick } from '../src/relay.js';
 import { insertEvents } from '../src/store/events.js';
 import type { Pool } from '../src/store/db.js';
-import { uuidv7 } from '../src/ids.js';
-import { AMQP_URL, eventually, hex, scratchDatabase } from './helpers/harness.js';
+import { AMQP_URL, eventually, hex, newEvent, scratchDatabase } from './helpers/harness.js';
 
 const db = scratchDatabase('relayref');
 let pool: Pool;
@@ -54,20 +53,9 @@ after(async () => {
 
 test('refused publishes are retried with a growing pause, not once per kick; all go out once the queue accepts', async () => {
   const now = new Date();
-  const evs = Array.from({ length: 5 }, (_, i) => {
-    const id = uuidv7(now.getTime());
-    return {
-      id,
-      action: 'x.refused',
-      application: 'a',
-      schemaVersion: 1,
-      payloadJson: JSON.stringify({ i }),
-      deduper: null,
-      conversationId: id,
-      deliverAt: null,
-      createdAt: now,
-    };
-  });
+  const evs = Array.from({ length: 5 }, (_, i) =>
+    newEvent({ action: 'x.refused', payloadJson: JSON.stringify({ i }), createdAt: now }),
+  );
   await insertEvents(pool, evs, randomUUID());
   const relay = new Relay({
     pool,

@@ -13,6 +13,8 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { startAmebo, type Amebo, type StartOptions } from '../../src/app.js';
 import { createPool, ensureDatabase, migrate, type Pool } from '../../src/store/db.js';
+import type { NewEvent } from '../../src/store/events.js';
+import { uuidv7 } from '../../src/ids.js';
 
 export const AMQP_URL = process.env.AMEBO_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 export const PG_BASE = process.env.AMEBO_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
@@ -146,6 +148,24 @@ export function scratchDatabase(label: string): { open(): Promise<Pool>; drop():
         await c.end();
       }
     },
+  };
+}
+
+/** An event row as the publish path hands it to the store (action `x.y` of `a`, `{}`), with `over` applied. */
+export function newEvent(over: Partial<NewEvent> = {}): NewEvent {
+  const createdAt = over.createdAt ?? new Date();
+  const id = over.id ?? uuidv7(createdAt.getTime());
+  return {
+    id,
+    action: 'x.y',
+    application: 'a',
+    schemaVersion: 1,
+    payloadJson: '{}',
+    deduper: null,
+    conversationId: id,
+    deliverAt: null,
+    createdAt,
+    ...over,
   };
 }
 

@@ -11,7 +11,7 @@ import { Webhook } from 'standardwebhooks';
 import { destroy, eventually, hex, http, start, testEnv, type TestEnv } from '../helpers/harness.js';
 import { runCli } from '../helpers/cli.js';
 import { loadConfig } from '../../src/config.js';
-import { startAmebo } from '../../src/app.js';
+import { startAmebo, type Amebo } from '../../src/app.js';
 import { deliveryPlugin } from '../../src/plugins.js';
 import { bridgeStarter } from '../../bridge/index.js';
 import { redactUrl } from '../../src/log.js';
@@ -39,6 +39,15 @@ const cliEnv = (e: TestEnv, extra: Record<string, string>): Record<string, strin
 });
 
 /** A logger whose lines are kept, to check what the process says. */
+/** Listens on a free loopback port and registers application `shop` with action `a.b`; the base URL. */
+async function listenWithShop(amebo: Amebo, e: TestEnv): Promise<string> {
+  await amebo.api!.listen({ host: '127.0.0.1', port: 0 });
+  const url = `http://127.0.0.1:${(amebo.api!.server.address() as { port: number }).port}`;
+  await http(url, e, 'POST', '/v1/applications', { application: 'shop', secret: 'shop-secret-0123456789' }, 'admin');
+  await http(url, e, 'POST', '/v1/actions', { action: 'a.b', application: 'shop', schemata: {} }, 'admin');
+  return url;
+}
+
 function capture(): { log: pino.Logger; lines: () => { level: number; msg: string }[] } {
   const chunks: string[] = [];
   const sink = new Writable({
@@ -65,13 +74,10 @@ test('sealed secrets: a warning without AMEBO_SECRET_KEY; `amebo rotate-key` re-
   // 1. Started without a key: one is generated into PostgreSQL, and the log says so at warn level.
   const c = capture();
   const first = await startAmebo(loadConfig(e.overrides, {}), c.log, { listen: false, plugins: [deliveryPlugin] });
-  await first.api!.listen({ host: '127.0.0.1', port: 0 });
-  const url1 = `http://127.0.0.1:${(first.api!.server.address() as { port: number }).port}`;
+  const url1 = await listenWithShop(first, e);
   const warn = c.lines().find((l) => l.level === 40 && /AMEBO_SECRET_KEY is not set/.test(l.msg));
   assert.ok(warn, 'a warn-level line names the risk');
   assert.match(warn.msg, /beside them/);
-  await http(url1, e, 'POST', '/v1/applications', { application: 'shop', secret: 'shop-secret-0123456789' }, 'admin');
-  await http(url1, e, 'POST', '/v1/actions', { action: 'a.b', application: 'shop', schemata: {} }, 'admin');
   const sub = await http(
     url1,
     e,
@@ -203,10 +209,7 @@ test('a failing webhook whose URL carries credentials: what the process logs nam
     plugins: [deliveryPlugin],
   });
   try {
-    await amebo.api!.listen({ host: '127.0.0.1', port: 0 });
-    const url = `http://127.0.0.1:${(amebo.api!.server.address() as { port: number }).port}`;
-    await http(url, e, 'POST', '/v1/applications', { application: 'shop', secret: 'shop-secret-0123456789' }, 'admin');
-    await http(url, e, 'POST', '/v1/actions', { action: 'a.b', application: 'shop', schemata: {} }, 'admin');
+    const url = await listenWithShop(amebo, e);
     const sub = await http(
       url,
       e,

@@ -4,8 +4,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import type { Pool } from '../../src/store/db.js';
 import { insertEvents, MAX_INSERT_ROWS, type NewEvent } from '../../src/store/events.js';
-import { uuidv7 } from '../../src/ids.js';
-import { scratchDatabase } from '../helpers/harness.js';
+import { newEvent, scratchDatabase } from '../helpers/harness.js';
 
 const db = scratchDatabase('insert');
 let pool: Pool;
@@ -15,22 +14,13 @@ before(async () => {
 });
 after(() => db.drop());
 
-function ev(i: number, over: Partial<NewEvent> = {}): NewEvent {
-  const now = new Date();
-  const id = uuidv7(now.getTime());
-  return {
-    id,
-    action: 'x.y',
-    application: 'a',
+const ev = (i: number, over: Partial<NewEvent> = {}): NewEvent =>
+  newEvent({
     schemaVersion: 3,
     payloadJson: JSON.stringify({ i, s: 'quote " backslash \\ tab \t é 😀' }),
-    deduper: null,
     conversationId: `conv-${i}`,
-    deliverAt: null,
-    createdAt: now,
     ...over,
-  };
-}
+  });
 
 test('batches of 1, 64 (prepared) and 65, 700 (parsed each time) store every column and an outbox row each', async () => {
   const owner = randomUUID();

@@ -4,8 +4,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import type { Pool } from '../../src/store/db.js';
 import { insertEvents, RELAY_SELECT, type NewEvent } from '../../src/store/events.js';
-import { uuidv7 } from '../../src/ids.js';
-import { scratchDatabase } from '../helpers/harness.js';
+import { newEvent, scratchDatabase } from '../helpers/harness.js';
 
 const db = scratchDatabase('relay');
 let pool: Pool;
@@ -15,20 +14,7 @@ before(async () => {
 });
 after(() => db.drop());
 
-function ev(createdAt: Date, deliverAt: Date | null = null): NewEvent {
-  const id = uuidv7(createdAt.getTime());
-  return {
-    id,
-    action: 'x.y',
-    application: 'a',
-    schemaVersion: 1,
-    payloadJson: '{}',
-    deduper: null,
-    conversationId: id,
-    deliverAt,
-    createdAt,
-  };
-}
+const ev = (createdAt: Date, deliverAt: Date | null = null): NewEvent => newEvent({ createdAt, deliverAt });
 
 async function select(graceMs: number, own: { owner: string; since: Date } | null): Promise<string[]> {
   const c = await pool.connect();

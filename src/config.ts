@@ -119,6 +119,18 @@ export const OPTIONS = {
   bodyLimit: int(1024 * 1024, 'largest accepted HTTP body, bytes', 'AMEBO_BODY_LIMIT', 1024),
   maxPayloadDepth: int(64, 'deepest nesting accepted in an event payload', 'AMEBO_MAX_PAYLOAD_DEPTH', 1),
   maxSchemaBytes: int(256 * 1024, 'largest accepted action schema, bytes', 'AMEBO_MAX_SCHEMA_BYTES', 16),
+  schemaCompileMs: int(
+    5000,
+    'longest a schema may take to compile (on a worker thread) before it is refused, ms',
+    'AMEBO_SCHEMA_COMPILE_MS',
+    100,
+  ),
+  maxValidatorBytes: int(
+    1024 * 1024,
+    'largest validator a schema may compile to, bytes (the event loop loads it: ~0.13 ms per KB)',
+    'AMEBO_MAX_VALIDATOR_BYTES',
+    4096,
+  ),
   confirmWaitMs: int(
     2000,
     'how long a publish waits for the broker confirm before answering published=false',

@@ -80,7 +80,7 @@ export const ERRORS = {
   SCHEMA_INVALID: {
     status: 422,
     message: 'The schema is not a valid JSON Schema',
-    when: 'the schema is not a valid JSON Schema (or too large, too deep, an unsupported `$schema`, a regex RE2 cannot run)',
+    when: 'the schema is not a valid JSON Schema (or too large, too deep, an unsupported `$schema`, a regex RE2 cannot run, too slow to compile or compiling to too large a validator)',
   },
   PAYLOAD_INVALID: {
     status: 422,
@@ -100,7 +100,7 @@ export const ERRORS = {
   RATE_LIMITED: {
     status: 429,
     message: 'Too many requests',
-    when: 'too many failed authentications (`Retry-After`), live-tail clients over the cap',
+    when: 'too many failed authentications (`Retry-After`), live-tail clients over the cap, 64 schemas already waiting to compile',
   },
   INTERNAL: { status: 500, message: 'Internal error', when: 'a bug: see the server log' },
   RPC_REMOTE: {

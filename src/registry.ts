@@ -4,7 +4,8 @@ import type { Redis } from 'ioredis';
 import type { Config } from './config.js';
 import { AmeboError } from './errors.js';
 import type { Logger } from './log.js';
-import { compatibilityProblems, compileSchema, normalizeSchema, type Compatibility } from './schema.js';
+import { compatibilityProblems, normalizeSchema, type Compatibility } from './schema.js';
+import { SchemaCompiler } from './schema-compiler.js';
 import { hashSecret, newSecret, newSigningSecret, SecretBox, sha256, verifySecret } from './secrets.js';
 import type { Pool } from './store/db.js';
 import * as sql from './store/registry.js';
@@ -47,6 +48,10 @@ export class Registry {
   /** application + sha256(secret) of credentials verified, and when (see `recentlyVerified`). */
   private readonly verifiedNames = new Map<string, number>();
   private readonly actions = new Map<string, CachedAction>();
+  /** Schemas compile on a worker thread, never on the event loop (see SchemaCompiler). */
+  private readonly compiler: SchemaCompiler;
+  /** Validators being compiled for `getAction`, by `name@version`: concurrent misses share one. */
+  private readonly compiling = new Map<string, Promise<ValidateFunction>>();
   private redis: Redis | null = null;
   private readonly channel: string;
   /** Which addresses webhooks may reach (registration here, connect time in the bridge). */
@@ -59,6 +64,11 @@ export class Registry {
     this.log = log;
     this.channel = cfg.redis.registryChannel;
     this.targets = new TargetPolicy({ block: cfg.blockPrivateTargets, allowed: cfg.allowedTargets });
+    this.compiler = new SchemaCompiler({
+      timeoutMs: cfg.schemaCompileMs,
+      maxCodeBytes: cfg.maxValidatorBytes,
+      logger: log,
+    });
   }
 
   /** 422 TARGET_FORBIDDEN when a handler URL reaches (or resolves to) an address the policy refuses. */
@@ -92,6 +102,7 @@ export class Registry {
 
   async close(): Promise<void> {
     this.subscriber?.disconnect();
+    await this.compiler.close();
   }
 
   private drop(key: string): void {
@@ -281,7 +292,7 @@ export class Registry {
       ]);
     await this.requireApplication(input.application);
     const schema = normalizeSchema(input.schemata ?? {}, this.cfg.maxSchemaBytes);
-    compileSchema(schema);
+    await this.compiler.compile(schema);
     try {
       const row = await sql.insertAction(this.pool, {
         name: input.action,
@@ -309,11 +320,21 @@ export class Registry {
     if (!row) return null;
     const entry = {
       row,
-      validate: c && c.row.version === row.version ? c.validate : compileSchema(row.schemata),
+      validate: c && c.row.version === row.version ? c.validate : await this.validator(row),
       at: Date.now(),
     };
     this.actions.set(name, entry);
     return entry;
+  }
+
+  private validator(row: sql.ActionRow): Promise<ValidateFunction> {
+    const key = `${row.name}@${row.version}`;
+    let p = this.compiling.get(key);
+    if (!p) {
+      p = this.compiler.compile(row.schemata, true).finally(() => this.compiling.delete(key));
+      this.compiling.set(key, p);
+    }
+    return p;
   }
 
   async listActions(f: { application?: string; q?: string }): Promise<sql.ActionRow[]> {
@@ -396,7 +417,7 @@ export class Registry {
     const current = await sql.getAction(this.pool, name);
     if (!current) throw new AmeboError('ACTION_NOT_FOUND', `no action "${name}"`);
     const schema = normalizeSchema(schemata, this.cfg.maxSchemaBytes);
-    compileSchema(schema);
+    await this.compiler.compile(schema);
     const applied = mode ?? (this.cfg.compatibility as Compatibility);
     return { current, schema, mode: applied, problems: compatibilityProblems(current.schemata, schema, applied) };
   }

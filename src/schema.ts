@@ -1,5 +1,7 @@
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { createRequire } from 'node:module';
+import { _, Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { Ajv2020 } from 'ajv/dist/2020.js';
+import standaloneModule from 'ajv/dist/standalone/index.js';
 import addFormatsModule from 'ajv-formats';
 import formatsModule from 'ajv-formats/dist/formats.js';
 import { RE2JS } from 're2js';
@@ -7,6 +9,10 @@ import { AmeboError } from './errors.js';
 import { nestingDepth as depth } from './fabric/json.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv | Ajv2020) => void;
+const standaloneCode = ((standaloneModule as unknown as { default?: unknown }).default ?? standaloneModule) as (
+  ajv: Ajv | Ajv2020,
+  validate: ValidateFunction,
+) => string;
 const { fullFormats } = formatsModule as unknown as { fullFormats: Record<string, unknown> };
 
 /**
@@ -25,7 +31,8 @@ export const linearRegExp = Object.assign(
       throw new UnsupportedPattern(pattern, (err as Error).message);
     }
   },
-  { code: 'linearRegExp' },
+  // How a validator's source (see `validatorSource`) names this function.
+  { code: 'require("amebo:linearRegExp")' },
 );
 
 class UnsupportedPattern extends Error {
@@ -81,13 +88,14 @@ function linearFormats(): Record<string, unknown> {
 }
 
 // Users' schemas are untrusted and many: never register them by $id (two actions may share one),
-// collect every violation, tolerate unknown keywords.
+// collect every violation, tolerate unknown keywords. `source` keeps the generated code, which
+// `validatorSource` turns into a module that names the formats and the regex engine by `require`.
 const common = {
   allErrors: true,
   strict: false,
   addUsedSchema: false,
   validateFormats: true,
-  code: { regExp: linearRegExp },
+  code: { regExp: linearRegExp, source: true, formats: _`require("amebo:formats")` },
 } as const;
 const ajv2020 = new Ajv2020(common);
 const ajv07 = new Ajv(common);
@@ -96,6 +104,10 @@ for (const a of [ajv2020, ajv07]) {
   addFormats(a);
   for (const [name, def] of Object.entries(formats)) a.addFormat(name, def as never);
 }
+/** Every format a schema can name, as the validators use them (ajv-formats' with our linear ones on top). */
+const FORMATS: Record<string, unknown> = { ...(ajv2020 as unknown as { formats: Record<string, unknown> }).formats };
+for (const [name, def] of Object.entries(FORMATS))
+  if (def instanceof RegExp) throw new Error(`format ${name} would run on a backtracking engine`);
 
 /** `$schema` values Amebo accepts, with or without the trailing `#`, http or https. */
 const DRAFT07 = /^https?:\/\/json-schema\.org\/draft-07\/schema#?$/;
@@ -161,6 +173,39 @@ export function compileSchema(schema: Record<string, unknown>): ValidateFunction
   } catch (err) {
     throw new AmeboError('SCHEMA_INVALID', `schema does not compile: ${(err as Error).message.slice(0, 400)}`);
   }
+}
+
+/**
+ * A schema's validator as the source of a CommonJS module (ajv's standalone code): checked and
+ * compiled like `compileSchema`, so it throws the same SCHEMA_INVALID. This is what the schema
+ * compiler's worker thread produces (compiling is the slow part, seconds for some large schemas)
+ * and `loadValidator` instantiates on the event loop.
+ */
+export function validatorSource(schema: Record<string, unknown>): string {
+  const validate = compileSchema(schema);
+  return standaloneCode(pick(schema), validate);
+}
+
+const runtimeRequire = createRequire(import.meta.url);
+
+/**
+ * Instantiates a validator from `validatorSource`'s code. The module may require only ajv's and
+ * ajv-formats' runtime helpers and the two Amebo names the code was generated with.
+ */
+export function loadValidator(code: string): ValidateFunction {
+  const need = (id: string): unknown => {
+    if (id === 'amebo:formats') return FORMATS;
+    if (id === 'amebo:linearRegExp') return linearRegExp;
+    if (/^ajv(?:-formats)?\/dist\/[a-z0-9_/]+$/i.test(id)) return runtimeRequire(id);
+    throw new Error(`a validator may not require ${JSON.stringify(id)}`);
+  };
+  const module = { exports: {} as { default?: ValidateFunction } };
+  // The same code ajv's own compile() hands to new Function; ajv escapes every value of the schema.
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  new Function('require', 'module', 'exports', code)(need, module, module.exports);
+  const fn = module.exports.default ?? (module.exports as unknown as ValidateFunction);
+  if (typeof fn !== 'function') throw new Error('the validator module exports no function');
+  return fn;
 }
 
 export function violations(errors: ErrorObject[]): Violation[] {

@@ -231,3 +231,54 @@ test('a subschema compared with thousands of others: the compatibility check sta
     assert.ok(slowest < FROZEN_MS, `${action}: the slowest /health took ${slowest.toFixed(1)} ms`);
   }
 });
+
+test('schemas that take seconds to compile: compiled off the event loop, refused past AMEBO_SCHEMA_COMPILE_MS; /health is never frozen', async () => {
+  // ajv's code generation is quadratic in patterned properties: inline, 800 of them held the event
+  // loop ~1 s and 4,000 of them 13 s (one registration froze every tenant's publishes that long).
+  const patterned = (n: number) => ({
+    type: 'object',
+    properties: Object.fromEntries(
+      Array.from({ length: n }, (_, i) => [`p${i}`, { type: 'string', pattern: `^a${i}[a-z]+$` }]),
+    ),
+  });
+  // A stricter line than FROZEN_MS: what is left on the event loop is loading the compiled validator.
+  const LOADED_MS = 250;
+  let round = 0;
+  let created: Awaited<ReturnType<typeof call>> | undefined;
+  const whileAccepted = await slowestHealthDuring(async () => {
+    const schemata = patterned(800);
+    created = await call(
+      'POST',
+      '/v1/actions',
+      { action: `redos.compile${round++}`, application: 'shop', schemata },
+      SHOP,
+    );
+  });
+  assert.equal(created!.status, 201, JSON.stringify(created!.body).slice(0, 300));
+  assert.ok(whileAccepted < LOADED_MS, `the slowest /health took ${whileAccepted.toFixed(1)} ms`);
+  // The publish path compiles the stored schema again (its cache was invalidated) and validates with it.
+  const action = `redos.compile${round - 1}`;
+  const ok = await call('POST', '/v1/events', { action, payload: { p1: 'a1bc', p799: 'a799x' } }, SHOP);
+  assert.equal(ok.status, 202, JSON.stringify(ok.body));
+  const bad = await call('POST', '/v1/events', { action, payload: { p1: 'b', p2: 'a2' } }, SHOP);
+  assert.equal(bad.status, 422);
+  assert.deepEqual(
+    (bad.body.error.details as { instancePath: string }[]).map((d) => d.instancePath),
+    ['/payload/p1', '/payload/p2'],
+  );
+
+  let refused: Awaited<ReturnType<typeof call>> | undefined;
+  const whileRefused = await slowestHealthDuring(async () => {
+    refused = await call(
+      'POST',
+      '/v1/actions',
+      { action: `redos.compile${round++}`, application: 'shop', schemata: patterned(4000) },
+      SHOP,
+    );
+  });
+  assert.equal(refused!.status, 422, JSON.stringify(refused!.body).slice(0, 300));
+  assert.equal(refused!.body.error.code, 'AMEBO_ERR_SCHEMA_INVALID');
+  // 13 s here: past the 5 s deadline; a machine fast enough to finish it meets the validator size limit.
+  assert.match(refused!.body.error.message, /takes longer than 5000 ms to compile|validator, more than/);
+  assert.ok(whileRefused < LOADED_MS, `the slowest /health took ${whileRefused.toFixed(1)} ms`);
+});

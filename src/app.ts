@@ -1,8 +1,9 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import { ConfigError, type Config } from './config.js';
 import { parseAddress } from './config.js';
 import type { Logger } from './log.js';
@@ -187,33 +188,47 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
     throw err;
   };
 
-  const redisOptions = {
+  const redisOptions: RedisOptions = {
     connectTimeout: 3000,
     commandTimeout: 3000,
     maxRetriesPerRequest: 2,
     lazyConnect: true,
     retryStrategy: (n: number) => Math.min(100 * 2 ** n, 3000),
   };
-  // Redis through Sentinel: ioredis asks the Sentinels for the master and follows failovers.
-  const redis = cfg.redisSentinels
-    ? new Redis({
-        ...redisOptions,
-        sentinels: cfg.redisSentinels.split(',').map((hp) => {
-          const [host, port] = hp.trim().split(':');
-          return { host: host!, port: Number(port ?? 26379) };
-        }),
-        name: cfg.redisSentinelName,
-        ...(new URL(cfg.redisUrl).password ? { password: decodeURIComponent(new URL(cfg.redisUrl).password) } : {}),
-        db: Number(new URL(cfg.redisUrl).pathname.slice(1) || 0),
-      })
-    : new Redis(cfg.redisUrl, redisOptions);
-  redis.on('error', (err: Error) => log.debug({ err: err.message }, 'redis error'));
+  let redis: Redis;
   try {
-    await redis.connect();
-    await redis.ping();
+    redis = redisClient(cfg, redisOptions);
+  } catch (err) {
+    return fail(err);
+  }
+  let lastRedisError = '';
+  redis.on('error', (err: Error) => {
+    lastRedisError = err.message;
+    log.debug({ err: err.message }, 'redis error');
+  });
+  // Bounded: through Sentinels that refuse us (a wrong password, no TLS), ioredis retries forever
+  // and connect() never settles.
+  let connectTimer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      redis.connect().then(() => redis.ping()),
+      new Promise((_, reject) => {
+        connectTimer = setTimeout(
+          () =>
+            reject(
+              new Error(
+                `no answer within ${cfg.redisConnectTimeoutMs} ms${lastRedisError ? `: ${lastRedisError}` : ''}`,
+              ),
+            ),
+          cfg.redisConnectTimeoutMs,
+        );
+      }),
+    ]);
   } catch (err) {
     redis.disconnect();
     return fail(new ServiceUnreachableError('Redis', cfg.redisUrl, (err as Error).message, HINTS.redis));
+  } finally {
+    clearTimeout(connectTimer);
   }
   cleanup.push(async () => redis.disconnect());
 
@@ -354,4 +369,43 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
     }
   }
   return amebo;
+}
+
+/**
+ * The Redis client `cfg` names: straight from AMEBO_REDIS_URL, or through Sentinel (ioredis asks the
+ * Sentinels for the master and follows failovers). A rediss:// URL means TLS to Redis, and to the
+ * master and replicas that Sentinels name; AMEBO_REDIS_TLS_CA_FILE adds a private CA. The URL's
+ * user (an ACL user), password and db apply to the master either way; the Sentinels' own
+ * credentials and TLS are separate settings.
+ */
+export function redisClient(cfg: Config, base: RedisOptions): Redis {
+  const url = new URL(cfg.redisUrl);
+  const tlsFromUrl = url.protocol === 'rediss:';
+  let ca: Buffer | undefined;
+  if (cfg.redisTlsCaFile) {
+    try {
+      ca = readFileSync(cfg.redisTlsCaFile);
+    } catch (err) {
+      throw new ConfigError(`AMEBO_REDIS_TLS_CA_FILE: cannot read ${cfg.redisTlsCaFile}: ${(err as Error).message}`);
+    }
+  }
+  const tls = tlsFromUrl ? (ca ? { ca } : {}) : undefined;
+  if (!cfg.redisSentinels) return new Redis(cfg.redisUrl, { ...base, ...(tls ? { tls } : {}) });
+  return new Redis({
+    ...base,
+    sentinels: cfg.redisSentinels.split(',').map((hp) => {
+      const [host, port] = hp.trim().split(':');
+      return { host: host!, port: Number(port ?? 26379) };
+    }),
+    name: cfg.redisSentinelName,
+    ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+    ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+    db: Number(url.pathname.slice(1) || 0),
+    ...(tls ? { tls, enableTLSForSentinelMode: true } : {}),
+    ...(cfg.redisSentinelUsername ? { sentinelUsername: cfg.redisSentinelUsername } : {}),
+    ...(cfg.redisSentinelPassword ? { sentinelPassword: cfg.redisSentinelPassword } : {}),
+    ...(cfg.redisSentinelTls ? { sentinelTLS: ca ? { ca } : {} } : {}),
+    // Each Sentinel query is bounded like every other call.
+    sentinelCommandTimeout: 3000,
+  });
 }

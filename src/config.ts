@@ -80,6 +80,28 @@ export const OPTIONS = {
     'AMEBO_REDIS_SENTINELS',
   ),
   redisSentinelName: str('mymaster', 'the master name the Sentinels watch', 'AMEBO_REDIS_SENTINEL_NAME'),
+  redisSentinelUsername: str(
+    '',
+    "user the Sentinels themselves require (their ACL); the master's user and password come from AMEBO_REDIS_URL",
+    'AMEBO_REDIS_SENTINEL_USERNAME',
+  ),
+  redisSentinelPassword: str(
+    '',
+    'password the Sentinels themselves require (requirepass)',
+    'AMEBO_REDIS_SENTINEL_PASSWORD',
+  ),
+  redisSentinelTls: bool(false, 'reach the Sentinels over TLS', 'AMEBO_REDIS_SENTINEL_TLS'),
+  redisConnectTimeoutMs: int(
+    10_000,
+    'longest Amebo waits at start for Redis (through the Sentinels, when set) to answer, ms',
+    'AMEBO_REDIS_CONNECT_TIMEOUT_MS',
+    100,
+  ),
+  redisTlsCaFile: str(
+    '',
+    'PEM file of the CA that signed the Redis (and Sentinel) certificates, when not a public one; TLS to Redis itself is a rediss:// AMEBO_REDIS_URL',
+    'AMEBO_REDIS_TLS_CA_FILE',
+  ),
   adminToken: str(
     '',
     'admin bearer token; when empty one is generated at first start, stored and printed once',

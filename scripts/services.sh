@@ -343,6 +343,8 @@ if [ "$extras" = 1 ]; then
   want=()
   pkg_installed python3-aiormq || want+=(python3-aiormq)
   { pkg_installed chromium || [ -x /usr/bin/chromium ]; } || want+=(chromium)
+  # The certificates of the Redis/Sentinel TLS test (test/redis-sentinel.test.ts).
+  command -v openssl >/dev/null 2>&1 || want+=(openssl)
   if [ "${#want[@]}" -gt 0 ]; then
     if [ "$is_root" = 1 ] && command -v apt-get >/dev/null 2>&1; then
       t0="$(now)"

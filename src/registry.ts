@@ -458,17 +458,19 @@ export class Registry {
     const signingSecret = newSigningSecret();
     const s = this.settings(input);
     try {
-      const row = await sql.insertSubscription(this.pool, {
-        id: uuidv7(),
-        application: input.application,
-        name: input.subscription,
-        action: input.action,
-        transport,
-        handler,
-        ...s,
-        ordered: input.ordered ?? false,
-        signing_secrets: [{ sealed: this.box.seal(signingSecret), expires_at: null }],
-      });
+      const row = await this.underGrant(input.application, input.action, (q) =>
+        sql.insertSubscription(q, {
+          id: uuidv7(),
+          application: input.application,
+          name: input.subscription,
+          action: input.action,
+          transport,
+          handler,
+          ...s,
+          ordered: input.ordered ?? false,
+          signing_secrets: [{ sealed: this.box.seal(signingSecret), expires_at: null }],
+        }),
+      );
       return { row, signingSecret };
     } catch (err) {
       if (err instanceof sql.UniqueViolation)
@@ -477,6 +479,26 @@ export class Registry {
         throw new AmeboError('APPLICATION_NOT_FOUND', `no application "${input.application}"`);
       throw err;
     }
+  }
+
+  /**
+   * Runs `write` (the insert or update that points a subscription of `application` at `pattern`)
+   * where it cannot race a revoke: for an exact action, inside a transaction that share-locks the
+   * action's row and checks the grant again against it. `checkSubscribable` ran before against the
+   * cached action, which another API node may have changed since.
+   */
+  private async underGrant<T>(
+    application: string,
+    pattern: string,
+    write: (q: sql.Queryable) => Promise<T>,
+  ): Promise<T> {
+    if (isWildcard(pattern)) return write(this.pool);
+    return sql.withActionShared(this.pool, application, pattern, async (client, action) => {
+      if (!action) throw new AmeboError('ACTION_NOT_FOUND', `no action "${pattern}"`);
+      if (!canSubscribe(application, action))
+        throw new AmeboError('FORBIDDEN', `application "${application}" may not subscribe to "${pattern}"`);
+      return write(client);
+    });
   }
 
   /**
@@ -564,7 +586,10 @@ export class Registry {
     if (moving !== null) await this.bindPattern({ ...row, action: moving });
     let updated: sql.SubscriptionRow | null;
     try {
-      updated = await sql.updateSubscription(this.pool, row.id, patch);
+      updated =
+        moving !== null
+          ? await this.underGrant(row.application, moving, (q) => sql.updateSubscription(q, row.id, patch))
+          : await sql.updateSubscription(this.pool, row.id, patch);
     } catch (err) {
       if (moving !== null) await this.unbindPattern({ ...row, action: moving }, row);
       throw err;

@@ -1,4 +1,8 @@
+import type pg from 'pg';
 import type { Pool } from './db.js';
+
+/** A pool, or a client inside a transaction. */
+export type Queryable = Pool | pg.PoolClient;
 
 /** All registry SQL: applications, actions and their schema versions, subscriptions, settings. */
 
@@ -366,7 +370,7 @@ export async function listActionVersions(
 
 export type NewSubscription = Omit<SubscriptionRow, 'created_at' | 'updated_at' | 'paused' | 'disabled_reason'>;
 
-export async function insertSubscription(pool: Pool, s: NewSubscription): Promise<SubscriptionRow> {
+export async function insertSubscription(pool: Queryable, s: NewSubscription): Promise<SubscriptionRow> {
   try {
     const r = await pool.query<SubscriptionRow>(
       `INSERT INTO subscriptions(id, application, name, action, transport, handler, max_attempts, max_age, retry_schedule,
@@ -399,7 +403,40 @@ export async function insertSubscription(pool: Pool, s: NewSubscription): Promis
   }
 }
 
-export async function getSubscription(pool: Pool, id: string): Promise<SubscriptionRow | null> {
+/**
+ * Runs `fn` in a transaction that holds a share lock on action `name`'s row (`fn` gets null when
+ * there is no such action). A change of who may subscribe to it (an UPDATE, or its delete) waits
+ * for this transaction, or commits first and `fn` sees it: a subscription checked against the row
+ * here cannot be stored after its grant was revoked.
+ */
+export async function withActionShared<T>(
+  pool: Pool,
+  application: string,
+  name: string,
+  fn: (client: pg.PoolClient, action: Pick<ActionRow, 'application' | 'subscribers'> | null) => Promise<T>,
+): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    // The subscribing application first, as deleteApplication locks it before the actions it
+    // deletes: the same order both ways, so the two cannot deadlock.
+    await client.query('SELECT 1 FROM applications WHERE name = $1 FOR KEY SHARE', [application]);
+    const a = await client.query<Pick<ActionRow, 'application' | 'subscribers'>>(
+      'SELECT application, subscribers FROM actions WHERE name = $1 FOR SHARE',
+      [name],
+    );
+    const out = await fn(client, a.rows[0] ?? null);
+    await client.query('COMMIT');
+    return out;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+export async function getSubscription(pool: Queryable, id: string): Promise<SubscriptionRow | null> {
   const r = await pool.query<SubscriptionRow>('SELECT * FROM subscriptions WHERE id = $1', [id]);
   return r.rows[0] ?? null;
 }
@@ -446,7 +483,7 @@ const SUB_PATCHABLE = [
 export type SubscriptionPatch = Partial<Pick<SubscriptionRow, (typeof SUB_PATCHABLE)[number]>>;
 
 export async function updateSubscription(
-  pool: Pool,
+  pool: Queryable,
   id: string,
   patch: SubscriptionPatch,
 ): Promise<SubscriptionRow | null> {

@@ -1,6 +1,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import amqp from 'amqplib';
+import pg from 'pg';
 import { AMQP_URL, destroy, drainQueue, eventually, http, start, testEnv, type Running } from '../helpers/harness.js';
 import { bridgeStarter } from '../../bridge/index.js';
 import { extraPlugins } from '../../src/plugins.js';
@@ -391,4 +392,64 @@ test('RPC gateway: no grant, no call (whether or not the service exists); grants
   assert.equal((await call('POST', path('shutdown'), {}, 'admin')).status, 200);
   const view = await call('GET', '/v1/applications/beta', undefined, B);
   assert.deepEqual(view.body.rpc_grants, [`${DOMAIN}.*.*`]);
+});
+
+test('a revoke this API node has not seen yet, or one in flight, still stops a subscription to that action', async () => {
+  const act = await call(
+    'POST',
+    '/v1/actions',
+    { action: 'beta.revoked', application: 'beta', schemata: {}, subscribers: ['alpha'] },
+    B,
+  );
+  assert.equal(act.status, 201, JSON.stringify(act.body));
+  const subscribe = (name: string) =>
+    call(
+      'POST',
+      '/v1/subscriptions',
+      { application: 'alpha', subscription: name, action: 'beta.revoked', handler: rx.url(`/alpha/${name}`) },
+      A,
+    );
+  // Allowed, and the action (with its grant) is now in this node's cache for 30 s.
+  assert.equal((await subscribe('granted')).status, 201);
+  const db = new pg.Client({ connectionString: env.cfg.databaseUrl });
+  await db.connect();
+  try {
+    const stored = async (name: string) =>
+      (await db.query("SELECT 1 FROM subscriptions WHERE application = 'alpha' AND name = $1", [name])).rowCount;
+    // Revoked where this node's cache cannot see it (as by another API node whose invalidation is late).
+    await db.query(`UPDATE actions SET subscribers = '{}' WHERE name = 'beta.revoked'`);
+    const late = await subscribe('after-revoke');
+    assert.equal(late.status, 403, JSON.stringify(late.body));
+    assert.equal(late.body.error.code, 'AMEBO_ERR_FORBIDDEN');
+    assert.equal(await stored('after-revoke'), 0, 'no row stored');
+
+    // A revoke in flight: its transaction holds the action row; the subscription waits for it, then sees it.
+    await db.query(`UPDATE actions SET subscribers = '{alpha}' WHERE name = 'beta.revoked'`);
+    await db.query('BEGIN');
+    await db.query(`UPDATE actions SET subscribers = '{}' WHERE name = 'beta.revoked'`);
+    let answered = false;
+    const during = subscribe('during-revoke').finally(() => (answered = true));
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(answered, false, 'the subscription waits for the revoke to commit or roll back');
+    await db.query('COMMIT');
+    const r = await during;
+    assert.equal(r.status, 403, JSON.stringify(r.body));
+    assert.equal(await stored('during-revoke'), 0, 'no row stored');
+
+    // Moving an existing subscription onto the revoked action is refused the same way.
+    const own = await call(
+      'POST',
+      '/v1/subscriptions',
+      { application: 'alpha', subscription: 'mover', action: 'alpha.thing', handler: rx.url('/alpha/mover') },
+      A,
+    );
+    assert.equal(own.status, 201);
+    const moved = await call('PATCH', `/v1/subscriptions/${own.body.id}`, { action: 'beta.revoked' }, A);
+    assert.equal(moved.status, 403, JSON.stringify(moved.body));
+    const row = await db.query('SELECT action FROM subscriptions WHERE id = $1', [own.body.id]);
+    assert.equal(row.rows[0].action, 'alpha.thing', 'the subscription keeps its action');
+  } finally {
+    await db.query('ROLLBACK').catch(() => undefined);
+    await db.end();
+  }
 });

@@ -3,7 +3,8 @@
  * one process (read with process.cpuUsage, so only this process is counted). Each stage runs
  * BENCH_SECONDS (5) with 32 concurrent callers, on the same event body as `npm run bench -- publish`:
  *   1. pipeline: PublishPipeline.submit() of single events → group commit → broker confirm → mark,
- *      without HTTP (real PostgreSQL and RabbitMQ, a quorum queue bound to the exchange);
+ *      without HTTP (real PostgreSQL and RabbitMQ, a quorum queue bound to the exchange), replies on
+ *      the commit and replies after the confirm, alternated twice;
  *   2. store only: the same pipeline with its publisher never ready, so events stay in the outbox;
  *   3. broker only: ConfirmPublisher.publish() of the event message, without PostgreSQL.
  * Amebo's whole node cost per event (`npm run bench -- publish`) minus stage 1 is what the HTTP
@@ -77,12 +78,24 @@ try {
   await broker.open(10_000);
   const publisher = new ConfirmPublisher(broker, { window: 2048, logger: log });
   await publisher.start();
-  // BENCH_FLUSHES: group commits in flight at once (the pipeline's maxFlushes), to compare settings.
-  const flushes = (process.env.BENCH_FLUSHES ?? '4').split(',').map(Number);
-  const pipelines = flushes.map(
-    (maxFlushes) =>
-      new PublishPipeline({ pool, publisher, exchange, restrictedExchange: exchange, logger: log, maxFlushes }),
+  // BENCH_FLUSHES: group commits in flight at once (the pipeline's maxFlushes), to compare settings;
+  // each with replies on the commit (the default) and after the confirm (Prefer: wait).
+  const flushes = (process.env.BENCH_FLUSHES ?? '2').split(',').map(Number);
+  const variants = flushes.flatMap((maxFlushes) =>
+    [false, true].map((awaitConfirm) => ({
+      label: `${maxFlushes} flushes, reply ${awaitConfirm ? 'after confirm' : 'on commit'}`,
+      pipeline: new PublishPipeline({
+        pool,
+        publisher,
+        exchange,
+        restrictedExchange: exchange,
+        logger: log,
+        maxFlushes,
+        awaitConfirm,
+      }),
+    })),
   );
+  const pipelines = variants.map((v) => v.pipeline);
   const pipeline = pipelines[0]!;
   const payloadJson = JSON.stringify(orderPayload());
   const req = (): PublishRequest => ({
@@ -94,9 +107,8 @@ try {
     deliverAt: null,
   });
   await stage('warm-up (pipeline)', () => pipeline.submit([req()]));
-  for (let round = 0; round < (flushes.length > 1 ? 2 : 1); round++)
-    for (const [i, p] of pipelines.entries())
-      await stage(`1. pipeline: commit → confirm → mark (${flushes[i]} flushes)`, () => p.submit([req()]));
+  for (let round = 0; round < 2; round++)
+    for (const v of variants) await stage(`1. pipeline (${v.label})`, () => v.pipeline.submit([req()]));
   await stage('3. broker only: publish + confirm', () => {
     const eid = uuidv7();
     const msg = {

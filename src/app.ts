@@ -280,6 +280,8 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
     maxBatch: cfg.groupCommitMax,
     maxFlushes: cfg.groupCommits,
     confirmWaitMs: cfg.confirmWaitMs,
+    awaitConfirm: cfg.replyAfterConfirm,
+    maxUnconfirmed: cfg.maxUnconfirmed,
   });
 
   let relay: Relay | null = null;

@@ -155,9 +155,20 @@ export const OPTIONS = {
   ),
   confirmWaitMs: int(
     2000,
-    'how long a publish waits for the broker confirm before answering published=false',
+    'how long a publish waits for its broker confirm before the process routes events through the outbox (and a reply that waits for the confirm says published=false)',
     'AMEBO_CONFIRM_WAIT_MS',
     1,
+  ),
+  maxUnconfirmed: int(
+    4096,
+    'most events answered before their broker confirm and still waiting for it; past it, publish replies wait for their confirms (back-pressure from a slow broker)',
+    'AMEBO_MAX_UNCONFIRMED',
+    1,
+  ),
+  replyAfterConfirm: bool(
+    false,
+    'publish replies wait for the broker confirm (bounded by AMEBO_CONFIRM_WAIT_MS) instead of going out on the commit; one request asks for it with the header Prefer: wait=<seconds>',
+    'AMEBO_REPLY_AFTER_CONFIRM',
   ),
   confirmWindow: int(2048, 'most unconfirmed publishes in flight per publisher channel', 'AMEBO_CONFIRM_WINDOW', 1),
   groupCommitMax: int(500, 'most events in one group-committed INSERT', 'AMEBO_GROUP_COMMIT_MAX', 1, MAX_INSERT_ROWS),

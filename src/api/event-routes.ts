@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AmeboError } from '../errors.js';
 import { isUuid } from '../ids.js';
 import { depth, violations } from '../schema.js';
@@ -87,6 +87,24 @@ const ListedEvent = {
   required: EventSchema.required,
 } as const;
 
+/**
+ * `Prefer: wait=<seconds>` (RFC 7240): the client will wait for the broker confirm, so the reply goes
+ * after it (bounded by AMEBO_CONFIRM_WAIT_MS) and its `published` says whether it came. Without it,
+ * the reply goes on the commit. Honoured preferences are named in `Preference-Applied`.
+ */
+function waitPreference(req: FastifyRequest, reply: FastifyReply): boolean {
+  const h = req.headers.prefer;
+  if (!h) return false;
+  for (const pref of (Array.isArray(h) ? h.join(',') : h).split(',')) {
+    const m = /^\s*wait\s*=\s*"?(\d{1,9})"?\s*(?:;|$)/i.exec(pref);
+    if (m && Number(m[1]) > 0) {
+      void reply.header('preference-applied', `wait=${m[1]}`);
+      return true;
+    }
+  }
+  return false;
+}
+
 export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Promise<void> {
   const app = typed(scope);
   const { registry, pipeline, cfg, pool } = ctx;
@@ -174,6 +192,7 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
       const pr = await prepare(req.body, who);
       pr.traceparent = str(req.headers.traceparent);
       pr.conversationId ??= str(req.headers['x-conversation-id']);
+      pr.waitConfirm = waitPreference(req, reply);
       const [res] = await pipeline.submit([pr]);
       if (!res) throw new AmeboError('INTERNAL', 'the publish pipeline answered nothing');
       return reply.status(res.duplicate ? 200 : 202).send(res);
@@ -211,7 +230,7 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
         }),
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const who = req.principal;
       const items: EventInput[] = req.body.events;
       const results: BatchResult[] = new Array<BatchResult>(items.length);
@@ -235,7 +254,8 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
         }),
       );
       accepted.sort((a, b) => a.i - b.i);
-      const out = await pipeline.submit(accepted.map((a) => a.pr));
+      const waitConfirm = waitPreference(req, reply);
+      const out = await pipeline.submit(accepted.map((a) => ({ ...a.pr, waitConfirm })));
       accepted.forEach((a, k) => {
         const r = out[k];
         if (r) results[a.i] = { status: r.duplicate ? 200 : 202, ...r };

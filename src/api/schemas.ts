@@ -149,7 +149,11 @@ export const PublishResultSchema = {
     action: { type: 'string' },
     deduper: { type: ['string', 'null'] },
     created_at: { type: 'string' },
-    published: { type: 'boolean' },
+    published: {
+      type: 'boolean',
+      description:
+        'the broker had confirmed the event when this reply went: the reply goes on the commit (usually false), or with `Prefer: wait=<seconds>` after the confirm (bounded by AMEBO_CONFIRM_WAIT_MS); either way a committed event is published',
+    },
     duplicate: { type: 'boolean' },
     deliver_at: { type: 'string' },
   },

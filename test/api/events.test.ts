@@ -96,9 +96,11 @@ describe('the e-commerce flow', () => {
       '/v1/events',
       { action: 'user.created', payload: { user_id: 'u1', email: 'ada@example.com', name: 'Ada', plan: 'premium' } },
       USER,
+      { prefer: 'respond-async, wait=5' },
     );
     assert.equal(r.status, 202, JSON.stringify(r.body));
-    assert.equal(r.body.published, true);
+    assert.equal(r.body.published, true, 'Prefer: wait: the reply went after the broker confirm');
+    assert.equal(r.headers['preference-applied'], 'wait=5');
     const o = await call(
       'POST',
       '/v1/events',
@@ -109,6 +111,8 @@ describe('the e-commerce flow', () => {
       ORDER,
     );
     assert.equal(o.status, 202);
+    assert.equal(o.body.published, false, 'the reply went on the commit, before the confirm');
+    assert.equal(o.headers['preference-applied'], undefined);
     const row = (await srv.amebo.pool.query('SELECT * FROM events WHERE id = $1', [r.body.event])).rows[0];
     assert.equal(row.action, 'user.created');
     assert.deepEqual(row.payload, { user_id: 'u1', email: 'ada@example.com', name: 'Ada', plan: 'premium' });

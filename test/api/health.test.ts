@@ -53,11 +53,18 @@ after(async () => {
 const events: string[] = [];
 
 test('health: active, circuit open and paused, with the backlog the broker reports', async () => {
-  for (let n = 0; n < 4; n++) {
+  const publish = async (n: number) => {
     const r = await call('POST', '/v1/events', { action: 'order.placed', payload: { n } }, APP);
     assert.equal(r.status, 202);
     events.push(r.body.event);
-  }
+  };
+  // Two first: their failures open the circuit of `down`; the two after it wait in its queue.
+  for (let n = 0; n < 2; n++) await publish(n);
+  await eventually(async () => {
+    const h = await call('GET', `/v1/subscriptions/${ids.down}/health?window=5m`, undefined, APP);
+    return h.body.state === 'circuit_open';
+  }, 30_000);
+  for (let n = 2; n < 4; n++) await publish(n);
   await eventually(() => rx.ids('/ok').length === 4, 30_000);
   // The attempts are recorded off the delivery path (batched): wait for them.
   const ok = (await eventually(async () => {

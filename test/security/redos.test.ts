@@ -158,7 +158,9 @@ test('a topic pattern of eleven # over 20-segment actions: replay and the live t
     for (let i = 0; i < 3; i++) {
       // The broker routes each against the one-# binding and confirms it within AMEBO_CONFIRM_WAIT_MS.
       for (const action of [long, widest]) {
-        const e = await call('POST', '/v1/events', { action, payload: { live: i } }, SHOP);
+        const e = await http(srv.url, env, 'POST', '/v1/events', { action, payload: { live: i } }, SHOP, {
+          prefer: 'wait=5',
+        });
         assert.equal(e.status, 202);
         assert.equal(e.body.published, true, `${action.slice(0, 20)}…: confirmed by the broker`);
       }

@@ -29,6 +29,7 @@ export async function api(
   body: unknown,
   auth: string | undefined,
   timeoutMs = 10_000,
+  headers: Record<string, string> = {},
 ): Promise<Reply> {
   let res: Awaited<ReturnType<typeof request>>;
   let text: string;
@@ -38,6 +39,7 @@ export async function api(
       headers: {
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
         ...(auth ? { authorization: auth } : {}),
+        ...headers,
       },
       body: body === undefined ? undefined : JSON.stringify(body),
       headersTimeout: timeoutMs,
@@ -118,6 +120,8 @@ export function registerTools(program: Command, deps: ToolDeps): void {
             { action: actionName, payload, deduper: o.deduper, deliver_at: o.deliverAt },
             auth,
             timeoutMs,
+            // A person at a terminal wants to know the broker has it: the reply waits for the confirm.
+            { prefer: `wait=${Math.max(1, Math.floor(timeoutMs / 1000))}` },
           );
           if (o.json) await out(JSON.stringify(body));
           else

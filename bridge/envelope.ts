@@ -25,14 +25,18 @@ export interface Outgoing {
 
 const HEAD = Buffer.from('{"id":"');
 
+/** `raw` is a body `splicedBody` can extend (checked without building the string). */
+export function spliceable(raw: Buffer): boolean {
+  return raw.length >= 16 && raw[raw.length - 1] === 0x7d && raw.compare(HEAD, 0, HEAD.length, 0, HEAD.length) === 0;
+}
+
 /**
  * The amebo envelope spliced from the broker body, which src/broker/message.ts builds as the
  * envelope minus `subscription` and `attempt` (plus `schema_version`): the payload is neither
  * parsed nor serialised again. Null when the body has another shape (then it is parsed).
  */
 export function splicedBody(raw: Buffer, subscription: string, attempt: number): string | null {
-  if (raw.length < 16 || raw[raw.length - 1] !== 0x7d || raw.compare(HEAD, 0, HEAD.length, 0, HEAD.length) !== 0)
-    return null;
+  if (!spliceable(raw)) return null;
   return `${raw.toString('utf8', 0, raw.length - 1)},"subscription":${JSON.stringify(subscription)},"attempt":${attempt}}`;
 }
 

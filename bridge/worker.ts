@@ -7,7 +7,7 @@ import type { Logger } from '../src/log.js';
 import { metrics } from '../src/metrics.js';
 import type { SubscriptionRow } from '../src/store/registry.js';
 import type { Breaker, BreakerState } from './breaker.js';
-import { splicedBody, type BrokerEvent, type Outgoing } from './envelope.js';
+import { spliceable, type BrokerEvent, type Outgoing } from './envelope.js';
 import { decide, isSuccess, type LadderSettings } from '../src/delivery/ladder.js';
 import { ack, attemptOf, deadLetter, requeueLater, retryLater } from '../src/delivery/settle.js';
 import type { Attempt, Sender, Target } from './sender.js';
@@ -372,7 +372,7 @@ export class SubscriptionWorker {
     const id = msg.properties.messageId as string | undefined;
     const action = (headers[HEADER.action] as string | undefined) ?? (msg.properties.type as string | undefined);
     let event: Outgoing;
-    if (id && action && splicedBody(msg.content, '', 1)) event = { id, action, raw: msg.content };
+    if (id && action && spliceable(msg.content)) event = { id, action, raw: msg.content };
     else
       try {
         const e = JSON.parse(msg.content.toString('utf8')) as BrokerEvent;

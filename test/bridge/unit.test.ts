@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { decide, parseRetryAfter, retryDelay } from '../../src/delivery/ladder.js';
 import { topicMatches } from '../../src/delivery/topic.js';
-import { buildBody, secretKey, signatureHeader, splicedBody } from '../../bridge/envelope.js';
+import { buildBody, secretKey, signatureHeader, spliceable, splicedBody } from '../../bridge/envelope.js';
 import { eventBody } from '../../src/broker/message.js';
 import { TargetPolicy } from '../../src/targets.js';
 import { Sender } from '../../bridge/sender.js';
@@ -87,6 +87,8 @@ test('the spliced envelope equals the built one (plus schema_version), payload b
     (await buildBody(JSON.parse(raw.toString()), { subscription: 'shop/plain', attempt: 2, format: 'amebo' })).body,
   );
   assert.deepEqual(JSON.parse(spliced), { ...built, schema_version: 3 });
+  assert.equal(spliceable(raw), true);
+  assert.equal(spliceable(Buffer.from('[1,2]')), false);
   assert.equal(splicedBody(Buffer.from('[1,2]'), 's', 1), null);
   assert.equal(splicedBody(Buffer.from('{"action":"x","id":"y"}'), 's', 1), null);
 });

@@ -1,22 +1,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  destroy,
-  drainQueue,
-  eventually,
-  http,
-  start,
-  testEnv,
-  type Running,
-  type TestEnv,
-  seedShop,
-  SHOP,
-} from './helpers/harness.js';
-import { TcpProxy } from './helpers/proxy.js';
+import { drainQueue, eventually, http, type Running, type TestEnv, SHOP } from './helpers/harness.js';
+import { shopBehindProxy, type TcpProxy } from './helpers/proxy.js';
 
 // The promise: an event answered 2xx is in PostgreSQL and reaches every matching subscription
 // queue, even when the broker connection is cut between the commit and the confirm.
-const proxy = new TcpProxy(5672);
+let proxy: TcpProxy;
+let close: () => Promise<void>;
 let env: TestEnv;
 let srv: Running;
 const APP = SHOP;
@@ -25,20 +15,14 @@ const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: P
 let queue = '';
 
 before(async () => {
-  const port = await proxy.listen();
-  env = testEnv({
-    amqpUrl: `amqp://guest:guest@127.0.0.1:${port}`,
+  ({ proxy, env, srv, queue, close } = await shopBehindProxy({
     confirmWaitMs: 400,
     relayGraceMs: 800,
     relayIntervalMs: 150,
-  });
-  srv = await start(env);
-  queue = await seedShop(srv, env);
+  }));
 });
 after(async () => {
-  await srv?.close();
-  await proxy.close();
-  await destroy(env);
+  await close?.();
 });
 
 const inOutbox = async (id: string): Promise<boolean> =>

@@ -1,27 +1,17 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  destroy,
-  drainQueue,
-  eventually,
-  http,
-  start,
-  testEnv,
-  type Running,
-  type TestEnv,
-  seedShop,
-  SHOP,
-} from './helpers/harness.js';
-import { TcpProxy } from './helpers/proxy.js';
+import { drainQueue, eventually, http, type Running, type TestEnv, SHOP } from './helpers/harness.js';
+import { shopBehindProxy, type TcpProxy } from './helpers/proxy.js';
 
 // When a publish is answered: on the commit (what a 2xx promises), unless the client asks to wait
 // for the broker confirm (Prefer: wait), or too many answered events still wait for theirs
 // (AMEBO_MAX_UNCONFIRMED: then replies wait again). The broker's confirms are held back by a proxy.
-const proxy = new TcpProxy(5672);
 const CONFIRM_WAIT_MS = 3000;
+let proxy: TcpProxy;
 let env: TestEnv;
 let srv: Running;
 let queue = '';
+let close: () => Promise<void>;
 const post = (payload: unknown, headers: Record<string, string> = {}) =>
   http(srv.url, env, 'POST', '/v1/events', { action: 'order.placed', payload }, SHOP, headers);
 const timed = async <T>(f: () => Promise<T>): Promise<[T, number]> => {
@@ -31,24 +21,18 @@ const timed = async <T>(f: () => Promise<T>): Promise<[T, number]> => {
 };
 
 before(async () => {
-  const port = await proxy.listen();
-  env = testEnv({
-    amqpUrl: `amqp://guest:guest@127.0.0.1:${port}`,
+  ({ proxy, env, srv, queue, close } = await shopBehindProxy({
     confirmWaitMs: CONFIRM_WAIT_MS,
     maxUnconfirmed: 3,
     relayGraceMs: 1000,
     relayIntervalMs: 150,
-  });
-  srv = await start(env);
-  queue = await seedShop(srv, env);
+  }));
   // The process starts in backlog mode (its relay first publishes what a stopped one left): live
   // publishing once that is done.
   await eventually(() => !srv.amebo.pipeline.inBacklog, 30_000);
 });
 after(async () => {
-  await srv?.close();
-  await proxy.close();
-  await destroy(env);
+  await close?.();
 });
 
 test('replies go on the commit; Prefer: wait holds one until the confirm; past AMEBO_MAX_UNCONFIRMED all wait', async () => {

@@ -1,23 +1,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  destroy,
-  drainQueue,
-  eventually,
-  http,
-  seedShop,
-  SHOP,
-  start,
-  testEnv,
-  type Running,
-  type TestEnv,
-} from './helpers/harness.js';
-import { TcpProxy } from './helpers/proxy.js';
+import { drainQueue, eventually, http, SHOP, type Running, type TestEnv } from './helpers/harness.js';
+import { shopBehindProxy, type TcpProxy } from './helpers/proxy.js';
 
 // Faults the chaos suite found, each reproduced here on the shared services (issue "Production on a
 // RabbitMQ cluster" §5): events accepted during a broker outage overtook each other, and each
 // outage left one more relay loop behind.
-const proxy = new TcpProxy(5672);
+let proxy: TcpProxy;
+let close: () => Promise<void>;
 let env: TestEnv;
 let srv: Running;
 const APP = SHOP;
@@ -26,20 +16,14 @@ const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: P
 let queue = '';
 
 before(async () => {
-  const port = await proxy.listen();
-  env = testEnv({
-    amqpUrl: `amqp://guest:guest@127.0.0.1:${port}`,
+  ({ proxy, env, srv, queue, close } = await shopBehindProxy({
     confirmWaitMs: 400,
     relayGraceMs: 2000,
     relayIntervalMs: 100,
-  });
-  srv = await start(env);
-  queue = await seedShop(srv, env);
+  }));
 });
 after(async () => {
-  await srv?.close();
-  await proxy.close();
-  await destroy(env);
+  await close?.();
 });
 
 const outboxSize = async (): Promise<number> =>

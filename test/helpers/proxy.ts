@@ -1,4 +1,6 @@
 import net from 'node:net';
+import type { Config } from '../../src/config.js';
+import { destroy, seedShop, start, testEnv, type Running, type TestEnv } from './harness.js';
 
 /**
  * A TCP proxy on loopback in front of a real server, so a test can cut or stall a connection at
@@ -64,4 +66,34 @@ export class TcpProxy {
     this.cut();
     await new Promise((r) => this.server.close(r));
   }
+}
+
+/**
+ * Amebo whose RabbitMQ connection runs through a TcpProxy (so a test can hold back or cut the
+ * broker's answers), seeded with the shop application, its order.placed action and an amqp
+ * subscription, whose queue is returned. `close()` stops Amebo and the proxy and drops the stores.
+ */
+export async function shopBehindProxy(overrides: Partial<Config>): Promise<{
+  proxy: TcpProxy;
+  env: TestEnv;
+  srv: Running;
+  queue: string;
+  close: () => Promise<void>;
+}> {
+  const proxy = new TcpProxy(5672);
+  const port = await proxy.listen();
+  const env = testEnv({ amqpUrl: `amqp://guest:guest@127.0.0.1:${port}`, ...overrides });
+  const srv = await start(env);
+  const queue = await seedShop(srv, env);
+  return {
+    proxy,
+    env,
+    srv,
+    queue,
+    close: async () => {
+      await srv.close();
+      await proxy.close();
+      await destroy(env);
+    },
+  };
 }

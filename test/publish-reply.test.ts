@@ -14,11 +14,6 @@ let queue = '';
 let close: () => Promise<void>;
 const post = (payload: unknown, headers: Record<string, string> = {}) =>
   http(srv.url, env, 'POST', '/v1/events', { action: 'order.placed', payload }, SHOP, headers);
-const timed = async <T>(f: () => Promise<T>): Promise<[T, number]> => {
-  const t0 = performance.now();
-  const r = await f();
-  return [r, performance.now() - t0];
-};
 
 before(async () => {
   ({ proxy, env, srv, queue, close } = await shopBehindProxy({
@@ -37,7 +32,7 @@ after(async () => {
 
 test('replies go on the commit; Prefer: wait holds one until the confirm; past AMEBO_MAX_UNCONFIRMED all wait', async () => {
   // Confirmed normally: Prefer: wait says so.
-  const [confirmed] = await timed(() => post({ i: 'confirmed' }, { prefer: 'wait=10' }));
+  const confirmed = await post({ i: 'confirmed' }, { prefer: 'wait=10' });
   assert.equal(confirmed.status, 202);
   assert.equal(confirmed.body.published, true);
   assert.equal(confirmed.headers['preference-applied'], 'wait=10');
@@ -45,22 +40,22 @@ test('replies go on the commit; Prefer: wait holds one until the confirm; past A
   proxy.hold(); // from here the broker's confirms never arrive
   const early: string[] = [];
   for (let i = 0; i < 3; i++) {
-    const [r, ms] = await timed(() => post({ i }));
+    const r = await post({ i });
     assert.equal(r.status, 202);
     assert.equal(r.body.published, false, 'answered before any confirm');
-    assert.ok(ms < CONFIRM_WAIT_MS, `answered on the commit (${ms.toFixed(0)} ms), not after the confirm wait`);
+    // A reply that had waited out its confirm wait would have sent the process to the outbox.
+    assert.equal(srv.amebo.pipeline.inBacklog, false, 'answered on the commit, before the confirm wait ran out');
     const row = await srv.amebo.pool.query('SELECT 1 FROM outbox WHERE id = $1', [r.body.event]);
     assert.equal(row.rowCount, 1, 'committed, and in the outbox until confirmed');
     early.push(r.body.event);
   }
-  assert.equal(srv.amebo.pipeline.inBacklog, false, 'no confirm wait has run out yet');
 
   // Three answered events wait for their confirms (the limit): the next reply waits for its own.
-  const [held, heldMs] = await timed(() => post({ i: 'held' }));
+  const held = await post({ i: 'held' });
   assert.equal(held.status, 202);
   assert.equal(held.body.published, false, 'no confirm came within the wait');
-  assert.ok(heldMs >= CONFIRM_WAIT_MS - 50, `back-pressure: answered after the confirm wait (${heldMs.toFixed(0)} ms)`);
-  assert.equal(srv.amebo.pipeline.inBacklog, true, 'the unconfirmed publish sent the process to the outbox');
+  // Answered only once a confirm wait had run out (which is what sends the process to the outbox).
+  assert.equal(srv.amebo.pipeline.inBacklog, true, 'back-pressure: answered after the confirm wait');
 
   // The connection drops and comes back: every answered event reaches the queue (the relay).
   proxy.cut();

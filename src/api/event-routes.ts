@@ -255,7 +255,8 @@ export async function eventRoutes(scope: FastifyInstance, ctx: ApiContext): Prom
       );
       accepted.sort((a, b) => a.i - b.i);
       const waitConfirm = waitPreference(req, reply);
-      const out = await pipeline.submit(accepted.map((a) => ({ ...a.pr, waitConfirm })));
+      for (const a of accepted) a.pr.waitConfirm = waitConfirm;
+      const out = await pipeline.submit(accepted.map((a) => a.pr));
       accepted.forEach((a, k) => {
         const r = out[k];
         if (r) results[a.i] = { status: r.duplicate ? 200 : 202, ...r };

@@ -429,7 +429,13 @@ test('a revoke this API node has not seen yet, or one in flight, still stops a s
     await db.query(`UPDATE actions SET subscribers = '{}' WHERE name = 'beta.revoked'`);
     let answered = false;
     const during = subscribe('during-revoke').finally(() => (answered = true));
-    await new Promise((r) => setTimeout(r, 500));
+    // The subscription's transaction waits on the action row's lock (PostgreSQL says so).
+    await eventually(async () => {
+      const w = await db.query(
+        `SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+      );
+      return (w.rowCount ?? 0) > 0;
+    }, 30_000);
     assert.equal(answered, false, 'the subscription waits for the revoke to commit or roll back');
     await db.query('COMMIT');
     const r = await during;

@@ -32,25 +32,23 @@ function envVars(e: ReturnType<typeof testEnv>, extra: Record<string, string> = 
 test('an unreachable store is named with its URL and how to start it; no stack trace', async () => {
   const e = testEnv();
   const port = await freePort();
-  for (const [k, service] of [
-    ['AMEBO_AMQP_URL', 'RabbitMQ'],
-    ['AMEBO_REDIS_URL', 'Redis'],
-    ['AMEBO_DATABASE_URL', 'PostgreSQL'],
-  ] as const) {
-    const url =
-      k === 'AMEBO_AMQP_URL'
-        ? `amqp://guest:guest@127.0.0.1:${port}`
-        : k === 'AMEBO_REDIS_URL'
-          ? `redis://127.0.0.1:${port}`
-          : `postgres://postgres@127.0.0.1:${port}/x`;
-    const p = run(['serve', '--address', '127.0.0.1:0'], envVars(e, { [k]: url }));
-    const code = await p.done;
-    assert.equal(code, 3, p.err());
-    assert.match(p.err(), new RegExp(`${service} is unreachable at .*127\\.0\\.0\\.1:${port}`));
-    assert.match(p.err(), /Start it with: /);
-    assert.doesNotMatch(p.err(), /\n\s+at /, 'no stack trace');
-    assert.doesNotMatch(p.err(), /guest:guest/, 'credentials are redacted');
-  }
+  // The three side by side: each waits out its store's connect timeout.
+  const stores = [
+    ['AMEBO_AMQP_URL', 'RabbitMQ', `amqp://guest:guest@127.0.0.1:${port}`],
+    ['AMEBO_REDIS_URL', 'Redis', `redis://127.0.0.1:${port}`],
+    ['AMEBO_DATABASE_URL', 'PostgreSQL', `postgres://postgres@127.0.0.1:${port}/x`],
+  ] as const;
+  await Promise.all(
+    stores.map(async ([k, service, url]) => {
+      const p = run(['serve', '--address', '127.0.0.1:0'], envVars(e, { [k]: url }));
+      const code = await p.done;
+      assert.equal(code, 3, p.err());
+      assert.match(p.err(), new RegExp(`${service} is unreachable at .*127\\.0\\.0\\.1:${port}`));
+      assert.match(p.err(), /Start it with: /);
+      assert.doesNotMatch(p.err(), /\n\s+at /, 'no stack trace');
+      assert.doesNotMatch(p.err(), /guest:guest/, 'credentials are redacted');
+    }),
+  );
   await destroy(e);
 });
 

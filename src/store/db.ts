@@ -55,8 +55,10 @@ export async function ensureDatabase(url: string): Promise<boolean> {
     try {
       await client.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
     } catch (err) {
-      // Two processes racing to create it: the loser sees duplicate_database.
-      if ((err as { code?: string }).code !== '42P04') throw err;
+      // Two processes racing to create it: the loser sees duplicate_database, or the catalog's
+      // unique index (unique_violation) when both passed the existence check at the same moment.
+      const code = (err as { code?: string }).code;
+      if (code !== '42P04' && code !== '23505') throw err;
     }
     return true;
   } finally {

@@ -2,7 +2,7 @@
  * Amebo as the product runs it, in a child process of the bench: `node bin/amebo.js serve` on a
  * free loopback port, its own database, RabbitMQ prefix and Redis prefix (all random, removed by
  * `destroy()`), so its CPU is read apart from the load generator's. `nodeArgs` adds node flags
- * (e.g. --cpu-prof); BENCH_WORKERS sets AMEBO_WORKERS.
+ * (e.g. --cpu-prof), `bin` another checkout's bin/amebo.js (bench/ab.ts); BENCH_WORKERS sets AMEBO_WORKERS.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -45,7 +45,7 @@ export interface AmeboChild {
 }
 
 export async function startAmeboChild(
-  opts: { roles: string; env?: Record<string, string>; nodeArgs?: string[] } = { roles: 'api,relay' },
+  opts: { roles: string; env?: Record<string, string>; nodeArgs?: string[]; bin?: string } = { roles: 'api,relay' },
 ): Promise<AmeboChild> {
   const id = randomBytes(4).toString('hex');
   const db = `amebo_bench_${id}`;
@@ -66,7 +66,7 @@ export async function startAmeboChild(
     AMEBO_WORKERS: process.env.BENCH_WORKERS ?? '1',
     ...opts.env,
   };
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), BIN, 'serve'], {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.bin ?? BIN, 'serve'], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'inherit', 'inherit'],
   });

@@ -739,10 +739,14 @@ export class Registry {
     const bind: string[] = [];
     const unbind: string[] = [];
     for (const a of restricted) if (matches(a.name)) (canSubscribe(row.application, a) ? bind : unbind).push(a.name);
+    // A pattern stored before the API refused more than one `#` would make RabbitMQ backtrack on
+    // every publish (TOPIC_LIMITS): it is unbound, not bound, until its owner changes it.
+    const bindable = isBindablePattern(row.action);
     return {
       application: row.application,
       name: row.name,
-      patterns: [row.action],
+      patterns: bindable ? [row.action] : [],
+      ...(bindable ? {} : { unboundPatterns: [row.action] }),
       restricted: { bind, unbind },
       ordered: row.ordered,
       retryDelaysMs: row.retry_schedule.map((s) => s * 1000),
@@ -755,6 +759,13 @@ export class Registry {
       sql.listSubscriptions(this.pool),
       sql.listRestrictedActions(this.pool),
     ]);
+    const unbindable = subs.filter((s) => !isBindablePattern(s.action));
+    if (unbindable.length)
+      this.log.warn(
+        { subscriptions: unbindable.map((s) => ({ id: s.id, name: `${s.application}/${s.name}`, pattern: s.action })) },
+        `subscriptions whose pattern has more than one # (stored before the limit) are not bound and receive ` +
+          `nothing: each would make RabbitMQ backtrack on every publish; change their pattern (PATCH /v1/subscriptions/:id)`,
+      );
     return subs.map((s) => this.topologyOf(s, restricted));
   }
 

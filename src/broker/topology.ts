@@ -129,6 +129,7 @@ export class Topology {
     );
     await ch.bindQueue(q, this.redeliver, q);
     for (const pattern of sub.patterns) await ch.bindQueue(q, this.events, pattern);
+    for (const pattern of sub.unboundPatterns ?? []) await ch.unbindQueue(q, this.events, pattern);
     for (const action of sub.restricted.bind) await ch.bindQueue(q, this.restrictedEvents, action);
     for (const action of sub.restricted.unbind) await ch.unbindQueue(q, this.restrictedEvents, action);
     for (const d of sub.retryDelaysMs) await this.declareRetry(ch, d);
@@ -201,6 +202,8 @@ export interface TopologySubscription {
   name: string;
   /** Action names or topic patterns bound to the events exchange. */
   patterns: string[];
+  /** Patterns an older Amebo may have bound and that must not stay bound (see `Registry.topologyOf`). */
+  unboundPatterns?: string[];
   /** Restricted actions (by name) this subscription receives, and those it must not. */
   restricted: { bind: string[]; unbind: string[] };
   ordered: boolean;

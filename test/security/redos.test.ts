@@ -2,7 +2,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'undici';
 import WebSocket from 'ws';
-import { destroy, http, start, testEnv, type Running } from '../helpers/harness.js';
+import amqp from 'amqplib';
+import pg from 'pg';
+import { AMQP_URL, destroy, http, start, testEnv, type Running } from '../helpers/harness.js';
 import { deliveryPlugin } from '../../src/plugins.js';
 import { Receiver } from '../bridge/receiver.js';
 
@@ -169,6 +171,56 @@ test('a topic pattern of eleven # over 20-segment actions: replay and the live t
   ws.close();
   assert.equal(replayed, 0, 'the pattern matches none of them');
   assert.ok(slowest < FROZEN_MS, `the slowest /health took ${slowest.toFixed(1)} ms`);
+});
+
+test('a pattern with more than one # stored before the limit is unbound at start, until its owner changes it', async () => {
+  const created = await call(
+    'POST',
+    '/v1/subscriptions',
+    { application: 'shop', subscription: 'legacy', action: '#.a.a.legacy', handler: rx.url('/legacy') },
+    'admin',
+  );
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const { topology } = srv.amebo;
+  const queue = topology.subscriptionQueue('shop', 'legacy');
+  // What an older Amebo left: the pattern stored, and bound on the broker.
+  const legacy = '#.a.#.legacy';
+  const db = new pg.Client({ connectionString: env.cfg.databaseUrl });
+  await db.connect();
+  await db.query('UPDATE subscriptions SET action = $1 WHERE id = $2', [legacy, created.body.id]);
+  await db.end();
+  const conn = await amqp.connect(AMQP_URL);
+  try {
+    const ch = await conn.createConfirmChannel();
+    await ch.bindQueue(queue, topology.events, legacy);
+    /** Whether the broker routes `key` to some queue: a mandatory publish comes back (before its confirm) when not. */
+    const routed = async (key: string): Promise<boolean> => {
+      let returned = false;
+      const onReturn = () => (returned = true);
+      ch.once('return', onReturn);
+      await new Promise<void>((resolve, reject) =>
+        ch.publish(topology.events, key, Buffer.from('{}'), { mandatory: true }, (err: unknown) =>
+          err ? reject(new Error('nacked by the broker')) : resolve(),
+        ),
+      );
+      ch.off('return', onReturn);
+      return !returned;
+    };
+    assert.equal(await routed('a.x.legacy'), true, 'the legacy binding routes (the check can fail)');
+
+    await srv.close();
+    srv = await start(env, { plugins: [deliveryPlugin] }); // the reconcile on connect
+    assert.equal(await routed('a.x.legacy'), false, 'not bound after the start');
+    const shown = await call('GET', `/v1/subscriptions/${created.body.id}`, undefined, 'admin');
+    assert.equal(shown.status, 200);
+    assert.equal(shown.body.action, legacy, 'the stored pattern is shown as it is, for its owner to change');
+
+    const fixed = await call('PATCH', `/v1/subscriptions/${created.body.id}`, { action: '#.x.legacy' }, 'admin');
+    assert.equal(fixed.status, 200, JSON.stringify(fixed.body));
+    assert.equal(await routed('a.x.legacy'), true, 'bound again once changed to a pattern within the limit');
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
 });
 
 test('a 40,000-value enum: the compatibility check is linear and answers', async () => {

@@ -17,6 +17,14 @@ const rx = new Receiver();
 const SHOP: [string, string] = ['shop', 'shop-secret-0123456789'];
 const call = (m: Parameters<typeof http>[2], p: string, body?: unknown, auth?: Parameters<typeof http>[5]) =>
   http(srv.url, env, m, p, body, auth);
+/** A webhook subscription of shop's, by the admin. */
+const subscribe = (subscription: string, action: string) =>
+  call(
+    'POST',
+    '/v1/subscriptions',
+    { application: 'shop', subscription, action, handler: rx.url(`/${subscription}`) },
+    'admin',
+  );
 
 before(async () => {
   await rx.listen();
@@ -122,22 +130,12 @@ test('a topic pattern of eleven # over 20-segment actions: replay and the live t
   // 20-30 ms per event): more than one is refused, on create and on a change, with the limits in
   // the message.
   for (const action of [hostile, '#.#', '#.a.#', '#.a.#.a.#', Array(33).fill('#').join('.')]) {
-    const r = await call(
-      'POST',
-      '/v1/subscriptions',
-      { application: 'shop', subscription: 'hostile', action, handler: rx.url('/hostile') },
-      'admin',
-    );
+    const r = await subscribe('hostile', action);
     assert.equal(r.status, 400, action);
     assert.match(r.body.error.message, /at most 32 segments, 255 characters and one # segment/);
   }
   // The worst pattern a binding may have: one #, words that keep it searching, and no match.
-  const sub = await call(
-    'POST',
-    '/v1/subscriptions',
-    { application: 'shop', subscription: 'hostile', action: '#.a.a.nomatch', handler: rx.url('/hostile') },
-    'admin',
-  );
+  const sub = await subscribe('hostile', '#.a.a.nomatch');
   assert.equal(sub.status, 201, JSON.stringify(sub.body));
   const patch = await call('PATCH', `/v1/subscriptions/${sub.body.id}`, { action: '#.a.#.nomatch' }, 'admin');
   assert.equal(patch.status, 400, JSON.stringify(patch.body));
@@ -174,12 +172,7 @@ test('a topic pattern of eleven # over 20-segment actions: replay and the live t
 });
 
 test('a pattern with more than one # stored before the limit is unbound at start, until its owner changes it', async () => {
-  const created = await call(
-    'POST',
-    '/v1/subscriptions',
-    { application: 'shop', subscription: 'legacy', action: '#.a.a.legacy', handler: rx.url('/legacy') },
-    'admin',
-  );
+  const created = await subscribe('legacy', '#.a.a.legacy');
   assert.equal(created.status, 201, JSON.stringify(created.body));
   const { topology } = srv.amebo;
   const queue = topology.subscriptionQueue('shop', 'legacy');

@@ -13,7 +13,7 @@ import type { Topology, TopologySubscription } from './broker/topology.js';
 import type { Broker } from './broker/connection.js';
 import { uuidv7 } from './ids.js';
 import { TargetForbiddenError, TargetPolicy } from './targets.js';
-import { BINDING_PATTERN_RULES, isBindablePattern, isWildcard, topicMatcher } from './delivery/topic.js';
+import { backtracks, BINDING_PATTERN_RULES, isBindablePattern, isWildcard, topicMatcher } from './delivery/topic.js';
 
 export const NAME = {
   application: /^[a-z0-9][a-z0-9._-]{0,62}$/,
@@ -740,8 +740,9 @@ export class Registry {
     const unbind: string[] = [];
     for (const a of restricted) if (matches(a.name)) (canSubscribe(row.application, a) ? bind : unbind).push(a.name);
     // A pattern stored before the API refused more than one `#` would make RabbitMQ backtrack on
-    // every publish (TOPIC_LIMITS): it is unbound, not bound, until its owner changes it.
-    const bindable = isBindablePattern(row.action);
+    // every publish (TOPIC_LIMITS): it is unbound, not bound, until its owner changes it. (Other
+    // limits that came later, such as 32 segments, cost the broker nothing: those stay bound.)
+    const bindable = !backtracks(row.action);
     return {
       application: row.application,
       name: row.name,
@@ -759,7 +760,7 @@ export class Registry {
       sql.listSubscriptions(this.pool),
       sql.listRestrictedActions(this.pool),
     ]);
-    const unbindable = subs.filter((s) => !isBindablePattern(s.action));
+    const unbindable = subs.filter((s) => backtracks(s.action));
     if (unbindable.length)
       this.log.warn(
         { subscriptions: unbindable.map((s) => ({ id: s.id, name: `${s.application}/${s.name}`, pattern: s.action })) },

@@ -45,7 +45,12 @@ export function isTopicPattern(p: string): boolean {
  * most `TOPIC_LIMITS.maxBindingHashes` `#` segments.
  */
 export function isBindablePattern(p: string): boolean {
-  return isTopicPattern(p) && p.split('.').filter((s) => s === '#').length <= TOPIC_LIMITS.maxBindingHashes;
+  return isTopicPattern(p) && !backtracks(p);
+}
+
+/** True when the pattern has more `#` segments than a binding may (`TOPIC_LIMITS.maxBindingHashes`). */
+export function backtracks(p: string): boolean {
+  return p.split('.').filter((s) => s === '#').length > TOPIC_LIMITS.maxBindingHashes;
 }
 
 /** True when the pattern has a wildcard (else it names one action). */

@@ -174,18 +174,23 @@ test('a topic pattern of eleven # over 20-segment actions: replay and the live t
 test('a pattern with more than one # stored before the limit is unbound at start, until its owner changes it', async () => {
   const created = await subscribe('legacy', '#.a.a.legacy');
   assert.equal(created.status, 201, JSON.stringify(created.body));
+  const wide = await subscribe('legacy-wide', '#.wide');
+  assert.equal(wide.status, 201, JSON.stringify(wide.body));
   const { topology } = srv.amebo;
-  const queue = topology.subscriptionQueue('shop', 'legacy');
-  // What an older Amebo left: the pattern stored, and bound on the broker.
+  // What an older Amebo left, stored and bound on the broker: a pattern with two #, and an exact
+  // action name of 128 words (past today's 32 segments, a limit that costs the broker nothing).
   const legacy = '#.a.#.legacy';
+  const widest = Array.from({ length: 128 }, () => 'a').join('.');
   const db = new pg.Client({ connectionString: env.cfg.databaseUrl });
   await db.connect();
   await db.query('UPDATE subscriptions SET action = $1 WHERE id = $2', [legacy, created.body.id]);
+  await db.query('UPDATE subscriptions SET action = $1 WHERE id = $2', [widest, wide.body.id]);
   await db.end();
   const conn = await amqp.connect(AMQP_URL);
   try {
     const ch = await conn.createConfirmChannel();
-    await ch.bindQueue(queue, topology.events, legacy);
+    await ch.bindQueue(topology.subscriptionQueue('shop', 'legacy'), topology.events, legacy);
+    await ch.bindQueue(topology.subscriptionQueue('shop', 'legacy-wide'), topology.events, widest);
     /** Whether the broker routes `key` to some queue: a mandatory publish comes back (before its confirm) when not. */
     const routed = async (key: string): Promise<boolean> => {
       let returned = false;
@@ -204,6 +209,7 @@ test('a pattern with more than one # stored before the limit is unbound at start
     await srv.close();
     srv = await start(env, { plugins: [deliveryPlugin] }); // the reconcile on connect
     assert.equal(await routed('a.x.legacy'), false, 'not bound after the start');
+    assert.equal(await routed(widest), true, 'the long exact name stays bound');
     const shown = await call('GET', `/v1/subscriptions/${created.body.id}`, undefined, 'admin');
     assert.equal(shown.status, 200);
     assert.equal(shown.body.action, legacy, 'the stored pattern is shown as it is, for its owner to change');

@@ -22,7 +22,8 @@ import { APP_AUTH, orderPayload, setupOrders } from './payload.js';
 import { load } from './publish.js';
 
 const ref = process.argv[2];
-if (!ref) {
+if (!ref || ref.startsWith('-')) {
+  // A ref starting with '-' would reach git as an option.
   process.stderr.write('usage: npx tsx bench/ab.ts <git ref>\n');
   process.exit(2);
 }
@@ -32,7 +33,13 @@ const CONNECTIONS = 32;
 const root = path.resolve(new URL('..', import.meta.url).pathname);
 const git = (...args: string[]) => execFileSync('git', args, { cwd: root, encoding: 'utf8' }).trim();
 
-const commit = git('rev-parse', '--short', ref);
+let commit: string;
+try {
+  commit = git('rev-parse', '--short', '--verify', '--quiet', `${ref}^{commit}`);
+} catch {
+  process.stderr.write(`bench/ab.ts: ${ref} is not a commit here\n`);
+  process.exit(2);
+}
 const tree = path.join(mkdtempSync(path.join(tmpdir(), 'amebo-ab-')), 'base');
 git('worktree', 'add', '--detach', tree, commit);
 if (!existsSync(path.join(tree, 'node_modules')))

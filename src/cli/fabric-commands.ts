@@ -7,26 +7,15 @@
  * fabric answered (the method raised, no such service or method), 3 no answer in time or no broker.
  */
 import { Option, type Command } from 'commander';
-import {
-  FabricConnector,
-  FabricUnavailableError,
-  InvalidNameError,
-  JsonDecodeError,
-  RemoteError,
-  RpcTimeoutError,
-  ServiceNotFoundError,
-  encodeStrictJson,
-  parsePythonJson,
-  type LogRecord,
-  type ServiceChange,
-  type ServiceInfo,
-} from '../fabric/index.js';
-import { parseLevel } from '../fabric/logs.js';
+import type { FabricConnector, LogRecord, ServiceChange, ServiceInfo } from '../fabric/index.js';
 import { loadConfig, type Config } from '../config.js';
 import { action, CliError, EXIT, parseDuration, paint, positiveInt, unreachable, usage, write } from './contract.js';
 import { api } from './tools.js';
 
 const out = (s: string): Promise<void> => write(process.stdout, s);
+
+/** The fabric (the connector, amqplib), loaded by these commands only: every other command starts faster. */
+const loadFabric = () => import('../fabric/index.js');
 
 /** Closes the connector (bounded). */
 async function closeFabric(fabric?: FabricConnector): Promise<void> {
@@ -51,7 +40,8 @@ async function openFabric(fabric: FabricConnector, timeoutMs: number, url: strin
   }
 }
 
-function cliConnector(url: string, extra: { serviceTtlMs?: number } = {}): FabricConnector {
+async function cliConnector(url: string, extra: { serviceTtlMs?: number } = {}): Promise<FabricConnector> {
+  const { FabricConnector } = await loadFabric();
   return new FabricConnector({
     amqpUrl: url,
     domain: 'amebo',
@@ -99,17 +89,26 @@ export function registerFabricCommands(program: Command, deps: FabricCommandDeps
           opts: { timeout: string; json?: boolean },
         ) => {
           const timeoutMs = parseDuration(opts.timeout, '--timeout');
+          const {
+            FabricUnavailableError,
+            InvalidNameError,
+            RemoteError,
+            RpcTimeoutError,
+            ServiceNotFoundError,
+            encodeStrictJson,
+            parsePythonJson,
+          } = await loadFabric();
           let args: unknown;
           try {
             args = parsePythonJson(json);
           } catch (e) {
-            throw usage(`arguments are not JSON: ${(e as JsonDecodeError).message}`);
+            throw usage(`arguments are not JSON: ${(e as Error).message}`);
           }
           if (args === null || typeof args !== 'object' || Array.isArray(args))
             throw usage('arguments must be a JSON object of keyword arguments, e.g. \'{"x": 5}\'');
           deadman(timeoutMs + 15_000);
           const url = deps.amqpUrl();
-          const fabric = cliConnector(url);
+          const fabric = await cliConnector(url);
           await openFabric(fabric, Math.min(timeoutMs, 10_000), url);
           try {
             const result = await fabric.rpcCall({ domain, type, id }, method, args, { timeoutMs });
@@ -156,7 +155,7 @@ export function registerFabricCommands(program: Command, deps: FabricCommandDeps
         const waitMs = parseDuration(opts.wait, '--wait');
         if (!opts.watch) deadman(waitMs + 20_000);
         const url = deps.amqpUrl();
-        const fabric = cliConnector(url);
+        const fabric = await cliConnector(url);
         const filter = { ...(opts.domain ? { domain: opts.domain } : {}), ...(opts.type ? { type: opts.type } : {}) };
         await openFabric(fabric, 10_000, url);
         const [heard, known] = await Promise.all([
@@ -199,6 +198,8 @@ export function registerFabricCommands(program: Command, deps: FabricCommandDeps
         }) => {
           const count = positiveInt(opts.count, '--count') ?? Infinity;
           const timeoutMs = opts.timeout !== undefined ? parseDuration(opts.timeout, '--timeout') : undefined;
+          const { InvalidNameError } = await loadFabric();
+          const { parseLevel } = await import('../fabric/logs.js');
           if (opts.level)
             try {
               parseLevel(opts.level);
@@ -207,7 +208,7 @@ export function registerFabricCommands(program: Command, deps: FabricCommandDeps
             }
           if (timeoutMs !== undefined) deadman(timeoutMs + 20_000);
           const url = deps.amqpUrl();
-          const fabric = cliConnector(url);
+          const fabric = await cliConnector(url);
           let seen = 0;
           let stop: () => void = () => undefined;
           const stopped = new Promise<void>((resolve) => (stop = resolve));

@@ -324,6 +324,7 @@ export async function startAmebo(cfg: Config, log: Logger, opts: StartOptions = 
   };
   let api: FastifyInstance | null = null;
   if (cfg.roleSet.has('api')) {
+    void registry.warmSchemas(); // the first publish after a start does not wait for the worker to load
     api = await buildApi(ctx).catch(fail);
     if (opts.listen !== false) {
       const { host, port } = parseAddress(cfg.address);

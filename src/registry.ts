@@ -71,6 +71,11 @@ export class Registry {
     });
   }
 
+  /** Starts the schema compiler's worker ahead of the first compile (see `SchemaCompiler.warm`). */
+  warmSchemas(): Promise<void> {
+    return this.compiler.warm();
+  }
+
   /** 422 TARGET_FORBIDDEN when a handler URL reaches (or resolves to) an address the policy refuses. */
   async checkTarget(handler: string): Promise<void> {
     try {

@@ -240,6 +240,26 @@ test('a validator module may require only ajv runtime helpers and the two Amebo 
   assert.throws(() => loadValidator('require("ajv/../../../etc/passwd");'), /may not require/);
 });
 
+test('warm() starts the worker before any compile; the first compile runs on it', async () => {
+  const c = compiler();
+  assert.equal(c.warmed, false, 'no worker before warm() or a compile');
+  await c.warm();
+  assert.equal(c.warmed, true);
+  const w = (c as unknown as { worker: unknown }).worker;
+  const v = await c.compile({ type: 'integer' });
+  assert.equal(v(3), true);
+  assert.equal((c as unknown as { worker: unknown }).worker, w, 'the warmed worker, not a second one');
+  await c.warm(); // again: at once, the same worker
+  assert.equal((c as unknown as { worker: unknown }).worker, w);
+});
+
+test('warm() after close() resolves without starting a worker', async () => {
+  const c = new SchemaCompiler({ timeoutMs: 10_000, maxCodeBytes: 1024 * 1024 });
+  await c.close();
+  await c.warm();
+  assert.equal(c.warmed, false);
+});
+
 test('close() rejects what waits and later calls', async () => {
   const c = new SchemaCompiler({ timeoutMs: 10_000, maxCodeBytes: 1024 * 1024 });
   const slow = assert.rejects(c.compile(patterned(600)), /closed/);
